@@ -1,0 +1,1 @@
+"""Bridges connect devices and external inputs to the chargebus MQTT bus."""

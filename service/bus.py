@@ -1,0 +1,222 @@
+"""The MQTT client's lifetime: connect with backoff, keep the retained topics, dispatch.
+
+`MqttBus` owns one aiomqtt connection at a time. It remembers every retained topic it was
+asked to hold and re-publishes them all after each (re)connect, so a broker restart (which
+may lose retained messages) heals by itself. Incoming messages are handed to a callback;
+a callback that raises is logged and counted as a rejection, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+import aiomqtt
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
+
+from service.settings import MqttTarget
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes, bool], None]
+
+
+@dataclass
+class BusStats:
+    received: int = 0
+    rejected: int = 0
+    published: int = 0
+    connects: int = 0
+    last_rejection: str = ""
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, reason: str, detail: str) -> None:
+        self.rejected += 1
+        self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
+        self.last_rejection = detail
+
+
+@dataclass(frozen=True)
+class LastWill:
+    topic: str
+    payload: bytes
+
+
+class MqttBus:
+    def __init__(
+        self,
+        target: MqttTarget,
+        *,
+        client_id: str,
+        subscriptions: list[str],
+        on_message: MessageHandler,
+        will: LastWill | None = None,
+        on_connected: Callable[[], Awaitable[None]] | None = None,
+        tls_ca_file: str | None = None,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._target = target
+        self._client_id = client_id
+        self._subscriptions = subscriptions
+        self._on_message = on_message
+        self._will = will
+        self._on_connected = on_connected
+        self._tls_ca_file = tls_ca_file
+        self._max_backoff = max_backoff
+        self._retained: dict[str, bytes] = {}
+        self._client: aiomqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+        self.stats = BusStats()
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._run(), name=f"mqtt-{self._client_id}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client = self._client
+        if client is not None and self._will is not None:
+            # A clean disconnect suppresses the will, so say goodbye ourselves.
+            with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
+                await client.publish(self._will.topic, self._will.payload, qos=1, retain=True,
+                                     timeout=2)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def wait_connected(self, timeout: float) -> None:
+        await asyncio.wait_for(self.connected.wait(), timeout)
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def hold_retained(self, topic: str, payload: bytes | None) -> None:
+        """Keep `topic` retained with `payload` (None/empty clears it) across reconnects."""
+        if payload:
+            self._retained[topic] = payload
+        else:
+            self._retained.pop(topic, None)
+        self.publish_nowait(topic, payload or b"", retain=True)
+
+    def publish_nowait(self, topic: str, payload: bytes, *, retain: bool = False,
+                       qos: int = 1) -> bool:
+        """Hands the message to the connection without waiting for the broker's ack, so a
+        burst goes out back to back. False when there is no connection (a retained topic is
+        sent on the next connect anyway)."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            return False
+        # paho queues the bytes synchronously; aiomqtt's publish() would only add awaiting.
+        info = client._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != 0:
+            return False
+        self.stats.published += 1
+        return True
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False,
+                      qos: int = 1, timeout: float = 10) -> None:
+        """Publishes and waits for the broker's acknowledgement; raises if not connected."""
+        client = self._client
+        if client is None:
+            raise aiomqtt.MqttError("not connected")
+        await client.publish(topic, payload, qos=qos, retain=retain, timeout=timeout)
+        self.stats.published += 1
+
+    # -- the connection ----------------------------------------------------------------------
+
+    def _make_client(self) -> aiomqtt.Client:
+        target = self._target
+        tls_params = None
+        if target.tls:
+            tls_params = aiomqtt.TLSParameters(
+                ca_certs=self._tls_ca_file, cert_reqs=ssl.CERT_REQUIRED
+            )
+        will = (
+            aiomqtt.Will(self._will.topic, self._will.payload, qos=1, retain=True)
+            if self._will
+            else None
+        )
+        return aiomqtt.Client(
+            target.host,
+            target.port,
+            username=target.username,
+            password=target.password,
+            identifier=self._client_id,
+            will=will,
+            keepalive=15,
+            timeout=10,
+            tls_params=tls_params,
+            # Small publishes in a burst must not wait for delayed ACKs (DESIGN.md).
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        )
+
+    async def _run(self) -> None:
+        def log_retry(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "MQTT broker %s not reachable (%s); retrying in %.1f s",
+                self._target.redacted(), exc,
+                state.next_action.sleep if state.next_action else 0,
+            )
+
+        while True:
+            # A fresh retry state per connection episode, so backoff restarts small after
+            # a connection that worked.
+            async for attempt in AsyncRetrying(
+                wait=wait_exponential_jitter(initial=0.1, max=self._max_backoff, jitter=0.2),
+                retry=retry_if_exception_type((aiomqtt.MqttError, OSError)),
+                before_sleep=log_retry,
+            ):
+                with attempt:
+                    await self._session()
+
+    async def _session(self) -> None:
+        """One connection. Raises if connecting fails; returns when an established
+        connection is lost."""
+        client = self._make_client()
+        async with client:
+            try:
+                self._client = client
+                self.stats.connects += 1
+                if self._subscriptions:
+                    await client.subscribe([(t, 1) for t in self._subscriptions])
+                for topic, payload in list(self._retained.items()):
+                    client._client.publish(topic, payload, qos=1, retain=True)
+                if self._on_connected is not None:
+                    await self._on_connected()
+                self.connected.set()
+                log.info("MQTT connected to %s", self._target.redacted())
+                async for message in client.messages:
+                    self._dispatch(message)
+            except aiomqtt.MqttError as exc:
+                log.warning("MQTT connection to %s lost: %s", self._target.redacted(), exc)
+            finally:
+                self.connected.clear()
+                self._client = None
+
+    def _dispatch(self, message: aiomqtt.Message) -> None:
+        self.stats.received += 1
+        payload = message.payload
+        data = payload if isinstance(payload, bytes) else str(payload or "").encode()
+        try:
+            self._on_message(str(message.topic), data, bool(message.retain))
+        except Exception as exc:
+            self.stats.reject("handler_error", f"{message.topic}: {exc}")
+            log.exception("handling %s failed", message.topic)

@@ -1,0 +1,1 @@
+"""Pure domain logic: models, device types, derived device info. No I/O here."""

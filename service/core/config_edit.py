@@ -1,0 +1,252 @@
+"""Applying /cnf edits to configuration and users: pure functions that validate fully and
+return new documents, or raise EditError and change nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from service.core.dev_info import READONLY_DEVICE_KEYS, READONLY_PARAM_KEYS
+from service.core.device_types import DeviceTypeRegistry
+from service.core.models import (
+    ChargingRule,
+    EvseConfig,
+    Installation,
+    MeterConfig,
+    Params,
+    User,
+)
+
+
+class EditError(ValueError):
+    """A request that cannot be applied; the message names the field and the problem."""
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        where = f"{prefix}.{loc}" if prefix and loc else (prefix or loc or "value")
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+@dataclass
+class ConfigEdit:
+    installation: Installation
+    changed_devices: list[str] = field(default_factory=list)
+    params_changed: bool = False
+    soft_meters: dict[str, float] = field(default_factory=dict)
+
+
+_PARAM_FIELDS = frozenset(Params.model_fields) | {
+    alias
+    for f in Params.model_fields.values()
+    if f.validation_alias is not None and hasattr(f.validation_alias, "choices")
+    for alias in f.validation_alias.choices  # type: ignore[union-attr]
+    if isinstance(alias, str)
+}
+
+
+def _validated(model: type[BaseModel], data: dict[str, Any], where: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise EditError(describe_validation_error(exc, where)) from None
+
+
+def _next_dev_id(prefix: str, taken: dict[str, Any]) -> str:
+    n = 1
+    while f"{prefix}{n}" in taken:
+        n += 1
+    return f"{prefix}{n}"
+
+
+def apply_set_params(
+    installation: Installation,
+    body: Any,
+    registry: DeviceTypeRegistry,
+    known_user_ids: set[str],
+) -> ConfigEdit:
+    if not isinstance(body, dict):
+        raise EditError("body must be a JSON object")
+    unknown = [
+        k for k in body if k not in ("params", "devices") and k not in _PARAM_FIELDS
+        and k not in READONLY_PARAM_KEYS
+    ]
+    if unknown:
+        raise EditError(f"unknown field(s): {', '.join(sorted(unknown))}")
+    param_patch: dict[str, Any] = {k: v for k, v in body.items() if k in _PARAM_FIELDS}
+    nested = body.get("params", {})
+    if not isinstance(nested, dict):
+        raise EditError("params must be a JSON object")
+    bad = [k for k in nested if k not in _PARAM_FIELDS and k not in READONLY_PARAM_KEYS]
+    if bad:
+        raise EditError(f"params: unknown field(s): {', '.join(sorted(bad))}")
+    param_patch.update({k: v for k, v in nested.items() if k in _PARAM_FIELDS})
+    devices_patch = body.get("devices", [])
+    if not isinstance(devices_patch, list):
+        raise EditError("devices must be a JSON array of device objects")
+    if not param_patch and not devices_patch:
+        raise EditError("nothing to set: give params fields and/or devices")
+
+    edit = ConfigEdit(installation=installation)
+    params = installation.params
+    if param_patch:
+        merged = {**params.model_dump(), **_canonical_param_keys(param_patch)}
+        params = _validated(Params, merged, "params")
+        edit.params_changed = params != installation.params
+
+    devices = dict(installation.devices)
+    for index, patch in enumerate(devices_patch):
+        where = f"devices[{index}]"
+        if not isinstance(patch, dict):
+            raise EditError(f"{where} must be a JSON object")
+        dev_id, device, soft_meter = _edit_device(
+            devices, patch, where, registry, known_user_ids
+        )
+        devices[dev_id] = device
+        if dev_id not in edit.changed_devices and installation.devices.get(dev_id) != device:
+            edit.changed_devices.append(dev_id)
+        if soft_meter is not None:
+            edit.soft_meters[dev_id] = soft_meter
+    _check_references(devices)
+    edit.installation = installation.model_copy(update={"params": params, "devices": devices})
+    return edit
+
+
+def _canonical_param_keys(patch: dict[str, Any]) -> dict[str, Any]:
+    canonical: dict[str, Any] = {}
+    for key, value in patch.items():
+        for name, info in Params.model_fields.items():
+            choices = getattr(info.validation_alias, "choices", ())
+            if key == name or key in choices:
+                canonical[name] = value
+    return canonical
+
+
+def _edit_device(
+    devices: dict[str, EvseConfig | MeterConfig],
+    patch: dict[str, Any],
+    where: str,
+    registry: DeviceTypeRegistry,
+    known_user_ids: set[str],
+) -> tuple[str, EvseConfig | MeterConfig, float | None]:
+    soft_meter = patch.get("soft_meter")
+    if soft_meter is not None and (
+        isinstance(soft_meter, bool) or not isinstance(soft_meter, int | float) or soft_meter < 0
+    ):
+        raise EditError(f"{where}.soft_meter: must be a number >= 0 (Wh)")
+    fields = {k: v for k, v in patch.items() if k not in READONLY_DEVICE_KEYS and k != "soft_meter"}
+    dev_id = fields.get("dev_id")
+    if dev_id is not None and not isinstance(dev_id, str):
+        raise EditError(f"{where}.dev_id: must be a string")
+    existing = devices.get(dev_id) if dev_id else None
+    dev_type = fields.get("dev_type", existing.dev_type if existing else None)
+    if not isinstance(dev_type, str):
+        raise EditError(f"{where}.dev_type: required for a new device")
+    if dev_type not in registry:
+        raise EditError(f"{where}.dev_type: unknown device type {dev_type!r}")
+    kind = registry.get(dev_type).kind
+    if dev_id is None:
+        dev_id = _next_dev_id("E" if kind == "evse" else "M", devices)
+    if dev_id[:1] != ("E" if kind == "evse" else "M"):
+        raise EditError(
+            f"{where}.dev_id: {kind} ids begin with {'E' if kind == 'evse' else 'M'}, got {dev_id!r}"
+        )
+    model: type[EvseConfig | MeterConfig] = EvseConfig if kind == "evse" else MeterConfig
+    base = existing.model_dump() if existing is not None else {}
+    merged = {**base, **fields, "dev_id": dev_id, "dev_type": dev_type}
+    device = _validated(model, merged, where)
+    if isinstance(device, EvseConfig):
+        unknown_users = [u for u in device.users if u not in known_user_ids]
+        if unknown_users:
+            raise EditError(f"{where}.users: unknown user id(s): {', '.join(unknown_users)}")
+    elif soft_meter is not None:
+        raise EditError(f"{where}.soft_meter: only EVSEs have a soft meter")
+    return dev_id, device, float(soft_meter) if soft_meter is not None else None
+
+
+def _check_references(devices: dict[str, EvseConfig | MeterConfig]) -> None:
+    for dev_id, device in devices.items():
+        if device.attach and not (
+            device.attach in devices and isinstance(devices[device.attach], MeterConfig)
+        ):
+            raise EditError(f"{dev_id}.attach: {device.attach!r} is not a configured meter")
+
+
+def apply_device_set(
+    installation: Installation,
+    dev_id: str,
+    patch: Any,
+    registry: DeviceTypeRegistry,
+    known_user_ids: set[str],
+) -> ConfigEdit:
+    """A partial configuration for one existing device (the MQTT `devices/{id}/set` topic)."""
+    if dev_id not in installation.devices:
+        raise EditError(f"unknown device {dev_id!r}")
+    if not isinstance(patch, dict):
+        raise EditError("payload must be a JSON object")
+    return apply_set_params(
+        installation, {"devices": [{**patch, "dev_id": dev_id}]}, registry, known_user_ids
+    )
+
+
+def delete_device(installation: Installation, dev_id: str) -> Installation:
+    if dev_id not in installation.devices:
+        raise EditError(f"unknown device {dev_id!r}")
+    devices = {k: v for k, v in installation.devices.items() if k != dev_id}
+    # Detach the deleted meter from EVSEs that referenced it rather than refusing.
+    for key, device in devices.items():
+        if device.attach == dev_id:
+            devices[key] = device.model_copy(update={"attach": ""})
+    return installation.model_copy(update={"devices": devices})
+
+
+def apply_set_user(
+    users: dict[str, User], body: Any, is_admin: bool, new_id: str
+) -> tuple[dict[str, User], str]:
+    """Create (admin only) or update a user; a non-admin must name an existing user id and may
+    not change which EVSEs the user may use."""
+    if not isinstance(body, dict):
+        raise EditError("body must be a JSON user object")
+    user_id = body.get("id")
+    if user_id is not None and not isinstance(user_id, str):
+        raise EditError("id: must be a string")
+    existing = users.get(user_id) if user_id else None
+    if existing is None and not is_admin:
+        raise PermissionError("creating a user needs the admin password")
+    if user_id is None:
+        user_id = new_id
+    base = existing.model_dump() if existing is not None else {}
+    user = _validated(User, {**base, **body, "id": user_id}, "user")
+    if not is_admin and existing is not None and user.dev_ids != existing.dev_ids:
+        raise PermissionError("changing dev_ids needs the admin password")
+    _check_rfids_unique(users, user)
+    return {**users, user_id: user}, user_id
+
+
+def _check_rfids_unique(users: dict[str, User], user: User) -> None:
+    own = [r.id for r in user.rfids]
+    if len(own) != len(set(own)):
+        raise EditError("rfids: the same RFID/PIN is listed twice")
+    for other in users.values():
+        if other.id == user.id:
+            continue
+        clash = set(own) & {r.id for r in other.rfids}
+        if clash:
+            raise EditError(f"rfids: {', '.join(sorted(clash))} already belongs to another user")
+
+
+__all__ = [
+    "ChargingRule",
+    "ConfigEdit",
+    "EditError",
+    "apply_device_set",
+    "apply_set_params",
+    "apply_set_user",
+    "delete_device",
+]

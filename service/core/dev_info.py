@@ -1,0 +1,246 @@
+"""Builds the get_dev_info / get_params answer objects from configuration and run time.
+
+Field names and shapes follow the cFos API and what real installations answer (see
+docs/api.md): device_enabled as 1/0, power both as power_w and cur_charging_power, phase
+currents as current_l1..3 on EVSEs too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service import CFOS_API_VERSION, __version__
+from service.core.device_types import DeviceTypeRegistry
+from service.core.models import (
+    EvseConfig,
+    EvseState,
+    Installation,
+    MeterConfig,
+    MeterState,
+)
+from service.core.runtime import DeviceRuntime
+
+CFOS_VENDOR_ID = 52997
+# We license nothing: report a limit no installation reaches.
+MAX_EVSES = 100_000
+
+EVSE_STATE_OFFLINE = 6
+CP_STATE_NAMES = {
+    1: "Waiting",
+    2: "Vehicle detected",
+    3: "Charging",
+    4: "Charging with ventilation",
+    5: "Error",
+    6: "Offline",
+}
+
+# Keys we answer but never take as configuration: clients that send back what they read
+# (get_params → edit → set_params) must not be refused for them.
+READONLY_PARAM_KEYS = frozenset(
+    {
+        "cons_evse_power",
+        "avail_evse_power",
+        "shareware_mode",
+        "version",
+        "chargebus_version",
+        "time",
+        "vsn",
+        "max_evses",
+        "ocpp_gateway_license_cnt",
+        "ocpp_gateway_licenses_used",
+    }
+)
+READONLY_DEVICE_KEYS = frozenset(
+    {
+        "com_err",
+        "com_err_secs",
+        "com_errors",
+        "last_error",
+        "is_evse",
+        "charging_enabled",
+        "cur_charging_power",
+        "power_w",
+        "power",
+        "total_energy",
+        "phases",
+        "state",
+        "model",
+        "paused",
+        "pause_time",
+        "current_l1",
+        "current_l2",
+        "current_l3",
+        "voltage_l1",
+        "voltage_l2",
+        "voltage_l3",
+        "import",
+        "export",
+        "is_mock",
+        "max_power",
+        "last_set_charging_cur",
+        "ucnt",
+        "evse",
+        "ocpp",
+        "dev_type_name",
+    }
+)
+
+
+def params_info(
+    installation: Installation,
+    now: float,
+    cons_evse_power: float = 0.0,
+    avail_evse_power: float | None = None,
+) -> dict[str, Any]:
+    params = installation.params
+    if avail_evse_power is None:
+        limit = params.max_total_current - params.reserve_current
+        if params.max_total_evse_current:
+            limit = min(limit, params.max_total_evse_current)
+        avail_evse_power = max(0, limit) * 230 * 3 / 1000
+    info = params.model_dump()
+    info.update(
+        cons_evse_power=round(cons_evse_power),
+        avail_evse_power=round(avail_evse_power),
+        max_evses=MAX_EVSES,
+        shareware_mode=False,
+        version=CFOS_API_VERSION,
+        chargebus_version=__version__,
+        time=int(now),
+        vsn={"vendorid": CFOS_VENDOR_ID, "version": CFOS_API_VERSION, "productid": 0},
+        ocpp_gateway_license_cnt=0,
+        ocpp_gateway_licenses_used=0,
+    )
+    return info
+
+
+def _common(
+    config: EvseConfig | MeterConfig,
+    runtime: DeviceRuntime,
+    registry: DeviceTypeRegistry,
+    now: float,
+) -> dict[str, Any]:
+    info = config.model_dump()
+    info["device_enabled"] = 1 if config.device_enabled else 0
+    if config.dev_type in registry:
+        info["dev_type_name"] = registry.get(config.dev_type).display_name
+    # Seconds since the last communication error began (the product's meaning).
+    com_err_secs = (
+        max(0, int(now - runtime.last_com_err_at)) if runtime.last_com_err_at is not None else 0
+    )
+    info.update(
+        com_err=runtime.com_err,
+        com_err_secs=com_err_secs,
+        com_errors=runtime.com_errors,
+        last_error=runtime.last_error,
+        is_mock=False,
+        ucnt=0,
+        model=runtime.state.model if runtime.state is not None else "",
+    )
+    return info
+
+
+def evse_info(
+    config: EvseConfig,
+    runtime: DeviceRuntime,
+    registry: DeviceTypeRegistry,
+    now: float,
+    soft_meter_wh: float = 0.0,
+) -> dict[str, Any]:
+    info = _common(config, runtime, registry, now)
+    state = runtime.state if isinstance(runtime.state, EvseState) else None
+    command = runtime.command
+    currents = state.current if state is not None else [0, 0, 0]
+    voltages = state.voltage if state is not None else [230.0, 230.0, 230.0]
+    if state is not None and state.power_w is not None:
+        power = state.power_w
+    else:
+        power = sum(c * v for c, v in zip(currents, voltages, strict=True)) / 1000
+    evse_state = state.state if state is not None else EVSE_STATE_OFFLINE
+    phases = sum(1 << i for i, c in enumerate(currents) if c >= 1000)
+    total_energy = (
+        state.total_energy if state is not None and state.total_energy is not None else soft_meter_wh
+    )
+    max_cur = config.max_charging_cur if isinstance(config.max_charging_cur, int) else 0
+    charging_enabled = command.charging_enabled if command is not None else config.device_enabled
+    info.update(
+        is_evse=True,
+        charging_enabled=charging_enabled,
+        cur_charging_power=round(power),
+        power_w=round(power),
+        total_energy=round(total_energy),
+        soft_meter=round(soft_meter_wh),
+        phases=phases,
+        state=evse_state,
+        paused=command.paused if command is not None else False,
+        pause_time=0,
+        current_l1=currents[0],
+        current_l2=currents[1],
+        current_l3=currents[2],
+        max_power=round(max_cur * 230 * 3 / 1000),
+        last_set_charging_cur=command.charging_current if command is not None else -1,
+        evse={
+            "cp_state": CP_STATE_NAMES.get(evse_state, "Unknown"),
+            "charging": evse_state in (3, 4),
+            "current": command.charging_current if command is not None else 0,
+            "enabled": charging_enabled,
+        },
+        ocpp={"status": ""},
+    )
+    return info
+
+
+def meter_info(
+    config: MeterConfig,
+    runtime: DeviceRuntime,
+    registry: DeviceTypeRegistry,
+    now: float,
+) -> dict[str, Any]:
+    info = _common(config, runtime, registry, now)
+    state = runtime.state if isinstance(runtime.state, MeterState) else None
+    sign = -1 if config.invert else 1
+    currents = [sign * c for c in state.current] if state is not None else [0, 0, 0]
+    voltages = state.voltage if state is not None else [230.0, 230.0, 230.0]
+    if state is not None and state.power_w is not None:
+        power = sign * state.power_w
+    else:
+        power = sum(c * v for c, v in zip(currents, voltages, strict=True)) / 1000
+    info.update(
+        is_evse=False,
+        is_va=state.is_va if state is not None and state.is_va is not None else config.is_va,
+        power_w=round(power),
+        power=round(power),
+        current_l1=currents[0],
+        current_l2=currents[1],
+        current_l3=currents[2],
+        voltage_l1=round(voltages[0]),
+        voltage_l2=round(voltages[1]),
+        voltage_l3=round(voltages[2]),
+        state=EVSE_STATE_OFFLINE if state is None else 1,
+    )
+    imported = state.import_wh if state is not None and state.import_wh is not None else 0
+    exported = state.export_wh if state is not None and state.export_wh is not None else 0
+    info["import"], info["export"] = (
+        (round(exported), round(imported)) if config.invert else (round(imported), round(exported))
+    )
+    return info
+
+
+# Credentials (user ids act as one for set_user) are shown to the admin only.
+SECRET_DEVICE_KEYS = ("users", "fixed_rfid")
+
+
+def redact_device(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in info.items() if k not in SECRET_DEVICE_KEYS}
+
+
+def device_info(
+    config: EvseConfig | MeterConfig,
+    runtime: DeviceRuntime,
+    registry: DeviceTypeRegistry,
+    now: float,
+    soft_meter_wh: float = 0.0,
+) -> dict[str, Any]:
+    if isinstance(config, EvseConfig):
+        return evse_info(config, runtime, registry, now, soft_meter_wh)
+    return meter_info(config, runtime, registry, now)

@@ -1,0 +1,246 @@
+"""Configuration and state models, with the /cnf API's field names and units.
+
+Currents in mA, power in W, energy in Wh, voltage in V, cycle time in ms, pauses in s.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+)
+
+MilliAmps = Annotated[int, Field(ge=0, le=2_000_000)]
+# Upper bound for a single EVSE's current: 80 A covers every AC wallbox standard.
+EvseMilliAmps = Annotated[int, Field(ge=0, le=80_000)]
+PhaseMask = Annotated[int, Field(ge=0, le=7)]
+
+
+class StrictModel(BaseModel):
+    """Rejects unknown fields and wrong JSON types instead of coercing them silently."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class ChargingRule(StrictModel):
+    days: int = Field(default=127, ge=0, le=127, description="bit0 Monday … bit6 Sunday")
+    mode: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description="0 absolute, 1 relative, 2 solar, 3 relative solar, 4 solar minus value, "
+        "5 solar surplus",
+    )
+    current: int = Field(default=0, ge=-2_000_000, le=2_000_000, description="mA")
+    enabled: bool = True
+    udur: int = Field(default=0, ge=0, le=86_400, description="undercut duration, s")
+    time: int = Field(default=0, ge=0, le=1439, description="minutes after midnight")
+    dur: int = Field(default=1440, ge=0, le=10_080, description="minutes")
+    expr: str = Field(default="", max_length=1000)
+    input: str = Field(default="", max_length=200)
+    price_level: int = Field(default=0, ge=0, le=100)
+    solar: int = Field(default=0, ge=0, le=2_000_000, description="solar current, mA")
+
+
+class Params(StrictModel):
+    """The settable Charging Manager parameters (the r/o ones are derived, see dev_info)."""
+
+    title: str = Field(default="chargebus", max_length=200)
+    desc: str = Field(default="", max_length=1000)
+    max_total_current: MilliAmps = Field(
+        default=32_000, validation_alias=AliasChoices("max_total_current", "max_total_power")
+    )
+    reserve_current: MilliAmps = Field(
+        default=0, validation_alias=AliasChoices("reserve_current", "power_reserve")
+    )
+    overdraft_cur: MilliAmps = Field(
+        default=0, validation_alias=AliasChoices("overdraft_cur", "overdraft")
+    )
+    max_total_evse_current: MilliAmps = Field(
+        default=0,
+        validation_alias=AliasChoices("max_total_evse_current", "max_total_evse_power"),
+        description="0 = no separate EVSE limit",
+    )
+    lb_enabled: bool = True
+    disable_policy: Literal[-1, 0, 1] = 1
+    cycle_time: int = Field(default=3000, ge=100, le=60_000, description="ms")
+    cm_vars: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("cm_vars")
+    @classmethod
+    def _var_names(cls, value: dict[str, float]) -> dict[str, float]:
+        for name in value:
+            if not name.isidentifier():
+                raise ValueError(f"variable name {name!r} is not an identifier")
+        return value
+
+
+class RfidEntry(StrictModel):
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z:_-]+$")
+    name: str = Field(default="", max_length=200)
+    ac_auth: bool = True
+    ac_ovch: bool = False
+    used_phases: PhaseMask = 0
+
+
+class User(StrictModel):
+    id: str = Field(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z_-]+$")
+    name: str = Field(default="", max_length=200)
+    display: bool = True
+    dev_ids: list[str] = Field(default_factory=list, max_length=1000)
+    rfids: list[RfidEntry] = Field(default_factory=list, max_length=100)
+    charging_rules: list[ChargingRule] = Field(default_factory=list, max_length=100)
+
+
+DeviceId = Annotated[str, Field(min_length=2, max_length=32, pattern=r"^[EM][0-9A-Za-z_-]+$")]
+
+
+class DeviceConfigBase(StrictModel):
+    dev_type: str = Field(min_length=1, max_length=64)
+    dev_id: DeviceId
+    device_enabled: bool = True
+    name: str = Field(default="", max_length=200)
+    address: str = Field(default="", max_length=500)
+    id: int = Field(default=1, ge=0, le=255, description="Modbus id")
+    number: int = Field(default=1, ge=0, le=100_000)
+    desc: str = Field(default="", max_length=1000)
+    used_phases: PhaseMask = Field(default=0, description="0 = determine")
+    group: int = Field(default=0, ge=0, le=100_000, description="0 = main group")
+    attach: str = Field(default="", max_length=32)
+    phase_rotation: int = Field(default=0, ge=0, le=5)
+
+    @field_validator("device_enabled", mode="before")
+    @classmethod
+    def _enabled_from_int(cls, value: Any) -> Any:
+        # The product answers device_enabled as 1/0; clients send either form back.
+        if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+            return bool(value)
+        return value
+
+
+class EvseConfig(DeviceConfigBase):
+    label: str = Field(default="", max_length=200)
+    min_charging_cur: EvseMilliAmps = 6000
+    max_charging_cur: EvseMilliAmps | str = Field(default=16_000, description="mA or expression")
+    prio: int = Field(default=1, ge=0, le=1000)
+    pause_min_time: int = Field(default=300, ge=0, le=86_400, description="s")
+    charging_rules: list[ChargingRule] = Field(default_factory=list, max_length=100)
+    battery_save_threshold: EvseMilliAmps = 0
+    enable_snooze: bool = True
+    enable_wakeup: bool = True
+    fixed_rfid: str = Field(default="", max_length=64)
+    ocpp_gateway_client_id: str = Field(default="", max_length=100)
+    users: list[str] = Field(default_factory=list, max_length=1000)
+    failsafe_current: EvseMilliAmps = Field(
+        default=6000, description="what a bridge applies on its own when the core is gone"
+    )
+
+    @field_validator("max_charging_cur")
+    @classmethod
+    def _expr_not_empty(cls, value: int | str) -> int | str:
+        if isinstance(value, str):
+            if not value.strip() or len(value) > 1000:
+                raise ValueError("expression must be non-empty and at most 1000 characters")
+            if value.strip().isdigit():
+                return int(value.strip())
+        return value
+
+
+class MeterConfig(DeviceConfigBase):
+    is_va: bool = False
+    invert: bool = False
+    role: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description="0 display, 1 consumption, 2 production, 3 grid demand, "
+        "4 vehicle consumption, 5 storage",
+    )
+
+
+def _device_kind(value: Any) -> str | None:
+    dev_id = value.get("dev_id") if isinstance(value, dict) else getattr(value, "dev_id", None)
+    if isinstance(dev_id, str) and dev_id[:1] in ("E", "M"):
+        return "evse" if dev_id.startswith("E") else "meter"
+    return None
+
+
+# EVSE ids begin with E and meter ids with M (the API's rule), so the id tells the kind.
+DeviceConfig = Annotated[
+    Annotated[EvseConfig, Tag("evse")] | Annotated[MeterConfig, Tag("meter")],
+    Discriminator(_device_kind),
+]
+
+
+class Installation(StrictModel):
+    """Everything persisted as configuration: params and devices, in device order."""
+
+    params: Params = Field(default_factory=Params)
+    devices: dict[str, DeviceConfig] = Field(default_factory=dict)
+    license_accepted: bool = False
+    allow_usage_stats: bool = False
+
+
+class EvseState(BaseModel):
+    """Measurements an EVSE bridge publishes on devices/{id}/state."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    ts: float = Field(ge=0, description="unix seconds when measured")
+    state: int = Field(default=1, ge=1, le=6)
+    current: list[Annotated[int, Field(ge=-2_000_000, le=2_000_000)]] = Field(
+        default_factory=lambda: [0, 0, 0], min_length=3, max_length=3
+    )
+    voltage: list[Annotated[float, Field(ge=0, le=1000)]] = Field(
+        default_factory=lambda: [230.0, 230.0, 230.0], min_length=3, max_length=3
+    )
+    power_w: float | None = None
+    total_energy: float | None = Field(default=None, ge=0)
+    max_charging_current: int | None = Field(default=None, ge=0, le=2_000_000)
+    model: str = Field(default="", max_length=200)
+    rfid: str = Field(default="", max_length=64)
+    com_err: bool = False
+    last_error: str = Field(default="", max_length=500)
+    failsafe: bool = False
+
+
+class MeterState(BaseModel):
+    """Measurements a meter bridge publishes on devices/{id}/state."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    ts: float = Field(ge=0)
+    import_wh: float | None = Field(
+        default=None, ge=0, validation_alias=AliasChoices("import_wh", "import_vah", "import")
+    )
+    export_wh: float | None = Field(
+        default=None, ge=0, validation_alias=AliasChoices("export_wh", "export")
+    )
+    power_w: float | None = None
+    current: list[Annotated[int, Field(ge=-2_000_000, le=2_000_000)]] = Field(
+        default_factory=lambda: [0, 0, 0], min_length=3, max_length=3
+    )
+    voltage: list[Annotated[float, Field(ge=0, le=1000)]] = Field(
+        default_factory=lambda: [230.0, 230.0, 230.0], min_length=3, max_length=3
+    )
+    is_va: bool | None = None
+    model: str = Field(default="", max_length=200)
+    com_err: bool = False
+    last_error: str = Field(default="", max_length=500)
+
+
+class EvseCommand(BaseModel):
+    """What the core tells an EVSE; also the set_ajax_evse answer."""
+
+    device_enabled: bool
+    charging_enabled: bool
+    paused: bool
+    charging_current: int = Field(ge=0)
+    ts: float = 0.0

@@ -1,0 +1,1 @@
+"""The aiohttp adapter serving the cFos-compatible /cnf API."""

@@ -1,0 +1,203 @@
+"""The /cnf commands: one small function each, registered by name with the methods they
+answer and whether they need the admin."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from service.auth import AdminAccount, FailureThrottle
+from service.core.config_edit import EditError
+from service.diag_log import DiagLogging
+from service.http.errors import ApiError, bad_request, forbidden, not_found, unauthorized
+from service.http.request import CnfRequest
+from service.state import ServiceState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CnfContext:
+    state: ServiceState
+    admin: AdminAccount
+    throttle: FailureThrottle
+    diag: DiagLogging
+
+
+Handler = Callable[[CnfContext, CnfRequest], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Command:
+    handler: Handler
+    methods: frozenset[str]
+    needs_admin: bool
+
+
+COMMANDS: dict[str, Command] = {}
+GET = frozenset({"GET"})
+POST = frozenset({"POST"})
+BOTH = frozenset({"GET", "POST"})
+
+
+def command(name: str, methods: frozenset[str] = BOTH, *, admin: bool = False
+            ) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name] = Command(handler, methods, admin)
+        return handler
+
+    return register
+
+
+def _device_id(ctx: CnfContext, req: CnfRequest) -> str:
+    dev_id = req.required_text("dev_id", max_length=32)
+    if dev_id not in ctx.state.installation.devices:
+        raise not_found(f"unknown device {dev_id!r}")
+    return dev_id
+
+
+def _edit_error(exc: EditError) -> ApiError:
+    message = str(exc)
+    return not_found(message) if message.startswith("unknown device") or message.startswith(
+        "unknown user") or message.startswith("unknown EVSE") else bad_request(message)
+
+
+# -- reading ------------------------------------------------------------------------------
+
+@command("get_dev_info", GET)
+async def get_dev_info(ctx: CnfContext, req: CnfRequest) -> Any:
+    return ctx.state.dev_info(admin=req.is_admin)
+
+
+@command("get_params", GET)
+async def get_params(ctx: CnfContext, req: CnfRequest) -> Any:
+    answer = ctx.state.dev_info(admin=req.is_admin)
+    answer["dev_meta"] = ctx.state.registry.dev_meta()
+    return answer
+
+
+@command("get_users", GET, admin=True)
+async def get_users(ctx: CnfContext, req: CnfRequest) -> Any:
+    return [u.model_dump() for u in ctx.state.users.users.values()]
+
+
+@command("get_user", GET)
+async def get_user(ctx: CnfContext, req: CnfRequest) -> Any:
+    # A user id acts as that user's credential (set_user accepts it instead of the admin
+    # password), so knowing it is enough to read the record.
+    user_id = req.required_text("id", max_length=32)
+    user = ctx.state.user(user_id)
+    if user is None:
+        if not req.is_admin:
+            raise forbidden("unknown user id; the admin password is needed to look up users")
+        raise not_found(f"unknown user {user_id!r}")
+    return user.model_dump()
+
+
+@command("get_new_user_id", GET)
+async def get_new_user_id(ctx: CnfContext, req: CnfRequest) -> Any:
+    return ctx.state.new_user_id()
+
+
+# -- changing ------------------------------------------------------------------------------
+
+@command("set_params", POST, admin=True)
+async def set_params(ctx: CnfContext, req: CnfRequest) -> Any:
+    try:
+        await ctx.state.set_params(req.json_body())
+    except EditError as exc:
+        raise _edit_error(exc) from None
+    return "ok"
+
+
+@command("del_device", GET, admin=True)
+async def del_device(ctx: CnfContext, req: CnfRequest) -> Any:
+    await ctx.state.delete_device(_device_id(ctx, req))
+    return "ok"
+
+
+@command("reset_device", GET, admin=True)
+async def reset_device(ctx: CnfContext, req: CnfRequest) -> Any:
+    await ctx.state.reset_device(_device_id(ctx, req))
+    return "ok"
+
+
+@command("set_user", POST)
+async def set_user(ctx: CnfContext, req: CnfRequest) -> Any:
+    try:
+        await ctx.state.set_user(req.json_body(), is_admin=req.is_admin)
+    except PermissionError as exc:
+        raise (forbidden(str(exc)) if req.is_admin else unauthorized(str(exc))) from None
+    except EditError as exc:
+        raise _edit_error(exc) from None
+    return "ok"
+
+
+@command("del_user", GET, admin=True)
+async def del_user(ctx: CnfContext, req: CnfRequest) -> Any:
+    try:
+        await ctx.state.delete_user(req.required_text("id", max_length=32))
+    except EditError as exc:
+        raise _edit_error(exc) from None
+    return "ok"
+
+
+@command("accept_license", GET, admin=True)
+async def accept_license(ctx: CnfContext, req: CnfRequest) -> Any:
+    accepted = req.flag("acc")
+    usage = req.flag("allow_usage_stats", required=False)
+    await ctx.state.accept_license(bool(accepted), bool(usage))
+    return "ok"
+
+
+@command("change_admin_pwd", BOTH)
+async def change_admin_pwd(ctx: CnfContext, req: CnfRequest) -> Any:
+    old = req.required_text("old_pwd", max_length=200)
+    new = req.required_text("new_pwd", max_length=200)
+    client = req.http.remote or "?"
+    if not await ctx.admin.check(old):
+        ctx.throttle.failed(client)
+        raise forbidden("old_pwd is not the admin password")
+    ctx.throttle.succeeded(client)
+    try:
+        await ctx.admin.change(new)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+    log.info("admin password changed")
+    return "ok"
+
+
+@command("set_diag_logging", GET, admin=True)
+async def set_diag_logging(ctx: CnfContext, req: CnfRequest) -> Any:
+    if req.flag("enable"):
+        ctx.diag.start()
+    else:
+        ctx.diag.stop()
+    return "ok"
+
+
+@command("soft_meter", GET)
+async def soft_meter(ctx: CnfContext, req: CnfRequest) -> Any:
+    dev_id = _device_id(ctx, req)
+    value = req.number("val", required=False, minimum=0, maximum=1e12)
+    if value is not None and not req.is_admin:
+        raise unauthorized("setting the soft meter needs the admin password")
+    try:
+        old = await ctx.state.set_soft_meter(dev_id, value)
+    except EditError as exc:
+        raise bad_request(str(exc)) from None
+    return round(old)
+
+
+@command("set_cm_vars", GET, admin=True)
+async def set_cm_vars(ctx: CnfContext, req: CnfRequest) -> Any:
+    name = req.required_text("name", max_length=64)
+    value = req.number("val", minimum=-1e15, maximum=1e15)
+    assert value is not None
+    try:
+        await ctx.state.set_cm_var(name, value)
+    except EditError as exc:
+        raise bad_request(str(exc)) from None
+    return "ok"

@@ -1,0 +1,44 @@
+"""API errors: every refusal is a 4xx with a JSON object naming the problem."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, message)
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(404, message)
+
+
+def unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, {"WWW-Authenticate": 'Basic realm="chargebus"'})
+
+
+def forbidden(message: str) -> ApiError:
+    return ApiError(403, message)
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None,
+                   cmd: str | None = None) -> web.Response:
+    body: dict[str, object] = {"error": message}
+    if cmd:
+        body["cmd"] = cmd
+    return web.Response(
+        status=status,
+        text=json.dumps(body),
+        content_type="application/json",
+        headers=headers,
+    )

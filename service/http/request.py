@@ -1,0 +1,111 @@
+"""Reading /cnf requests: parameters from the query (and form bodies), JSON bodies, and
+who is asking (HTTP basic auth as `admin`)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiDict, MultiDictProxy
+
+from service.http.errors import bad_request
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user: str
+    password: str
+
+
+def basic_credentials(request: web.Request) -> Credentials | None:
+    header = request.headers.get("Authorization")
+    if not header:
+        return None
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return Credentials("", "")
+    try:
+        user, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return Credentials("", "")
+    return Credentials(user, password)
+
+
+class CnfRequest:
+    def __init__(self, request: web.Request, params: MultiDictProxy[str] | MultiDict[str],
+                 body: bytes, is_admin: bool) -> None:
+        self.http = request
+        self.params = params
+        self.body = body
+        self.is_admin = is_admin
+
+    @property
+    def method(self) -> str:
+        return self.http.method
+
+    def text(self, name: str, *, required: bool = True, max_length: int = 200) -> str | None:
+        values = self.params.getall(name, [])
+        if not values:
+            if required:
+                raise bad_request(f"missing parameter {name!r}")
+            return None
+        if len(values) > 1:
+            raise bad_request(f"parameter {name!r} given more than once")
+        value = values[0]
+        if len(value) > max_length:
+            raise bad_request(f"parameter {name!r} is longer than {max_length} characters")
+        return value
+
+    def required_text(self, name: str, max_length: int = 200) -> str:
+        value = self.text(name, max_length=max_length)
+        assert value is not None
+        return value
+
+    def integer(self, name: str, *, required: bool = True, minimum: int | None = None,
+                maximum: int | None = None) -> int | None:
+        raw = self.text(name, required=required)
+        if raw is None:
+            return None
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise bad_request(f"parameter {name!r} must be an integer, got {raw!r}") from None
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise bad_request(
+                f"parameter {name!r} must be between {minimum} and {maximum}, got {value}"
+            )
+        return value
+
+    def number(self, name: str, *, required: bool = True, minimum: float | None = None,
+               maximum: float | None = None) -> float | None:
+        raw = self.text(name, required=required)
+        if raw is None:
+            return None
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise bad_request(f"parameter {name!r} must be a number, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise bad_request(f"parameter {name!r} must be a finite number")
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise bad_request(
+                f"parameter {name!r} must be between {minimum} and {maximum}, got {raw}"
+            )
+        return value
+
+    def flag(self, name: str, *, required: bool = True) -> bool | None:
+        value = self.integer(name, required=required, minimum=0, maximum=1)
+        return None if value is None else value == 1
+
+    def json_body(self) -> Any:
+        if not self.body.strip():
+            raise bad_request("this command needs a JSON body")
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise bad_request(f"body is not valid JSON: {exc}") from None

@@ -1,0 +1,126 @@
+"""The aiohttp application serving /cnf, and its lifetime on a host and port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiDict
+
+from service.http.cnf import COMMANDS, CnfContext
+from service.http.errors import ApiError, error_response, unauthorized
+from service.http.request import CnfRequest, basic_credentials
+
+log = logging.getLogger(__name__)
+
+CONTEXT_KEY = web.AppKey("cnf_context", CnfContext)
+
+
+class HttpPortTaken(RuntimeError):
+    pass
+
+
+async def _parameters(request: web.Request) -> tuple[MultiDict[str], bytes]:
+    params: MultiDict[str] = MultiDict(request.query)
+    body = b""
+    if request.method == "POST" and request.can_read_body:
+        body = await request.read()
+        if request.content_type == "application/x-www-form-urlencoded":
+            form = await request.post()
+            for key, value in form.items():
+                if isinstance(value, str):
+                    params.add(key, value)
+            body = b""
+    return params, body
+
+
+async def _is_admin(request: web.Request, ctx: CnfContext) -> bool:
+    """True for valid admin credentials, False for none; wrong credentials are refused."""
+    credentials = basic_credentials(request)
+    if credentials is None:
+        return False
+    client = request.remote or "?"
+    delay = ctx.throttle.delay_for(client)
+    if delay:
+        await asyncio.sleep(delay)
+    if credentials.user == "admin" and await ctx.admin.check(credentials.password):
+        ctx.throttle.succeeded(client)
+        return True
+    ctx.throttle.failed(client)
+    log.warning("refused credentials for user %r from %s", credentials.user, client)
+    raise unauthorized("wrong user name or password (use user 'admin' and the admin password)")
+
+
+async def handle_cnf(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT_KEY]
+    cmd = request.query.get("cmd", "")
+    try:
+        params, body = await _parameters(request)
+        cmd = params.get("cmd", "")
+        if not cmd:
+            raise ApiError(400, "missing parameter 'cmd'")
+        spec = COMMANDS.get(cmd)
+        if spec is None:
+            raise ApiError(400, f"unknown cmd {cmd!r}")
+        if request.method not in spec.methods:
+            raise ApiError(405, f"cmd {cmd!r} needs {' or '.join(sorted(spec.methods))}")
+        is_admin = await _is_admin(request, ctx)
+        if spec.needs_admin and not is_admin:
+            raise unauthorized(f"cmd {cmd!r} needs the admin password (HTTP basic auth)")
+        answer: Any = await spec.handler(ctx, CnfRequest(request, params, body, is_admin))
+    except ApiError as exc:
+        log.info("cnf %s refused: %d %s", cmd or "-", exc.status, exc.message)
+        return error_response(exc.status, exc.message, exc.headers, cmd or None)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(413, f"request body too large: {exc.text}", cmd=cmd or None)
+    return web.Response(text=json.dumps(answer), content_type="application/json")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason)
+
+
+def create_app(ctx: CnfContext, max_body_bytes: int) -> web.Application:
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[json_errors])
+    app[CONTEXT_KEY] = ctx
+    app.router.add_route("GET", "/cnf", handle_cnf)
+    app.router.add_route("POST", "/cnf", handle_cnf)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serve_http(app: web.Application, host: str, port: int) -> AsyncIterator[int]:
+    """Serves `app` until the block ends; yields the bound port (useful with port 0)."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            raise HttpPortTaken(
+                f"HTTP port {port} on {host} is taken; choose another with "
+                f"CHARGEBUS_HTTP_PORT or --http-port"
+            ) from exc
+        raise
+    try:
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        bound = int(sockets[0].getsockname()[1]) if sockets else port
+        yield bound
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,112 @@
+"""Binds the service state to the bus: announces configuration, params and device info as
+retained topics, and feeds device states and `set` requests from the bus into the state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from service.bus import MqttBus
+from service.core.config_edit import EditError
+from service.core.dev_info import redact_device
+from service.state import RejectedMessage, ServiceState
+from service.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+def encode(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+class MqttLink:
+    def __init__(self, state: ServiceState, topics: Topics) -> None:
+        self.state = state
+        self.topics = topics
+        self.bus: MqttBus | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def subscriptions(self) -> list[str]:
+        return [
+            self.topics.all_devices("state"),
+            self.topics.all_devices("set"),
+            # Retained configs of devices deleted while we were away are cleared on sight.
+            self.topics.all_devices("config"),
+        ]
+
+    def attach(self, bus: MqttBus) -> None:
+        self.bus = bus
+        self.state.listeners.append(self)
+        self.publish_all()
+
+    def publish_all(self) -> None:
+        self.params_changed()
+        for dev_id in self.state.installation.devices:
+            self.device_changed(dev_id)
+
+    # -- StateListener ---------------------------------------------------------------------
+
+    def params_changed(self) -> None:
+        if self.bus is not None:
+            self.bus.hold_retained(self.topics.params, encode(self.state.params_info()))
+
+    def device_changed(self, dev_id: str) -> None:
+        if self.bus is None or dev_id not in self.state.installation.devices:
+            return
+        config = redact_device(self.state.installation.devices[dev_id].model_dump())
+        self.bus.hold_retained(self.topics.config(dev_id), encode(config))
+        self.device_state_changed(dev_id)
+
+    def device_removed(self, dev_id: str) -> None:
+        if self.bus is None:
+            return
+        for leaf in ("config", "info", "command"):
+            self.bus.hold_retained(self.topics.device(dev_id, leaf), None)
+
+    def device_state_changed(self, dev_id: str) -> None:
+        if self.bus is not None and dev_id in self.state.installation.devices:
+            self.bus.hold_retained(self.topics.info(dev_id), encode(self.state.device_info(dev_id)))
+
+    # -- incoming ----------------------------------------------------------------------------
+
+    def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        parsed = self.topics.parse_device_topic(topic)
+        if parsed is None:
+            return
+        dev_id, leaf = parsed
+        if leaf == "state":
+            self._on_state(dev_id, payload)
+        elif leaf == "set":
+            self._on_set(dev_id, payload)
+        elif leaf == "config" and payload and dev_id not in self.state.installation.devices:
+            log.info("clearing retained topics of unknown device %s", dev_id)
+            self.device_removed(dev_id)
+
+    def _reject(self, reason: str, detail: str) -> None:
+        log.warning("rejected MQTT message: %s", detail)
+        if self.bus is not None:
+            self.bus.stats.reject(reason, detail)
+
+    def _on_state(self, dev_id: str, payload: bytes) -> None:
+        try:
+            self.state.record_state(dev_id, payload)
+        except RejectedMessage as exc:
+            self._reject("state", str(exc))
+
+    def _on_set(self, dev_id: str, payload: bytes) -> None:
+        try:
+            patch = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self._reject("set", f"set for {dev_id}: not JSON ({exc})")
+            return
+        task = asyncio.get_running_loop().create_task(self._apply_set(dev_id, patch))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _apply_set(self, dev_id: str, patch: Any) -> None:
+        try:
+            await self.state.set_device(dev_id, patch)
+        except EditError as exc:
+            self._reject("set", f"set for {dev_id}: {exc}")

@@ -1,0 +1,90 @@
+"""Runtime settings: environment (CHARGEBUS_*), an optional TOML file and CLI flags."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_EMBEDDED_BROKER_PORT = 1883
+
+
+class MqttTarget(BaseModel):
+    """Where the MQTT broker is, parsed from an mqtt:// or mqtts:// URL."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def from_url(cls, url: str) -> MqttTarget:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp"):
+            raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
+        if not parts.hostname:
+            raise ValueError(f"MQTT URL has no host: {url!r}")
+        tls = parts.scheme == "mqtts"
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (8883 if tls else 1883),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+        )
+
+    def redacted(self) -> str:
+        scheme = "mqtts" if self.tls else "mqtt"
+        user = f"{self.username}:***@" if self.username else ""
+        return f"{scheme}://{user}{self.host}:{self.port}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHARGEBUS_", extra="forbid")
+
+    mqtt_url: str | None = Field(
+        default=None, description="Broker URL; unset starts the embedded broker"
+    )
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    data_dir: Path = Path("./data")
+    base_topic: str = "chargebus"
+    admin_password: str | None = None
+    embedded_broker_host: str = "127.0.0.1"
+    embedded_broker_port: int = Field(default=DEFAULT_EMBEDDED_BROKER_PORT, ge=0, le=65535)
+    diag_log_seconds: float = Field(default=300.0, gt=0)
+    max_body_bytes: int = Field(default=256 * 1024, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("base_topic")
+    @classmethod
+    def _topic_has_no_wildcards(cls, value: str) -> str:
+        if not value or any(c in value for c in "+#") or value.startswith("/") or value.endswith("/"):
+            raise ValueError("base_topic must be a non-empty topic without wildcards or edge slashes")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _url_parses(cls, value: str | None) -> str | None:
+        if value:
+            MqttTarget.from_url(value)
+        return value or None
+
+    def mqtt_target(self) -> MqttTarget | None:
+        return MqttTarget.from_url(self.mqtt_url) if self.mqtt_url else None
+
+
+def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> Settings:
+    """Precedence, lowest first: TOML file, environment, CLI flags."""
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        with config_file.open("rb") as fh:
+            file_values = tomllib.load(fh)
+    env_values = Settings().model_dump(exclude_unset=True)
+    merged = {**file_values, **env_values, **{k: v for k, v in overrides.items() if v is not None}}
+    return Settings.model_validate(merged) if merged else Settings()

@@ -1,0 +1,268 @@
+"""The state the service holds: configuration, users, energy counters and device run time.
+
+Every change is validated by the pure functions of service.core, written to disk and only
+then made visible and announced to listeners (the bus publisher), under one lock, so an
+acknowledged change is on disk and what is in memory always matches what is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from service.core import config_edit
+from service.core.config_edit import ConfigEdit, EditError, describe_validation_error
+from service.core.dev_info import device_info, params_info, redact_device
+from service.core.device_types import DeviceTypeRegistry
+from service.core.models import (
+    EvseConfig,
+    EvseState,
+    Installation,
+    MeterState,
+    User,
+)
+from service.core.runtime import DeviceRuntime
+from service.store import EnergyCounters, Store, UserBook
+
+log = logging.getLogger(__name__)
+
+
+class StateListener(Protocol):
+    def params_changed(self) -> None: ...
+    def device_changed(self, dev_id: str) -> None: ...
+    def device_removed(self, dev_id: str) -> None: ...
+    def device_state_changed(self, dev_id: str) -> None: ...
+
+
+class RejectedMessage(ValueError):
+    """A bus message that was refused; the message says why."""
+
+
+class ServiceState:
+    def __init__(
+        self,
+        store: Store,
+        registry: DeviceTypeRegistry,
+        installation: Installation,
+        users: UserBook,
+        energy: EnergyCounters,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.installation = installation
+        self.users = users
+        self.energy = energy
+        self.clock = clock
+        self.runtime: dict[str, DeviceRuntime] = {d: DeviceRuntime() for d in installation.devices}
+        self.listeners: list[StateListener] = []
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def load(cls, store: Store, registry: DeviceTypeRegistry) -> ServiceState:
+        store.prepare()
+        return cls(
+            store, registry, store.load_installation(), store.load_users(), store.load_energy()
+        )
+
+    # -- reading -------------------------------------------------------------------------
+
+    def params_info(self) -> dict[str, Any]:
+        return params_info(self.installation, self.clock())
+
+    def device_info(self, dev_id: str, *, admin: bool = False) -> dict[str, Any]:
+        info = device_info(
+            self.installation.devices[dev_id],
+            self.runtime.setdefault(dev_id, DeviceRuntime()),
+            self.registry,
+            self.clock(),
+            self.energy.soft_meter_wh.get(dev_id, 0.0),
+        )
+        return info if admin else redact_device(info)
+
+    def dev_info(self, *, admin: bool = False) -> dict[str, Any]:
+        return {
+            "params": self.params_info(),
+            "devices": [self.device_info(d, admin=admin) for d in self.installation.devices],
+            "loadmgr_disabled": not self.installation.params.lb_enabled,
+        }
+
+    def new_user_id(self) -> str:
+        while True:
+            candidate = str(1_000_000_000 + secrets.randbelow(9_000_000_000))
+            if candidate not in self.users.users:
+                return candidate
+
+    # -- changing configuration ----------------------------------------------------------
+
+    async def _save(self, name: str, document: Any) -> None:
+        # fsync takes milliseconds: keep it off the event loop.
+        await asyncio.to_thread(self.store.save, name, document)
+
+    async def _commit_edit(self, edit: ConfigEdit) -> None:
+        await self._save(Store.CONFIG, edit.installation)
+        if edit.soft_meters:
+            energy = self.energy.model_copy(
+                update={"soft_meter_wh": {**self.energy.soft_meter_wh, **edit.soft_meters}}
+            )
+            await self._save(Store.ENERGY, energy)
+            self.energy = energy
+        self.installation = edit.installation
+        for dev_id in edit.changed_devices:
+            self.runtime.setdefault(dev_id, DeviceRuntime())
+        if edit.params_changed:
+            self._notify(lambda listener: listener.params_changed())
+        for dev_id in {*edit.changed_devices, *edit.soft_meters}:
+            self._notify(lambda listener, d=dev_id: listener.device_changed(d))  # type: ignore[misc]
+
+    async def set_params(self, body: Any) -> ConfigEdit:
+        async with self._lock:
+            edit = config_edit.apply_set_params(
+                self.installation, body, self.registry, set(self.users.users)
+            )
+            await self._commit_edit(edit)
+            return edit
+
+    async def set_device(self, dev_id: str, patch: Any) -> ConfigEdit:
+        async with self._lock:
+            edit = config_edit.apply_device_set(
+                self.installation, dev_id, patch, self.registry, set(self.users.users)
+            )
+            await self._commit_edit(edit)
+            return edit
+
+    async def delete_device(self, dev_id: str) -> None:
+        async with self._lock:
+            installation = config_edit.delete_device(self.installation, dev_id)
+            await self._save(Store.CONFIG, installation)
+            if dev_id in self.energy.soft_meter_wh:
+                energy = EnergyCounters(
+                    soft_meter_wh={
+                        k: v for k, v in self.energy.soft_meter_wh.items() if k != dev_id
+                    }
+                )
+                await self._save(Store.ENERGY, energy)
+                self.energy = energy
+            detached = [
+                k for k, d in installation.devices.items() if d != self.installation.devices[k]
+            ]
+            self.installation = installation
+            self.runtime.pop(dev_id, None)
+            self._notify(lambda listener: listener.device_removed(dev_id))
+            for other in detached:
+                self._notify(lambda listener, d=other: listener.device_changed(d))  # type: ignore[misc]
+
+    async def reset_device(self, dev_id: str) -> None:
+        """Destroy and re-create: the configuration stays, everything learnt at run time goes."""
+        async with self._lock:
+            if dev_id not in self.installation.devices:
+                raise EditError(f"unknown device {dev_id!r}")
+            self.runtime[dev_id] = DeviceRuntime()
+            self._notify(lambda listener: listener.device_removed(dev_id))
+            self._notify(lambda listener: listener.device_changed(dev_id))
+
+    async def set_soft_meter(self, dev_id: str, value_wh: float | None) -> float:
+        async with self._lock:
+            device = self.installation.devices.get(dev_id)
+            if not isinstance(device, EvseConfig):
+                raise EditError(f"unknown EVSE {dev_id!r}")
+            old = self.energy.soft_meter_wh.get(dev_id, 0.0)
+            if value_wh is not None:
+                energy = self.energy.model_copy(
+                    update={"soft_meter_wh": {**self.energy.soft_meter_wh, dev_id: value_wh}}
+                )
+                await self._save(Store.ENERGY, energy)
+                self.energy = energy
+                self._notify(lambda listener: listener.device_changed(dev_id))
+            return old
+
+    async def accept_license(self, accepted: bool, allow_usage_stats: bool) -> None:
+        async with self._lock:
+            installation = self.installation.model_copy(
+                update={"license_accepted": accepted, "allow_usage_stats": allow_usage_stats}
+            )
+            await self._save(Store.CONFIG, installation)
+            self.installation = installation
+
+    async def set_cm_var(self, name: str, value: float) -> None:
+        async with self._lock:
+            edit = config_edit.apply_set_params(
+                self.installation,
+                {"cm_vars": {**self.installation.params.cm_vars, name: value}},
+                self.registry,
+                set(self.users.users),
+            )
+            await self._commit_edit(edit)
+
+    async def set_user(self, body: Any, *, is_admin: bool) -> str:
+        async with self._lock:
+            users, user_id = config_edit.apply_set_user(
+                self.users.users, body, is_admin, self.new_user_id()
+            )
+            book = UserBook(users=users)
+            await self._save(Store.USERS, book)
+            self.users = book
+            return user_id
+
+    async def delete_user(self, user_id: str) -> None:
+        async with self._lock:
+            if user_id not in self.users.users:
+                raise EditError(f"unknown user {user_id!r}")
+            referenced = [
+                d.dev_id
+                for d in self.installation.devices.values()
+                if isinstance(d, EvseConfig) and user_id in d.users
+            ]
+            if referenced:
+                raise EditError(
+                    f"user {user_id!r} is still allowed at {', '.join(referenced)}: "
+                    "remove it from those EVSEs' users first"
+                )
+            book = UserBook(users={k: v for k, v in self.users.users.items() if k != user_id})
+            await self._save(Store.USERS, book)
+            self.users = book
+
+    def user(self, user_id: str) -> User | None:
+        return self.users.users.get(user_id)
+
+    # -- run time ------------------------------------------------------------------------
+
+    def record_state(self, dev_id: str, payload: bytes) -> EvseState | MeterState:
+        """A bridge's measurement message; raises RejectedMessage and changes nothing if bad."""
+        device = self.installation.devices.get(dev_id)
+        if device is None:
+            raise RejectedMessage(f"state for unknown device {dev_id!r}")
+        try:
+            data = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RejectedMessage(f"state for {dev_id}: not JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise RejectedMessage(f"state for {dev_id}: not a JSON object")
+        now = self.clock()
+        data.setdefault("ts", now)
+        model: type[EvseState | MeterState] = (
+            EvseState if isinstance(device, EvseConfig) else MeterState
+        )
+        try:
+            state = model.model_validate(data)
+        except ValidationError as exc:
+            raise RejectedMessage(
+                f"state for {dev_id}: {describe_validation_error(exc)}"
+            ) from None
+        self.runtime.setdefault(dev_id, DeviceRuntime()).record_state(state, now)
+        self._notify(lambda listener: listener.device_state_changed(dev_id))
+        return state
+
+    def _notify(self, call: Callable[[StateListener], None]) -> None:
+        for listener in self.listeners:
+            try:
+                call(listener)
+            except Exception:
+                log.exception("state listener failed")
