@@ -35,6 +35,7 @@ class RunningService:
     link: MqttLink
     broker: MqttTarget
     http_port: int
+    cnf: CnfContext
 
 
 @contextlib.asynccontextmanager
@@ -85,7 +86,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             settings.base_topic,
             settings.data_dir,
         )
-        yield RunningService(settings, state, bus, link, target, http_port)
+        yield RunningService(settings, state, bus, link, target, http_port, ctx)
 
 
 async def run_until_stopped(settings: Settings) -> None:

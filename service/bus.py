@@ -95,8 +95,9 @@ class MqttBus:
         if client is not None and self._will is not None:
             # A clean disconnect suppresses the will, so say goodbye ourselves.
             with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
-                await client.publish(self._will.topic, self._will.payload, qos=1, retain=True,
-                                     timeout=2)
+                await client.publish(
+                    self._will.topic, self._will.payload, qos=1, retain=True, timeout=2
+                )
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -115,8 +116,9 @@ class MqttBus:
             self._retained.pop(topic, None)
         self.publish_nowait(topic, payload or b"", retain=True)
 
-    def publish_nowait(self, topic: str, payload: bytes, *, retain: bool = False,
-                       qos: int = 1) -> bool:
+    def publish_nowait(
+        self, topic: str, payload: bytes, *, retain: bool = False, qos: int = 1
+    ) -> bool:
         """Hands the message to the connection without waiting for the broker's ack, so a
         burst goes out back to back. False when there is no connection (a retained topic is
         sent on the next connect anyway)."""
@@ -130,8 +132,9 @@ class MqttBus:
         self.stats.published += 1
         return True
 
-    async def publish(self, topic: str, payload: bytes, *, retain: bool = False,
-                      qos: int = 1, timeout: float = 10) -> None:
+    async def publish(
+        self, topic: str, payload: bytes, *, retain: bool = False, qos: int = 1, timeout: float = 10
+    ) -> None:
         """Publishes and waits for the broker's acknowledgement; raises if not connected."""
         client = self._client
         if client is None:
@@ -172,7 +175,8 @@ class MqttBus:
             exc = state.outcome.exception() if state.outcome else None
             log.warning(
                 "MQTT broker %s not reachable (%s); retrying in %.1f s",
-                self._target.redacted(), exc,
+                self._target.redacted(),
+                exc,
                 state.next_action.sleep if state.next_action else 0,
             )
 

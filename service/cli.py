@@ -28,8 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="TOML file with settings")
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        run.add_argument(flag, dest=name, default=None, help=field.description or
-                         f"setting {name} (env CHARGEBUS_{name.upper()})")
+        run.add_argument(
+            flag,
+            dest=name,
+            default=None,
+            help=field.description or f"setting {name} (env CHARGEBUS_{name.upper()})",
+        )
     return parser
 
 
@@ -44,9 +48,7 @@ def _configure_logging(level: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    overrides: dict[str, Any] = {
-        name: getattr(args, name, None) for name in Settings.model_fields
-    }
+    overrides: dict[str, Any] = {name: getattr(args, name, None) for name in Settings.model_fields}
     try:
         settings = load_settings(args.config, overrides)
     except (ValidationError, ValueError, OSError) as exc:

@@ -70,7 +70,9 @@ async def embedded_broker(host: str, port: int) -> AsyncIterator[MqttTarget]:
     broker = Broker(
         {
             "listeners": {"default": {"type": "tcp", "bind": f"{host}:{chosen}"}},
-            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
         }
     )
     await broker.start()

@@ -64,9 +64,22 @@ class Settings(BaseSettings):
     @field_validator("base_topic")
     @classmethod
     def _topic_has_no_wildcards(cls, value: str) -> str:
-        if not value or any(c in value for c in "+#") or value.startswith("/") or value.endswith("/"):
-            raise ValueError("base_topic must be a non-empty topic without wildcards or edge slashes")
+        if (
+            not value
+            or any(c in value for c in "+#")
+            or value.startswith("/")
+            or value.endswith("/")
+        ):
+            raise ValueError(
+                "base_topic must be a non-empty topic without wildcards or edge slashes"
+            )
         return value
+
+    @field_validator("mqtt_url", "admin_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # docker compose and shells pass unset variables as empty strings.
+        return None if value == "" else value
 
     @field_validator("mqtt_url")
     @classmethod

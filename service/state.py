@@ -253,9 +253,7 @@ class ServiceState:
         try:
             state = model.model_validate(data)
         except ValidationError as exc:
-            raise RejectedMessage(
-                f"state for {dev_id}: {describe_validation_error(exc)}"
-            ) from None
+            raise RejectedMessage(f"state for {dev_id}: {describe_validation_error(exc)}") from None
         self.runtime.setdefault(dev_id, DeviceRuntime()).record_state(state, now)
         self._notify(lambda listener: listener.device_state_changed(dev_id))
         return state

@@ -46,7 +46,7 @@ _PARAM_FIELDS = frozenset(Params.model_fields) | {
     alias
     for f in Params.model_fields.values()
     if f.validation_alias is not None and hasattr(f.validation_alias, "choices")
-    for alias in f.validation_alias.choices  # type: ignore[union-attr]
+    for alias in f.validation_alias.choices
     if isinstance(alias, str)
 }
 
@@ -74,7 +74,10 @@ def apply_set_params(
     if not isinstance(body, dict):
         raise EditError("body must be a JSON object")
     unknown = [
-        k for k in body if k not in ("params", "devices") and k not in _PARAM_FIELDS
+        k
+        for k in body
+        if k not in ("params", "devices")
+        and k not in _PARAM_FIELDS
         and k not in READONLY_PARAM_KEYS
     ]
     if unknown:
@@ -105,9 +108,7 @@ def apply_set_params(
         where = f"devices[{index}]"
         if not isinstance(patch, dict):
             raise EditError(f"{where} must be a JSON object")
-        dev_id, device, soft_meter = _edit_device(
-            devices, patch, where, registry, known_user_ids
-        )
+        dev_id, device, soft_meter = _edit_device(devices, patch, where, registry, known_user_ids)
         devices[dev_id] = device
         if dev_id not in edit.changed_devices and installation.devices.get(dev_id) != device:
             edit.changed_devices.append(dev_id)
@@ -153,10 +154,9 @@ def _edit_device(
     kind = registry.get(dev_type).kind
     if dev_id is None:
         dev_id = _next_dev_id("E" if kind == "evse" else "M", devices)
-    if dev_id[:1] != ("E" if kind == "evse" else "M"):
-        raise EditError(
-            f"{where}.dev_id: {kind} ids begin with {'E' if kind == 'evse' else 'M'}, got {dev_id!r}"
-        )
+    prefix = "E" if kind == "evse" else "M"
+    if dev_id[:1] != prefix:
+        raise EditError(f"{where}.dev_id: {kind} ids begin with {prefix}, got {dev_id!r}")
     model: type[EvseConfig | MeterConfig] = EvseConfig if kind == "evse" else MeterConfig
     base = existing.model_dump() if existing is not None else {}
     merged = {**base, **fields, "dev_id": dev_id, "dev_type": dev_type}

@@ -159,7 +159,9 @@ def evse_info(
     evse_state = state.state if state is not None else EVSE_STATE_OFFLINE
     phases = sum(1 << i for i, c in enumerate(currents) if c >= 1000)
     total_energy = (
-        state.total_energy if state is not None and state.total_energy is not None else soft_meter_wh
+        state.total_energy
+        if state is not None and state.total_energy is not None
+        else soft_meter_wh
     )
     max_cur = config.max_charging_cur if isinstance(config.max_charging_cur, int) else 0
     charging_enabled = command.charging_enabled if command is not None else config.device_enabled

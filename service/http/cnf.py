@@ -42,8 +42,9 @@ POST = frozenset({"POST"})
 BOTH = frozenset({"GET", "POST"})
 
 
-def command(name: str, methods: frozenset[str] = BOTH, *, admin: bool = False
-            ) -> Callable[[Handler], Handler]:
+def command(
+    name: str, methods: frozenset[str] = BOTH, *, admin: bool = False
+) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         COMMANDS[name] = Command(handler, methods, admin)
         return handler
@@ -60,11 +61,17 @@ def _device_id(ctx: CnfContext, req: CnfRequest) -> str:
 
 def _edit_error(exc: EditError) -> ApiError:
     message = str(exc)
-    return not_found(message) if message.startswith("unknown device") or message.startswith(
-        "unknown user") or message.startswith("unknown EVSE") else bad_request(message)
+    return (
+        not_found(message)
+        if message.startswith("unknown device")
+        or message.startswith("unknown user")
+        or message.startswith("unknown EVSE")
+        else bad_request(message)
+    )
 
 
 # -- reading ------------------------------------------------------------------------------
+
 
 @command("get_dev_info", GET)
 async def get_dev_info(ctx: CnfContext, req: CnfRequest) -> Any:
@@ -102,6 +109,7 @@ async def get_new_user_id(ctx: CnfContext, req: CnfRequest) -> Any:
 
 
 # -- changing ------------------------------------------------------------------------------
+
 
 @command("set_params", POST, admin=True)
 async def set_params(ctx: CnfContext, req: CnfRequest) -> Any:

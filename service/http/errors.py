@@ -31,8 +31,9 @@ def forbidden(message: str) -> ApiError:
     return ApiError(403, message)
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None,
-                   cmd: str | None = None) -> web.Response:
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None, cmd: str | None = None
+) -> web.Response:
     body: dict[str, object] = {"error": message}
     if cmd:
         body["cmd"] = cmd

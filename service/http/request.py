@@ -37,8 +37,13 @@ def basic_credentials(request: web.Request) -> Credentials | None:
 
 
 class CnfRequest:
-    def __init__(self, request: web.Request, params: MultiDictProxy[str] | MultiDict[str],
-                 body: bytes, is_admin: bool) -> None:
+    def __init__(
+        self,
+        request: web.Request,
+        params: MultiDictProxy[str] | MultiDict[str],
+        body: bytes,
+        is_admin: bool,
+    ) -> None:
         self.http = request
         self.params = params
         self.body = body
@@ -66,8 +71,14 @@ class CnfRequest:
         assert value is not None
         return value
 
-    def integer(self, name: str, *, required: bool = True, minimum: int | None = None,
-                maximum: int | None = None) -> int | None:
+    def integer(
+        self,
+        name: str,
+        *,
+        required: bool = True,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> int | None:
         raw = self.text(name, required=required)
         if raw is None:
             return None
@@ -81,8 +92,14 @@ class CnfRequest:
             )
         return value
 
-    def number(self, name: str, *, required: bool = True, minimum: float | None = None,
-               maximum: float | None = None) -> float | None:
+    def number(
+        self,
+        name: str,
+        *,
+        required: bool = True,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> float | None:
         raw = self.text(name, required=required)
         if raw is None:
             return None

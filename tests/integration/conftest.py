@@ -1,0 +1,89 @@
+"""Fixtures for tests that run chargebus in-process against a real broker and HTTP port."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from service.app import RunningService, running_service
+from service.settings import Settings
+from tests.broker import BrokerAddress
+from tests.integration.mqtt_observer import MqttObserver
+
+ADMIN_PASSWORD = "test-admin-pw"
+
+
+@pytest.fixture
+def base_topic() -> str:
+    # A topic tree of its own per test: the session broker keeps retained messages.
+    return f"cbtest-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(mqtt_broker: BrokerAddress, tmp_path: Path, base_topic: str) -> Settings:
+    return Settings(
+        mqtt_url=mqtt_broker.url,
+        http_host="127.0.0.1",
+        http_port=0,
+        data_dir=tmp_path / "data",
+        base_topic=base_topic,
+        admin_password=ADMIN_PASSWORD,
+        diag_log_seconds=1.0,
+    )
+
+
+@pytest.fixture
+async def service(settings: Settings) -> AsyncIterator[RunningService]:
+    async with running_service(settings) as running:
+        await running.bus.wait_connected(10)
+        yield running
+
+
+@pytest.fixture
+def observer(mqtt_broker: BrokerAddress, base_topic: str) -> Iterator[MqttObserver]:
+    with MqttObserver(mqtt_broker.host, mqtt_broker.port, [f"{base_topic}/#"]) as seen:
+        yield seen
+
+
+class Api:
+    """A /cnf client for tests: answers as (status, decoded JSON)."""
+
+    def __init__(self, session: aiohttp.ClientSession, port: int) -> None:
+        self.session = session
+        self.url = f"http://127.0.0.1:{port}/cnf"
+        self.admin = aiohttp.BasicAuth("admin", ADMIN_PASSWORD)
+
+    async def get(self, auth: aiohttp.BasicAuth | None = None, **params: Any) -> tuple[int, Any]:
+        async with self.session.get(self.url, params=_strings(params), auth=auth) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def post(self, body: Any, auth: aiohttp.BasicAuth | None = None, *,
+                   raw: bytes | None = None, **params: Any) -> tuple[int, Any]:
+        kwargs: dict[str, Any] = {"data": raw} if raw is not None else {"json": body}
+        async with self.session.post(self.url, params=_strings(params), auth=auth,
+                                     **kwargs) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def ok(self, **params: Any) -> Any:
+        status, answer = await self.get(self.admin, **params)
+        assert status == 200, answer
+        return answer
+
+    async def set_params(self, body: Any) -> None:
+        status, answer = await self.post(body, self.admin, cmd="set_params")
+        assert (status, answer) == (200, "ok")
+
+
+def _strings(params: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in params.items()}
+
+
+@pytest.fixture
+async def api(service: RunningService) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession() as session:
+        yield Api(session, service.http_port)

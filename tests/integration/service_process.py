@@ -1,0 +1,85 @@
+"""Runs `python -m service run` as a real process for tests that restart or kill it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from tests.broker import find_free_port
+
+
+class ServiceProcess:
+    def __init__(self, data_dir: Path, log_path: Path, env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.http_port = find_free_port()
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEBUS_")}
+        self.env = {
+            **inherited,
+            "CHARGEBUS_DATA_DIR": str(data_dir),
+            "CHARGEBUS_HTTP_HOST": "127.0.0.1",
+            "CHARGEBUS_HTTP_PORT": str(self.http_port),
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/cnf"
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "service", "run"],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"service exited with {self.process.returncode}: {self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}?cmd=get_params", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.05)
+        raise TimeoutError(f"service not ready in {timeout}s: {self.log()}")
+
+    def get(self, **params: Any) -> Any:
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        with urllib.request.urlopen(f"{self.url}?{query}", timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=15)
+
+    def wait_exit(self, timeout: float = 20) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=15)
