@@ -91,6 +91,7 @@ class ServiceState:
         return {
             "params": self.params_info(),
             "devices": [self.device_info(d, admin=admin) for d in self.installation.devices],
+            "auth_cnt": 0,
             "loadmgr_disabled": not self.installation.params.lb_enabled,
         }
 
@@ -191,11 +192,11 @@ class ServiceState:
             await self._save(Store.CONFIG, installation)
             self.installation = installation
 
-    async def set_cm_var(self, name: str, value: float) -> None:
+    async def set_cm_vars(self, variables: dict[str, float | str]) -> None:
         async with self._lock:
             edit = config_edit.apply_set_params(
                 self.installation,
-                {"cm_vars": {**self.installation.params.cm_vars, name: value}},
+                {"cm_vars": {**self.installation.params.cm_vars, **variables}},
                 self.registry,
                 set(self.users.users),
             )

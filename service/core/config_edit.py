@@ -108,7 +108,9 @@ def apply_set_params(
         where = f"devices[{index}]"
         if not isinstance(patch, dict):
             raise EditError(f"{where} must be a JSON object")
-        dev_id, device, soft_meter = _edit_device(devices, patch, where, registry, known_user_ids)
+        dev_id, device, soft_meter = _edit_device(
+            devices, patch, where, registry, known_user_ids, params
+        )
         devices[dev_id] = device
         if dev_id not in edit.changed_devices and installation.devices.get(dev_id) != device:
             edit.changed_devices.append(dev_id)
@@ -135,6 +137,7 @@ def _edit_device(
     where: str,
     registry: DeviceTypeRegistry,
     known_user_ids: set[str],
+    params: Params,
 ) -> tuple[str, EvseConfig | MeterConfig, float | None]:
     soft_meter = patch.get("soft_meter")
     if soft_meter is not None and (
@@ -158,7 +161,14 @@ def _edit_device(
     if dev_id[:1] != prefix:
         raise EditError(f"{where}.dev_id: {kind} ids begin with {prefix}, got {dev_id!r}")
     model: type[EvseConfig | MeterConfig] = EvseConfig if kind == "evse" else MeterConfig
-    base = existing.model_dump() if existing is not None else {}
+    base: dict[str, Any]
+    if existing is not None:
+        base = existing.model_dump()
+    else:
+        # Clients tell devices apart by name, so a new device is never nameless.
+        base = {"name": dev_id}
+        if kind == "evse":
+            base["pause_min_time"] = params.min_pause_time
     merged = {**base, **fields, "dev_id": dev_id, "dev_type": dev_type}
     device = _validated(model, merged, where)
     if isinstance(device, EvseConfig):

@@ -82,6 +82,12 @@ READONLY_DEVICE_KEYS = frozenset(
         "evse",
         "ocpp",
         "dev_type_name",
+        "lreason",
+        "status",
+        "needs_auth",
+        "overrides",
+        "ov_cur",
+        "crule_set",
     }
 )
 
@@ -107,7 +113,12 @@ def params_info(
         version=CFOS_API_VERSION,
         chargebus_version=__version__,
         time=int(now),
-        vsn={"vendorid": CFOS_VENDOR_ID, "version": CFOS_API_VERSION, "productid": 0},
+        vsn={
+            "vendorid": CFOS_VENDOR_ID,
+            "version": CFOS_API_VERSION,
+            "productid": 0,
+            "serialno": installation.serialno,
+        },
         ocpp_gateway_license_cnt=0,
         ocpp_gateway_licenses_used=0,
     )
@@ -181,11 +192,21 @@ def evse_info(
         current_l3=currents[2],
         max_power=round(max_cur * 230 * 3 / 1000),
         last_set_charging_cur=command.charging_current if command is not None else -1,
+        lreason="",
+        status="",
+        needs_auth=bool(config.users),
+        overrides=0,
+        ov_cur=0,
         evse={
             "cp_state": CP_STATE_NAMES.get(evse_state, "Unknown"),
+            "pp_state": "",
             "charging": evse_state in (3, 4),
             "current": command.charging_current if command is not None else 0,
+            "set_current": command.charging_current if command is not None else 0,
             "enabled": charging_enabled,
+            "phases": bin(phases).count("1"),
+            "pause_reason": "",
+            "pause_time": 0,
         },
         ocpp={"status": ""},
     )

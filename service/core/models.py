@@ -5,6 +5,7 @@ Currents in mA, power in W, energy in Wh, voltage in V, cycle time in ms, pauses
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -71,13 +72,20 @@ class Params(StrictModel):
     lb_enabled: bool = True
     disable_policy: Literal[-1, 0, 1] = 1
     cycle_time: int = Field(default=3000, ge=100, le=60_000, description="ms")
-    cm_vars: dict[str, float] = Field(default_factory=dict)
+    max_imbalance: MilliAmps = Field(
+        default=0, description="largest allowed difference between phases, 0 = no limit"
+    )
+    min_pause_time: int = Field(default=300, ge=0, le=86_400, description="s, for new EVSEs")
+    # Charging Manager variables (set_cm_vars): a number, or an expression for rules.
+    cm_vars: dict[str, float | Annotated[str, Field(max_length=1000)]] = Field(
+        default_factory=dict, max_length=1000
+    )
 
     @field_validator("cm_vars")
     @classmethod
-    def _var_names(cls, value: dict[str, float]) -> dict[str, float]:
+    def _var_names(cls, value: dict[str, float | str]) -> dict[str, float | str]:
         for name in value:
-            if not name.isidentifier():
+            if not name.isidentifier() or len(name) > 64:
                 raise ValueError(f"variable name {name!r} is not an identifier")
         return value
 
@@ -179,9 +187,15 @@ DeviceConfig = Annotated[
 ]
 
 
+def new_serial_number() -> str:
+    return f"CB-{secrets.token_hex(4).upper()}"
+
+
 class Installation(StrictModel):
     """Everything persisted as configuration: params and devices, in device order."""
 
+    # Clients build their entity ids from params.vsn.serialno: it must never change.
+    serialno: str = Field(default_factory=new_serial_number, max_length=64)
     params: Params = Field(default_factory=Params)
     devices: dict[str, DeviceConfig] = Field(default_factory=dict)
     license_accepted: bool = False

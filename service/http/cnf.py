@@ -4,6 +4,7 @@ answer and whether they need the admin."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,17 @@ async def get_params(ctx: CnfContext, req: CnfRequest) -> Any:
     return answer
 
 
+@command("get_dev_types", GET)
+async def get_dev_types(ctx: CnfContext, req: CnfRequest) -> Any:
+    # Firmware 1.12 and later answer dev_meta here instead of in get_params.
+    return ctx.state.registry.dev_meta()
+
+
+@command("get_devices", GET, admin=True)
+async def get_devices(ctx: CnfContext, req: CnfRequest) -> Any:
+    return [d.model_dump() for d in ctx.state.installation.devices.values()]
+
+
 @command("get_users", GET, admin=True)
 async def get_users(ctx: CnfContext, req: CnfRequest) -> Any:
     return [u.model_dump() for u in ctx.state.users.users.values()]
@@ -115,6 +127,19 @@ async def get_new_user_id(ctx: CnfContext, req: CnfRequest) -> Any:
 async def set_params(ctx: CnfContext, req: CnfRequest) -> Any:
     try:
         await ctx.state.set_params(req.json_body())
+    except EditError as exc:
+        raise _edit_error(exc) from None
+    return "ok"
+
+
+@command("set_device", POST, admin=True)
+async def set_device(ctx: CnfContext, req: CnfRequest) -> Any:
+    """Newer firmware's device-only variant of set_params: `{"devices": [...]}`."""
+    body = req.json_body()
+    if not isinstance(body, dict) or set(body) != {"devices"}:
+        raise bad_request('set_device takes {"devices": [...]} and nothing else')
+    try:
+        await ctx.state.set_params(body)
     except EditError as exc:
         raise _edit_error(exc) from None
     return "ok"
@@ -199,13 +224,38 @@ async def soft_meter(ctx: CnfContext, req: CnfRequest) -> Any:
     return round(old)
 
 
-@command("set_cm_vars", GET, admin=True)
+@command("set_cm_vars", BOTH, admin=True)
 async def set_cm_vars(ctx: CnfContext, req: CnfRequest) -> Any:
-    name = req.required_text("name", max_length=64)
-    value = req.number("val", minimum=-1e15, maximum=1e15)
-    assert value is not None
+    """GET `name=&val=`, or POST `{"vars": [{"name": .., "expr": ..}]}` as clients send it.
+    A value that reads as a number is stored as one, anything else as an expression."""
+    if req.method == "POST" and req.body.strip():
+        body = req.json_body()
+        entries = body.get("vars") if isinstance(body, dict) else None
+        if not isinstance(entries, list) or not entries:
+            raise bad_request('body must be {"vars": [{"name": ..., "expr": ...}, ...]}')
+        variables: dict[str, float | str] = {}
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                raise bad_request(f"vars[{index}] needs a string name")
+            expr = entry.get("expr")
+            if isinstance(expr, bool) or not isinstance(expr, int | float | str):
+                raise bad_request(f"vars[{index}].expr must be a number or a string")
+            variables[entry["name"]] = _number_or_expression(expr)
+    else:
+        name = req.required_text("name", max_length=64)
+        variables = {name: _number_or_expression(req.required_text("val", max_length=1000))}
     try:
-        await ctx.state.set_cm_var(name, value)
+        await ctx.state.set_cm_vars(variables)
     except EditError as exc:
         raise bad_request(str(exc)) from None
     return "ok"
+
+
+def _number_or_expression(value: float | str) -> float | str:
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return number if math.isfinite(number) else value

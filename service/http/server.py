@@ -82,6 +82,18 @@ async def handle_cnf(request: web.Request) -> web.Response:
     return web.Response(text=json.dumps(answer), content_type="application/json")
 
 
+async def handle_login_check(request: web.Request) -> web.Response:
+    """The product's web UI page; integrations (Home Assistant) GET it only to check the
+    admin credentials: 200 when they are right, 401 otherwise."""
+    ctx = request.app[CONTEXT_KEY]
+    try:
+        if not await _is_admin(request, ctx):
+            raise unauthorized("admin credentials needed")
+    except ApiError as exc:
+        return error_response(exc.status, exc.message, exc.headers)
+    return web.Response(text="<html><body>chargebus</body></html>", content_type="text/html")
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
@@ -98,6 +110,7 @@ def create_app(ctx: CnfContext, max_body_bytes: int) -> web.Application:
     app[CONTEXT_KEY] = ctx
     app.router.add_route("GET", "/cnf", handle_cnf)
     app.router.add_route("POST", "/cnf", handle_cnf)
+    app.router.add_route("GET", "/ui/{lang}/sim.htm", handle_login_check)
     return app
 
 
