@@ -53,18 +53,16 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
                 embedded_broker(settings.embedded_broker_host, settings.embedded_broker_port)
             )
 
-        async def announce_online() -> None:
-            bus.publish_nowait(topics.status, b"online", retain=True)
-
         bus = MqttBus(
             target,
             client_id=f"chargebus-core-{socket.gethostname()}-{os.getpid()}",
             subscriptions=link.subscriptions(),
             on_message=link.on_message,
             will=LastWill(topics.status, b"offline"),
-            on_connected=announce_online,
         )
         await stack.enter_async_context(bus)
+        # Held like every retained topic, so each reconnect overrides the will's "offline".
+        bus.hold_retained(topics.status, b"online")
         link.attach(bus)
         ctx = CnfContext(
             state=state,

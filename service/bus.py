@@ -13,7 +13,7 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -63,7 +63,6 @@ class MqttBus:
         subscriptions: list[str],
         on_message: MessageHandler,
         will: LastWill | None = None,
-        on_connected: Callable[[], Awaitable[None]] | None = None,
         tls_ca_file: str | None = None,
         max_backoff: float = 5.0,
     ) -> None:
@@ -72,7 +71,6 @@ class MqttBus:
         self._subscriptions = subscriptions
         self._on_message = on_message
         self._will = will
-        self._on_connected = on_connected
         self._tls_ca_file = tls_ca_file
         self._max_backoff = max_backoff
         self._retained: dict[str, bytes] = {}
@@ -184,7 +182,7 @@ class MqttBus:
             # A fresh retry state per connection episode, so backoff restarts small after
             # a connection that worked.
             async for attempt in AsyncRetrying(
-                wait=wait_exponential_jitter(initial=0.1, max=self._max_backoff, jitter=0.2),
+                wait=wait_exponential_jitter(multiplier=0.1, max=self._max_backoff, jitter=0.2),
                 retry=retry_if_exception_type((aiomqtt.MqttError, OSError)),
                 before_sleep=log_retry,
             ):
@@ -203,8 +201,6 @@ class MqttBus:
                     await client.subscribe([(t, 1) for t in self._subscriptions])
                 for topic, payload in list(self._retained.items()):
                     client._client.publish(topic, payload, qos=1, retain=True)
-                if self._on_connected is not None:
-                    await self._on_connected()
                 self.connected.set()
                 log.info("MQTT connected to %s", self._target.redacted())
                 async for message in client.messages:

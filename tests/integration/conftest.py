@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -50,23 +51,34 @@ def observer(mqtt_broker: BrokerAddress, base_topic: str) -> Iterator[MqttObserv
         yield seen
 
 
+Auth = dict[str, str]
+
+
+def basic_auth(user: str, password: str) -> Auth:
+    """An Authorization header as curl --user sends it."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
 class Api:
     """A /cnf client for tests: answers as (status, decoded JSON)."""
 
     def __init__(self, session: aiohttp.ClientSession, port: int) -> None:
         self.session = session
         self.url = f"http://127.0.0.1:{port}/cnf"
-        self.admin = aiohttp.BasicAuth("admin", ADMIN_PASSWORD)
+        self.admin = basic_auth("admin", ADMIN_PASSWORD)
 
-    async def get(self, auth: aiohttp.BasicAuth | None = None, **params: Any) -> tuple[int, Any]:
-        async with self.session.get(self.url, params=_strings(params), auth=auth) as resp:
+    async def get(self, auth: Auth | None = None, **params: Any) -> tuple[int, Any]:
+        async with self.session.get(self.url, params=_strings(params), headers=auth) as resp:
             return resp.status, await resp.json(content_type=None)
 
-    async def post(self, body: Any, auth: aiohttp.BasicAuth | None = None, *,
-                   raw: bytes | None = None, **params: Any) -> tuple[int, Any]:
+    async def post(
+        self, body: Any, auth: Auth | None = None, *, raw: bytes | None = None, **params: Any
+    ) -> tuple[int, Any]:
         kwargs: dict[str, Any] = {"data": raw} if raw is not None else {"json": body}
-        async with self.session.post(self.url, params=_strings(params), auth=auth,
-                                     **kwargs) as resp:
+        async with self.session.post(
+            self.url, params=_strings(params), headers=auth, **kwargs
+        ) as resp:
             return resp.status, await resp.json(content_type=None)
 
     async def ok(self, **params: Any) -> Any:

@@ -5,6 +5,7 @@ It is deliberately not chargebus code, so tests see the bus as any other client 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -45,8 +46,9 @@ class MqttObserver:
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
-                    props: Any = None) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None
+    ) -> None:
         client.subscribe([(t, 1) for t in self._subscriptions])
 
     def _on_subscribe(self, *args: Any) -> None:
@@ -54,8 +56,9 @@ class MqttObserver:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
-            self.messages.append(Seen(msg.topic, bytes(msg.payload), bool(msg.retain),
-                                      time.monotonic()))
+            self.messages.append(
+                Seen(msg.topic, bytes(msg.payload), bool(msg.retain), time.monotonic())
+            )
             self._lock.notify_all()
 
     def __enter__(self) -> Self:
@@ -65,8 +68,12 @@ class MqttObserver:
             raise TimeoutError("observer did not get its subscription acknowledged")
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -82,8 +89,9 @@ class MqttObserver:
         seen = self.on(topic)
         return seen[-1] if seen else None
 
-    def wait_for(self, topic: str, predicate: Callable[[Seen], bool] = lambda _: True,
-                 timeout: float = 10.0) -> Seen:
+    def wait_for(
+        self, topic: str, predicate: Callable[[Seen], bool] = lambda _: True, timeout: float = 10.0
+    ) -> Seen:
         """The first message on `topic` (already seen or arriving) that satisfies predicate."""
         deadline = time.monotonic() + timeout
         with self._lock:
@@ -96,6 +104,12 @@ class MqttObserver:
                     seen = [m.payload[:200] for m in self.messages if m.topic == topic]
                     raise TimeoutError(f"nothing matching on {topic} within {timeout}s; saw {seen}")
                 self._lock.wait(remaining)
+
+    async def wait(
+        self, topic: str, predicate: Callable[[Seen], bool] = lambda _: True, timeout: float = 10.0
+    ) -> Seen:
+        """wait_for without blocking the event loop (the service may share it)."""
+        return await asyncio.to_thread(self.wait_for, topic, predicate, timeout)
 
     def clear(self) -> None:
         with self._lock:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from service.app import RunningService
-from tests.integration.conftest import Api
+from tests.integration.conftest import Api, basic_auth
 from tests.integration.mqtt_observer import MqttObserver
 
 pytestmark = pytest.mark.integration
@@ -30,10 +30,26 @@ async def test_get_dev_info_has_the_spec_shape(api: Api) -> None:
     status, info = await api.get(cmd="get_dev_info")
     assert status == 200
     params = info["params"]
-    for key in ("title", "desc", "max_total_current", "reserve_current", "overdraft_cur",
-                "max_total_evse_current", "cons_evse_power", "avail_evse_power", "lb_enabled",
-                "disable_policy", "cycle_time", "max_evses", "shareware_mode", "version",
-                "time", "vsn", "ocpp_gateway_license_cnt", "ocpp_gateway_licenses_used"):
+    for key in (
+        "title",
+        "desc",
+        "max_total_current",
+        "reserve_current",
+        "overdraft_cur",
+        "max_total_evse_current",
+        "cons_evse_power",
+        "avail_evse_power",
+        "lb_enabled",
+        "disable_policy",
+        "cycle_time",
+        "max_evses",
+        "shareware_mode",
+        "version",
+        "time",
+        "vsn",
+        "ocpp_gateway_license_cnt",
+        "ocpp_gateway_licenses_used",
+    ):
         assert key in params, key
     major, minor, _ = params["version"].split(".")
     assert major == "1" and int(minor) >= 2
@@ -41,11 +57,30 @@ async def test_get_dev_info_has_the_spec_shape(api: Api) -> None:
     evse, meter = info["devices"]
     assert evse["dev_id"] == "E1" and evse["is_evse"] is True
     assert evse["device_enabled"] == 1
-    for key in ("com_err", "com_err_secs", "com_errors", "last_error", "used_phases", "label",
-                "min_charging_cur", "max_charging_cur", "prio", "charging_enabled",
-                "cur_charging_power", "power_w", "total_energy", "phases", "state", "model",
-                "paused", "pause_time", "pause_min_time", "current_l1", "current_l2",
-                "current_l3"):
+    for key in (
+        "com_err",
+        "com_err_secs",
+        "com_errors",
+        "last_error",
+        "used_phases",
+        "label",
+        "min_charging_cur",
+        "max_charging_cur",
+        "prio",
+        "charging_enabled",
+        "cur_charging_power",
+        "power_w",
+        "total_energy",
+        "phases",
+        "state",
+        "model",
+        "paused",
+        "pause_time",
+        "pause_min_time",
+        "current_l1",
+        "current_l2",
+        "current_l3",
+    ):
         assert key in evse, key
     assert evse["prio"] == 2 and evse["name"] == "Garage"
     assert meter["is_evse"] is False and meter["role"] == 3
@@ -73,7 +108,7 @@ async def test_set_params_changes_params_and_publishes_them(
     assert info["params"]["max_total_current"] == 40000
     assert info["params"]["reserve_current"] == 2000
     assert info["params"]["max_total_evse_current"] == 30000
-    seen = observer.wait_for(
+    seen = await observer.wait(
         f"{base_topic}/params", lambda m: m.json()["max_total_evse_current"] == 30000
     )
     assert seen.json()["max_total_current"] == 40000
@@ -83,14 +118,14 @@ async def test_device_config_is_retained_on_the_bus(
     api: Api, observer: MqttObserver, base_topic: str
 ) -> None:
     await api.set_params({"devices": [EVSE]})
-    config = observer.wait_for(f"{base_topic}/devices/E1/config")
+    config = await observer.wait(f"{base_topic}/devices/E1/config")
     assert config.retain or config.json()["dev_id"] == "E1"
     assert config.json()["dev_type"] == "evse_ajax"
-    info = observer.wait_for(f"{base_topic}/devices/E1/info")
+    info = await observer.wait(f"{base_topic}/devices/E1/info")
     assert info.json()["dev_id"] == "E1"
     # A partial update merges into the existing device.
     await api.set_params({"devices": [{"dev_id": "E1", "max_charging_cur": 20000}]})
-    updated = observer.wait_for(
+    updated = await observer.wait(
         f"{base_topic}/devices/E1/config", lambda m: m.json()["max_charging_cur"] == 20000
     )
     assert updated.json()["name"] == "Garage"
@@ -102,7 +137,10 @@ async def test_set_params_assigns_ids_to_new_devices(api: Api) -> None:
     await api.set_params({"devices": [{"dev_type": "meter_http", "name": "C"}]})
     _, info = await api.get(cmd="get_dev_info")
     assert [(d["dev_id"], d["name"]) for d in info["devices"]] == [
-        ("E1", "A"), ("E2", "B"), ("M1", "C")]
+        ("E1", "A"),
+        ("E2", "B"),
+        ("M1", "C"),
+    ]
 
 
 async def test_get_params_answer_can_be_sent_back(api: Api) -> None:
@@ -120,10 +158,10 @@ async def test_del_device_clears_its_retained_topics(
     api: Api, observer: MqttObserver, base_topic: str
 ) -> None:
     await api.set_params({"devices": [EVSE]})
-    observer.wait_for(f"{base_topic}/devices/E1/config")
+    await observer.wait(f"{base_topic}/devices/E1/config")
     assert await api.ok(cmd="del_device", dev_id="E1") == "ok"
-    observer.wait_for(f"{base_topic}/devices/E1/config", lambda m: m.payload == b"")
-    observer.wait_for(f"{base_topic}/devices/E1/info", lambda m: m.payload == b"")
+    await observer.wait(f"{base_topic}/devices/E1/config", lambda m: m.payload == b"")
+    await observer.wait(f"{base_topic}/devices/E1/info", lambda m: m.payload == b"")
     _, info = await api.get(cmd="get_dev_info")
     assert info["devices"] == []
 
@@ -132,9 +170,12 @@ async def test_reset_device_keeps_config_and_forgets_run_time(
     api: Api, service: RunningService, observer: MqttObserver, base_topic: str
 ) -> None:
     await api.set_params({"devices": [EVSE]})
-    observer.publish(f"{base_topic}/devices/E1/state",
-                     json.dumps({"state": 3, "current": [10000, 10000, 10000],
-                                 "com_err": True, "last_error": "timeout"}))
+    observer.publish(
+        f"{base_topic}/devices/E1/state",
+        json.dumps(
+            {"state": 3, "current": [10000, 10000, 10000], "com_err": True, "last_error": "timeout"}
+        ),
+    )
     await _until(lambda: service.state.runtime["E1"].com_errors == 1)
     assert await api.ok(cmd="reset_device", dev_id="E1") == "ok"
     _, info = await api.get(cmd="get_dev_info")
@@ -146,10 +187,16 @@ async def test_reset_device_keeps_config_and_forgets_run_time(
 async def test_users_round_trip(api: Api) -> None:
     status, new_id = await api.get(cmd="get_new_user_id")
     assert status == 200 and isinstance(new_id, str) and new_id.isdigit()
-    user = {"id": new_id, "name": "wusel", "display": True, "dev_ids": ["E1"],
-            "rfids": [{"id": "4711", "name": "TeSt", "ac_auth": True, "ac_ovch": False,
-                       "used_phases": 7}],
-            "charging_rules": []}
+    user = {
+        "id": new_id,
+        "name": "wusel",
+        "display": True,
+        "dev_ids": ["E1"],
+        "rfids": [
+            {"id": "4711", "name": "TeSt", "ac_auth": True, "ac_ovch": False, "used_phases": 7}
+        ],
+        "charging_rules": [],
+    }
     status, answer = await api.post(user, api.admin, cmd="set_user")
     assert (status, answer) == (200, "ok")
     assert await api.ok(cmd="get_user", id=new_id) == user
@@ -164,8 +211,9 @@ async def test_users_round_trip(api: Api) -> None:
 
 
 async def test_device_users_must_exist(api: Api) -> None:
-    status, answer = await api.post({"devices": [{**EVSE, "users": ["123"]}]}, api.admin,
-                                    cmd="set_params")
+    status, answer = await api.post(
+        {"devices": [{**EVSE, "users": ["123"]}]}, api.admin, cmd="set_params"
+    )
     assert status == 400 and "unknown user" in answer["error"]
 
 
@@ -176,15 +224,15 @@ async def test_accept_license(api: Api, service: RunningService) -> None:
 
 
 async def test_change_admin_password(api: Api) -> None:
-    status, answer = await api.get(cmd="change_admin_pwd", old_pwd="test-admin-pw",
-                                   new_pwd="n3w-password")
+    status, answer = await api.get(
+        cmd="change_admin_pwd", old_pwd="test-admin-pw", new_pwd="n3w-password"
+    )
     assert (status, answer) == (200, "ok")
     # The old password no longer works, the new one does.
     status, _ = await api.get(api.admin, cmd="get_users")
     assert status == 401
-    import aiohttp
 
-    status, users = await api.get(aiohttp.BasicAuth("admin", "n3w-password"), cmd="get_users")
+    status, users = await api.get(basic_auth("admin", "n3w-password"), cmd="get_users")
     assert (status, users) == (200, [])
 
 
@@ -222,8 +270,9 @@ async def test_post_form_parameters_work_like_query(api: Api) -> None:
     async with api.session.post(api.url, data={"cmd": "get_new_user_id"}) as resp:
         assert resp.status == 405  # get_new_user_id is GET only: the form's cmd was read
     async with api.session.post(
-        api.url, data={"cmd": "change_admin_pwd", "old_pwd": "test-admin-pw",
-                       "new_pwd": "via-form-1"}) as resp:
+        api.url,
+        data={"cmd": "change_admin_pwd", "old_pwd": "test-admin-pw", "new_pwd": "via-form-1"},
+    ) as resp:
         assert resp.status == 200 and await resp.json() == "ok"
 
 

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import aiohttp
 import pytest
 
 from service.app import RunningService
-from tests.integration.conftest import ADMIN_PASSWORD, Api
+from tests.integration.conftest import ADMIN_PASSWORD, Api, basic_auth
 
 pytestmark = pytest.mark.integration
 
@@ -16,9 +15,9 @@ EVSE = {"dev_type": "evse_powerbrain", "dev_id": "E1", "address": "evse", "id": 
 
 async def test_home_assistant_checks_credentials_on_the_ui_page(api: Api) -> None:
     url = api.url.replace("/cnf", "/ui/en/sim.htm")
-    async with api.session.get(url, auth=aiohttp.BasicAuth("admin", ADMIN_PASSWORD)) as resp:
+    async with api.session.get(url, headers=basic_auth("admin", ADMIN_PASSWORD)) as resp:
         assert resp.status == 200
-    async with api.session.get(url, auth=aiohttp.BasicAuth("admin", "wrong")) as resp:
+    async with api.session.get(url, headers=basic_auth("admin", "wrong")) as resp:
         assert resp.status == 401
     async with api.session.get(url) as resp:
         assert resp.status == 401
@@ -41,8 +40,17 @@ async def test_entity_ids_can_be_built_from_serial_and_version(api: Api) -> None
     assert device["charging_enabled"] is True  # a JSON boolean (Cobot's schema)
     for key in ("lreason", "overrides", "ov_cur", "needs_auth", "evse"):
         assert key in device, key
-    for key in ("cp_state", "pp_state", "charging", "current", "enabled", "set_current",
-                "phases", "pause_reason", "pause_time"):
+    for key in (
+        "cp_state",
+        "pp_state",
+        "charging",
+        "current",
+        "enabled",
+        "set_current",
+        "phases",
+        "pause_reason",
+        "pause_time",
+    ):
         assert key in device["evse"], key
     _, again = await api.get(cmd="get_dev_info")
     assert again["params"]["vsn"]["serialno"] == serial
@@ -73,10 +81,16 @@ async def test_set_cm_vars_by_get_and_post(api: Api, service: RunningService) ->
     assert await api.ok(cmd="set_cm_vars", name="boost", val="2.5") == "ok"
     status, answer = await api.post(
         {"vars": [{"name": "var1", "expr": 123}, {"name": "v2", "expr": "boost * 2"}]},
-        api.admin, cmd="set_cm_vars", tmp=1)
+        api.admin,
+        cmd="set_cm_vars",
+        tmp=1,
+    )
     assert (status, answer) == (200, "ok")
     assert service.state.installation.params.cm_vars == {
-        "boost": 2.5, "var1": 123.0, "v2": "boost * 2"}
+        "boost": 2.5,
+        "var1": 123.0,
+        "v2": "boost * 2",
+    }
     status, answer = await api.post({"vars": [{"expr": 1}]}, api.admin, cmd="set_cm_vars")
     assert status == 400 and "name" in answer["error"]
 

@@ -18,8 +18,11 @@ EVSE = {"dev_type": "evse_ajax", "dev_id": "E1", "name": "Garage"}
 
 def _snapshot(service: RunningService) -> tuple[str, str, str]:
     state = service.state
-    return (state.installation.model_dump_json(), state.users.model_dump_json(),
-            state.energy.model_dump_json())
+    return (
+        state.installation.model_dump_json(),
+        state.users.model_dump_json(),
+        state.energy.model_dump_json(),
+    )
 
 
 def _disk(service: RunningService) -> dict[str, bytes]:
@@ -39,8 +42,7 @@ GET_ERRORS: list[tuple[dict[str, Any], int, str]] = [
     ({"cmd": "accept_license", "acc": "2"}, 400, "between 0 and 1"),
     ({"cmd": "set_diag_logging"}, 400, "missing parameter 'enable'"),
     ({"cmd": "change_admin_pwd", "old_pwd": "test-admin-pw"}, 400, "new_pwd"),
-    ({"cmd": "change_admin_pwd", "old_pwd": "test-admin-pw", "new_pwd": "ab"}, 400,
-     "at least"),
+    ({"cmd": "change_admin_pwd", "old_pwd": "test-admin-pw", "new_pwd": "ab"}, 400, "at least"),
     ({"cmd": "change_admin_pwd", "old_pwd": "wrong", "new_pwd": "abcdef"}, 403, "old_pwd"),
     ({"cmd": "get_user", "id": "does-not-exist"}, 404, "unknown user"),
     ({"cmd": "del_user", "id": "nobody"}, 404, "unknown user"),
@@ -87,18 +89,27 @@ SET_PARAMS_ERRORS: list[tuple[Any, str]] = [
     ({"devices": [{"dev_id": "E1", "attach": "M9"}]}, "not a configured meter"),
     ({"devices": [{"dev_id": "E1", "soft_meter": -3}]}, "soft_meter"),
     # All or nothing: the valid first device is not applied when the second is bad.
-    ({"max_total_current": 1000, "devices": [{"dev_id": "E1", "prio": 5},
-                                             {"dev_id": "E1", "prio": -1}]}, "prio"),
+    (
+        {
+            "max_total_current": 1000,
+            "devices": [{"dev_id": "E1", "prio": 5}, {"dev_id": "E1", "prio": -1}],
+        },
+        "prio",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("body", "message"), SET_PARAMS_ERRORS)
 async def test_bad_set_params(
-    api: Api, service: RunningService, observer: MqttObserver, base_topic: str,
-    body: Any, message: str
+    api: Api,
+    service: RunningService,
+    observer: MqttObserver,
+    base_topic: str,
+    body: Any,
+    message: str,
 ) -> None:
     await api.set_params({"devices": [EVSE]})
-    observer.wait_for(f"{base_topic}/devices/E1/config")
+    await observer.wait(f"{base_topic}/devices/E1/config")
     before, disk = _snapshot(service), _disk(service)
     published = service.bus.stats.published
     status, answer = await api.post(body, api.admin, cmd="set_params")

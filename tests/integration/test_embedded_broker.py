@@ -16,9 +16,15 @@ pytestmark = pytest.mark.integration
 
 def test_runs_with_the_embedded_broker(tmp_path: Path) -> None:
     port = find_free_port()
-    with ServiceProcess(tmp_path / "data", tmp_path / "log",
-                        {"CHARGEBUS_MQTT_URL": "", "CHARGEBUS_EMBEDDED_BROKER_PORT": str(port),
-                         "CHARGEBUS_ADMIN_PASSWORD": "pw-embedded"}) as service:
+    with ServiceProcess(
+        tmp_path / "data",
+        tmp_path / "log",
+        {
+            "CHARGEBUS_MQTT_URL": "",
+            "CHARGEBUS_EMBEDDED_BROKER_PORT": str(port),
+            "CHARGEBUS_ADMIN_PASSWORD": "pw-embedded",
+        },
+    ) as service:
         service.wait_ready()
         with MqttObserver("127.0.0.1", port, ["chargebus/#"]) as observer:
             assert observer.wait_for("chargebus/status").payload == b"online"
@@ -42,9 +48,11 @@ def test_an_explicitly_configured_taken_port_is_explained(tmp_path: Path) -> Non
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with ServiceProcess(tmp_path / "data", tmp_path / "log",
-                            {"CHARGEBUS_MQTT_URL": "",
-                             "CHARGEBUS_EMBEDDED_BROKER_PORT": str(port)}) as service:
+        with ServiceProcess(
+            tmp_path / "data",
+            tmp_path / "log",
+            {"CHARGEBUS_MQTT_URL": "", "CHARGEBUS_EMBEDDED_BROKER_PORT": str(port)},
+        ) as service:
             assert service.wait_exit() == 2
             log = service.log()
     assert f"port {port} on 127.0.0.1 is taken" in log

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from tests.broker import BrokerAddress
+from tests.integration.conftest import basic_auth
 from tests.integration.mqtt_observer import MqttObserver
 from tests.integration.service_process import ServiceProcess
 
@@ -20,16 +21,20 @@ PASSWORD = "restart-pw"
 
 def _service(tmp_path: Path, broker: BrokerAddress, base_topic: str) -> ServiceProcess:
     return ServiceProcess(
-        tmp_path / "data", tmp_path / "service.log",
-        {"CHARGEBUS_MQTT_URL": broker.url, "CHARGEBUS_BASE_TOPIC": base_topic,
-         "CHARGEBUS_ADMIN_PASSWORD": PASSWORD},
+        tmp_path / "data",
+        tmp_path / "service.log",
+        {
+            "CHARGEBUS_MQTT_URL": broker.url,
+            "CHARGEBUS_BASE_TOPIC": base_topic,
+            "CHARGEBUS_ADMIN_PASSWORD": PASSWORD,
+        },
     )
 
 
 async def _burst(url: str, acked: list[str], stop_after: int) -> None:
     """Creates devices, users and soft-meter readings from 4 concurrent clients; records
     what was acknowledged with "ok"."""
-    auth = aiohttp.BasicAuth("admin", PASSWORD)
+    auth = basic_auth("admin", PASSWORD)
     counter = iter(range(1, 100_000))
 
     async def worker(session: aiohttp.ClientSession) -> None:
@@ -41,10 +46,18 @@ async def _burst(url: str, acked: list[str], stop_after: int) -> None:
                 key = f"user:{n}"
             else:
                 params = {"cmd": "set_params"}
-                body = {"devices": [{"dev_type": "evse_ajax", "dev_id": f"E{n}",
-                                     "name": f"dev{n}", "soft_meter": n * 10}]}
+                body = {
+                    "devices": [
+                        {
+                            "dev_type": "evse_ajax",
+                            "dev_id": f"E{n}",
+                            "name": f"dev{n}",
+                            "soft_meter": n * 10,
+                        }
+                    ]
+                }
                 key = f"dev:{n}"
-            async with session.post(url, params=params, json=body, auth=auth) as resp:
+            async with session.post(url, params=params, json=body, headers=auth) as resp:
                 if resp.status == 200 and await resp.json() == "ok":
                     acked.append(key)
 
@@ -79,9 +92,10 @@ async def test_sigkill_during_a_burst_loses_no_acknowledged_change(
                 assert devices[f"E{n}"]["name"] == f"dev{n}"
                 assert devices[f"E{n}"]["total_energy"] == int(n) * 10
         users_req = f"{again.url}?cmd=get_users"
-        async with aiohttp.ClientSession() as session, session.get(
-            users_req, auth=aiohttp.BasicAuth("admin", PASSWORD)
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(users_req, headers=basic_auth("admin", PASSWORD)) as resp,
+        ):
             status = resp.status
             users = {u["id"] for u in await resp.json()}
         assert status == 200
@@ -96,26 +110,26 @@ async def test_restart_republishes_and_will_says_offline(
     with MqttObserver(mqtt_broker.host, mqtt_broker.port, [f"{base_topic}/#"]) as observer:
         with _service(tmp_path, mqtt_broker, base_topic) as service:
             await asyncio.to_thread(service.wait_ready)
-            async with aiohttp.ClientSession() as session, session.post(
-                service.url, params={"cmd": "set_params"},
-                json={"devices": [{"dev_type": "meter_ajax", "dev_id": "M1", "role": 3}]},
-                auth=aiohttp.BasicAuth("admin", PASSWORD),
-            ) as resp:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    service.url,
+                    params={"cmd": "set_params"},
+                    json={"devices": [{"dev_type": "meter_ajax", "dev_id": "M1", "role": 3}]},
+                    headers=basic_auth("admin", PASSWORD),
+                ) as resp,
+            ):
                 assert resp.status == 200
-            await asyncio.to_thread(
-                observer.wait_for, f"{base_topic}/status", lambda m: m.payload == b"online")
+            await observer.wait(f"{base_topic}/status", lambda m: m.payload == b"online")
             observer.clear()
             service.kill(signal.SIGKILL)
             # The broker publishes the last will when the killed process's socket closes.
-            await asyncio.to_thread(
-                observer.wait_for, f"{base_topic}/status", lambda m: m.payload == b"offline")
+            await observer.wait(f"{base_topic}/status", lambda m: m.payload == b"offline")
         observer.clear()
         with _service(tmp_path, mqtt_broker, base_topic) as again:
             await asyncio.to_thread(again.wait_ready)
-            await asyncio.to_thread(
-                observer.wait_for, f"{base_topic}/status", lambda m: m.payload == b"online")
-            config = await asyncio.to_thread(
-                observer.wait_for, f"{base_topic}/devices/M1/config")
+            await observer.wait(f"{base_topic}/status", lambda m: m.payload == b"online")
+            config = await observer.wait(f"{base_topic}/devices/M1/config")
             assert config.json()["role"] == 3
             again.kill(signal.SIGTERM)
             assert again.wait_exit() == 0
