@@ -76,6 +76,14 @@ class Params(StrictModel):
         default=0, description="largest allowed difference between phases, 0 = no limit"
     )
     min_pause_time: int = Field(default=300, ge=0, le=86_400, description="s, for new EVSEs")
+    stale_time: int = Field(
+        default=0, ge=0, le=3_600_000, description="ms; older states are a com error, 0 = 3 cycles"
+    )
+    grid_fail_current: MilliAmps = Field(
+        default=0,
+        description="per-phase EVSE total while the grid meter is lost; 0 = minimum currents "
+        "only, within max_total_evse_current",
+    )
     # Charging Manager variables (set_cm_vars): a number, or an expression for rules.
     cm_vars: dict[str, float | Annotated[str, Field(max_length=1000)]] = Field(
         default_factory=dict, max_length=1000
@@ -187,6 +195,19 @@ DeviceConfig = Annotated[
 ]
 
 
+class GroupConfig(StrictModel):
+    """A load-balancing group: a fuse or sub-distribution with its own per-phase limit.
+
+    Groups form a tree under the main group 0 (whose limit is params.max_total_current);
+    devices name their group in `group`; every level's limit holds at once.
+    """
+
+    id: int = Field(ge=1, le=100_000)
+    name: str = Field(default="", max_length=200)
+    parent: int = Field(default=0, ge=0, le=100_000, description="0 = the main group")
+    max_current: MilliAmps = Field(description="per-phase limit of this group, mA")
+
+
 def new_serial_number() -> str:
     return f"CB-{secrets.token_hex(4).upper()}"
 
@@ -197,6 +218,7 @@ class Installation(StrictModel):
     # Clients build their entity ids from params.vsn.serialno: it must never change.
     serialno: str = Field(default_factory=new_serial_number, max_length=64)
     params: Params = Field(default_factory=Params)
+    groups: list[GroupConfig] = Field(default_factory=list, max_length=10_000)
     devices: dict[str, DeviceConfig] = Field(default_factory=dict)
     license_accepted: bool = False
     allow_usage_stats: bool = False
