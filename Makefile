@@ -1,0 +1,98 @@
+# chargebus: `make run` starts the service, `make test` runs lint, type checks and all tests.
+# Needs only python3 and make; everything else is installed into .venv.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Written after a successful install; pip runs again only when pyproject.toml changes.
+STAMP := $(VENV)/.installed
+EXTRAS := embedded,dev
+
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help venv run test lint typecheck bench clean distclean
+
+help:
+	@echo "make run        start chargebus (extra arguments: make run ARGS='...')"
+	@echo "make test       install what is missing, then ruff, mypy and pytest (PYTEST_ARGS='...')"
+	@echo "make lint       ruff check"
+	@echo "make typecheck  mypy --strict (configured in pyproject.toml)"
+	@echo "make bench      run the benchmarks in bench/"
+	@echo "make venv       create .venv and install chargebus[$(EXTRAS)] into it"
+	@echo "make clean      remove caches and build output; make distclean also removes .venv"
+
+venv: $(STAMP)
+
+# A failed `python3 -m venv` (Debian without python3-venv) leaves a .venv without pip, so the
+# check is for a working pip, and a broken .venv is made anew.
+$(BIN)/python:
+	@if ! $(PYTHON) -m venv --clear $(VENV); then \
+		rm -rf $(VENV); \
+		echo "make: '$(PYTHON) -m venv' failed: ensurepip/venv is missing (on Debian: python3-venv)." >&2; \
+		if [ "$$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "make: installing python3-venv with apt-get" >&2; \
+			DEBIAN_FRONTEND=noninteractive apt-get -q update; \
+			DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends python3-venv; \
+			$(PYTHON) -m venv --clear $(VENV) || { rm -rf $(VENV); exit 1; }; \
+		else \
+			echo "make: install it (as root: apt-get install python3-venv), then run make again." >&2; \
+			exit 1; \
+		fi; \
+	fi
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	@$(BIN)/python -m pip --version >/dev/null 2>&1 || { \
+		echo "make: $(VENV) has no pip: run 'make distclean' and install python3-venv" >&2; \
+		exit 1; }
+	@echo "make: installing chargebus[$(EXTRAS)] into $(VENV)"
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[$(EXTRAS)]'
+	@touch $@
+
+run: $(STAMP)
+	$(BIN)/chargebus run $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# pytest's exit code 5 means no test was collected: that is a failure here, not a pass.
+test: $(STAMP)
+	@bash scripts/ensure-mosquitto.sh
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	@echo "$(BIN)/python -m pytest $(PYTEST_ARGS)"
+	@status=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
+
+bench: $(STAMP)
+	@shopt -s nullglob; \
+	tests=(bench/test_*.py bench/*_test.py); \
+	if [ $${#tests[@]} -gt 0 ]; then \
+		echo "$(BIN)/python -m pytest bench --benchmark-only"; \
+		$(BIN)/python -m pytest bench --benchmark-only; \
+	else \
+		scripts=(); \
+		for f in bench/*.py; do \
+			case "$$(basename "$$f")" in __init__.py|conftest.py) ;; *) scripts+=("$$f") ;; esac; \
+		done; \
+		if [ $${#scripts[@]} -eq 0 ]; then echo "make: no benchmarks in bench/"; fi; \
+		for f in $${scripts[@]+"$${scripts[@]}"}; do \
+			echo "$(BIN)/python $$f"; $(BIN)/python "$$f"; \
+		done; \
+	fi
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
