@@ -1,0 +1,216 @@
+"""Admin password hashing, the failure throttle, the verified cache and the admin account."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.auth import (
+    AdminAccount,
+    FailureThrottle,
+    VerifiedCache,
+    hash_password,
+    verify_password,
+)
+from service.store import Store
+
+# -- hashing --------------------------------------------------------------------------------
+
+
+def test_hash_verify_round_trip() -> None:
+    secret = hash_password("correct horse")
+    assert verify_password(secret, "correct horse") is True
+    assert verify_password(secret, "correct horsE") is False
+    assert verify_password(secret, "") is False
+
+
+def test_salts_differ() -> None:
+    a, b = hash_password("same"), hash_password("same")
+    assert a.salt_hex != b.salt_hex
+    assert a.hash_hex != b.hash_hex
+    assert len(bytes.fromhex(a.salt_hex)) >= 16
+    assert verify_password(a, "same") and verify_password(b, "same")
+
+
+def test_hash_does_not_contain_password() -> None:
+    secret = hash_password("plaintextpw")
+    assert "plaintextpw" not in secret.model_dump_json()
+
+
+def test_non_ascii_password() -> None:
+    secret = hash_password("pässwörd€")
+    assert verify_password(secret, "pässwörd€")
+    assert not verify_password(secret, "passwörd€")
+
+
+# -- throttle -------------------------------------------------------------------------------
+
+
+def test_throttle_no_delay_without_failures() -> None:
+    assert FailureThrottle().delay_for("1.2.3.4", now=0.0) == 0.0
+
+
+def test_throttle_doubles_and_caps() -> None:
+    throttle = FailureThrottle()
+    delays = []
+    for i in range(10):
+        throttle.failed("c", now=float(i))
+        delays.append(throttle.delay_for("c", now=float(i)))
+    assert delays[:6] == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
+    assert delays[6:] == [8.0] * 4
+
+
+def test_throttle_is_per_client() -> None:
+    throttle = FailureThrottle()
+    throttle.failed("a", now=0.0)
+    throttle.failed("a", now=0.0)
+    assert throttle.delay_for("a", now=0.0) == 0.5
+    assert throttle.delay_for("b", now=0.0) == 0.0
+
+
+def test_throttle_success_clears() -> None:
+    throttle = FailureThrottle()
+    for _ in range(4):
+        throttle.failed("c", now=0.0)
+    throttle.succeeded("c")
+    assert throttle.delay_for("c", now=0.0) == 0.0
+    throttle.failed("c", now=1.0)
+    assert throttle.delay_for("c", now=1.0) == 0.25
+    throttle.succeeded("never-seen")  # no error
+
+
+def test_throttle_forgets_after_quiet_period() -> None:
+    throttle = FailureThrottle(forget_after=900.0)
+    throttle.failed("c", now=0.0)
+    assert throttle.delay_for("c", now=899.0) == 0.25
+    assert throttle.delay_for("c", now=901.0) == 0.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: FailureThrottle.failed() keeps counting an entry older than forget_after, "
+    "so one failure after a quiet period is delayed as if the old failures were recent",
+)
+def test_throttle_failure_after_quiet_period_starts_over() -> None:
+    throttle = FailureThrottle(forget_after=900.0)
+    for _ in range(6):
+        throttle.failed("c", now=0.0)
+    throttle.failed("c", now=2000.0)
+    assert throttle.delay_for("c", now=2000.0) == 0.25
+
+
+def test_throttle_is_bounded() -> None:
+    throttle = FailureThrottle(max_entries=3)
+    for i in range(10):
+        throttle.failed(f"10.0.0.{i}", now=float(i))
+    assert len(throttle._failures) <= 3
+    # The newest clients are the ones remembered.
+    assert throttle.delay_for("10.0.0.9", now=9.0) == 0.25
+    assert throttle.delay_for("10.0.0.0", now=9.0) == 0.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: when the table is full, FailureThrottle.failed() evicts the oldest entry even "
+    "for a client it already tracks; if that client is the oldest its count restarts at 1",
+)
+def test_throttle_full_table_keeps_counting_known_client() -> None:
+    throttle = FailureThrottle(max_entries=2)
+    throttle.failed("a", now=0.0)
+    throttle.failed("b", now=1.0)
+    throttle.failed("a", now=2.0)
+    assert throttle.delay_for("a", now=2.0) == 0.5
+    assert throttle.delay_for("b", now=2.0) == 0.25
+
+
+# -- verified cache -------------------------------------------------------------------------
+
+
+def test_verified_cache() -> None:
+    cache = VerifiedCache()
+    assert cache.matches("pw") is False
+    cache.remember("pw")
+    assert cache.matches("pw") is True
+    assert cache.matches("pw2") is False
+    cache.remember("pw2")
+    assert cache.matches("pw") is False
+    cache.forget()
+    assert cache.matches("pw2") is False
+
+
+# -- admin account --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = Store(tmp_path)
+    store.prepare()
+    return store
+
+
+async def test_configured_password_works_and_only_hash_stored(store: Store) -> None:
+    account = AdminAccount.load_or_create(store, "s3cret-admin")
+    assert await account.check("s3cret-admin") is True
+    assert await account.check("wrong") is False
+    text = store.path(Store.ADMIN).read_text()
+    assert "s3cret-admin" not in text
+    assert set(json.loads(text)) == {"salt_hex", "hash_hex", "n", "r", "p"}
+
+
+async def test_stored_hash_wins_over_later_configured_password(store: Store) -> None:
+    AdminAccount.load_or_create(store, "first-pw")
+    stored = store.path(Store.ADMIN).read_bytes()
+    account = AdminAccount.load_or_create(store, "second-pw")
+    assert await account.check("first-pw") is True
+    assert await account.check("second-pw") is False
+    assert store.path(Store.ADMIN).read_bytes() == stored
+
+
+async def test_generated_password_when_none_configured(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="service.auth"):
+        account = AdminAccount.load_or_create(store, None)
+    assert store.load_admin() is not None
+    messages = [r.getMessage() for r in caplog.records if "generated" in r.getMessage()]
+    assert len(messages) == 1
+    password = messages[0].split("password: ")[1].split(" ")[0]
+    assert await account.check(password) is True
+    assert password not in store.path(Store.ADMIN).read_text()
+
+
+async def test_check_repeated_uses_cache_consistently(store: Store) -> None:
+    account = AdminAccount.load_or_create(store, "abcd")
+    for _ in range(3):
+        assert await account.check("abcd") is True
+        assert await account.check("abcde") is False
+
+
+async def test_change_password(store: Store) -> None:
+    account = AdminAccount.load_or_create(store, "old-pw")
+    assert await account.check("old-pw") is True  # now cached
+    await account.change("new-pw")
+    assert await account.check("new-pw") is True
+    assert await account.check("old-pw") is False
+    assert "new-pw" not in store.path(Store.ADMIN).read_text()
+    reloaded = AdminAccount.load_or_create(store, "old-pw")
+    assert await reloaded.check("new-pw") is True
+    assert await reloaded.check("old-pw") is False
+
+
+@pytest.mark.parametrize("short", ["", "a", "abc"])
+async def test_change_refuses_short_password(store: Store, short: str) -> None:
+    account = AdminAccount.load_or_create(store, "old-pw")
+    before = store.path(Store.ADMIN).read_bytes()
+    with pytest.raises(ValueError, match="4"):
+        await account.change(short)
+    assert await account.check("old-pw") is True
+    assert store.path(Store.ADMIN).read_bytes() == before
+
+
+async def test_change_accepts_four_characters(store: Store) -> None:
+    account = AdminAccount.load_or_create(store, "old-pw")
+    await account.change("abcd")
+    assert await account.check("abcd") is True

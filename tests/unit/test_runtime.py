@@ -1,0 +1,60 @@
+"""DeviceRuntime: communication errors counted on rising edges."""
+
+from __future__ import annotations
+
+from service.core.models import EvseState, MeterState
+from service.core.runtime import DeviceRuntime
+
+
+def evse_state(com_err: bool, last_error: str = "") -> EvseState:
+    return EvseState(ts=1.0, com_err=com_err, last_error=last_error)
+
+
+def test_fresh_runtime() -> None:
+    runtime = DeviceRuntime()
+    assert runtime.state is None
+    assert runtime.com_errors == 0
+    assert runtime.com_err is False
+    assert runtime.last_com_err_at is None
+
+
+def test_record_state_keeps_state_and_time() -> None:
+    runtime = DeviceRuntime()
+    state = MeterState(ts=5.0, power_w=100.0)
+    runtime.record_state(state, now=7.0)
+    assert runtime.state is state
+    assert runtime.received_at == 7.0
+    assert runtime.com_errors == 0
+
+
+def test_com_errors_counted_on_rising_edges_only() -> None:
+    runtime = DeviceRuntime()
+    sequence = [False, True, True, True, False, False, True, False, True]
+    for now, err in enumerate(sequence):
+        runtime.record_state(evse_state(err), now=float(now))
+    assert runtime.com_errors == 3
+    assert runtime.com_err is True
+    assert runtime.last_com_err_at == 8.0
+
+
+def test_last_com_err_at_is_start_of_error() -> None:
+    runtime = DeviceRuntime()
+    runtime.record_state(evse_state(True), now=10.0)
+    runtime.record_state(evse_state(True), now=20.0)
+    assert runtime.last_com_err_at == 10.0
+    runtime.record_state(evse_state(False), now=30.0)
+    assert runtime.com_err is False
+    assert runtime.last_com_err_at == 10.0
+
+
+def test_last_error_kept_from_error_states() -> None:
+    runtime = DeviceRuntime()
+    runtime.record_state(evse_state(True, "timeout"), now=1.0)
+    assert runtime.last_error == "timeout"
+    runtime.record_state(evse_state(True), now=2.0)  # no text: keep the old one
+    assert runtime.last_error == "timeout"
+    runtime.record_state(evse_state(False, "ignored without com_err"), now=3.0)
+    assert runtime.last_error == "timeout"
+    runtime.record_state(evse_state(True, "crc"), now=4.0)
+    assert runtime.last_error == "crc"
+    assert runtime.com_errors == 2
