@@ -93,7 +93,7 @@ from service.core.charging_rules import (
     minute_of_week,
     numeric_variables,
 )
-from service.core.groups import Demand, build_group_tree, share, sum_subtrees
+from service.core.groups import Demand, GroupTree, build_group_tree, share, sum_subtrees
 from service.core.models import (
     EvseCommand,
     EvseConfig,
@@ -105,7 +105,9 @@ from service.core.models import (
     User,
 )
 from service.core.phases import (
+    ALL_PHASES,
     GRID_MASK,
+    LEARN_THRESHOLD_MA,
     PHASE_COUNT,
     PHASES_OF,
     ROTATION,
@@ -260,7 +262,7 @@ class Allocation:
     grid_meter_lost: bool
     overdraft_cur: int  # largest overdraft seen: write back into params.overdraft_cur
     overdraft_active: int  # subtracted from the main limit in this call
-    com_err: Mapping[str, bool]  # every device
+    com_err: frozenset[str]  # devices (meters, EVSEs) without fresh data
     energy_wh: Mapping[str, float]  # soft-meter energy since the last call
     notes: tuple[str, ...]
 
@@ -293,33 +295,66 @@ def resolve_max_current(
     return max(0, min(value, MAX_EVSE_CURRENT)), fallback
 
 
-def _power(state: EvseState) -> float:
-    if state.power_w is not None:
-        return state.power_w
-    c, v = state.current, state.voltage
-    return (max(0, c[0]) * v[0] + max(0, c[1]) * v[1] + max(0, c[2]) * v[2]) / 1000
+def effective_minimum(config: EvseConfig) -> int:
+    """The least current an EVSE charges with: `min_charging_cur`, raised to the
+    `battery_save_threshold`; a minimum of 0 counts as 1 mA (an EVSE given current charges)."""
+    return max(config.min_charging_cur, config.battery_save_threshold, 1)
 
 
-class _Candidate(NamedTuple):
+class _Vehicle(NamedTuple):
+    """An EVSE with a vehicle, between reading its state and building its result."""
+
     dev_id: str
     config: EvseConfig
-    state: EvseState
+    memory: EvseMemory  # after this call's session events
     group: int
     local_mask: int
     grid_mask: int
     max_current: int
-    memory: EvseMemory
+    power: float
     disabled_min: bool  # device disabled under disable_policy 1
 
 
+# Between demand and result, per EVSE with a vehicle: dev_id, config, memory, local mask,
+# grid mask, maximum, power, target, reason ("" = shares), needs_auth, capped at the minimum,
+# user id, index of its demand (-1 = none), the memory the call began with. A plain tuple:
+# this is the hot path.
+_Pending = tuple[
+    str,
+    EvseConfig,
+    EvseMemory,
+    int,
+    int,
+    int,
+    float,
+    int,
+    str,
+    bool,
+    bool,
+    str | None,
+    int,
+    EvseMemory | None,
+]
+
+
 class _Wish(NamedTuple):
-    candidate: _Candidate
-    memory: EvseMemory
+    vehicle: _Vehicle
+    memory: EvseMemory  # with the rule sets' new state
     target: int
+    minimum: int
     reason: str  # set when it does not take part in sharing
     needs_auth: bool
     capped_min: bool  # limited to its minimum because a grid meter is lost
     user_id: str | None
+
+
+# NamedTuple() runs a Python-level __new__; on the hot path tuple.__new__ builds the same
+# object in C.
+_new = tuple.__new__
+
+_PLACEHOLDER: Final = EvseResult(
+    False, False, False, 0, 0, 0, 0, 0, 0, 0, "", False, False, None, 0, 0, 0.0
+)  # fmt: skip
 
 
 def _off_result(config: EvseConfig, now: float, reason: str) -> EvseResult:
@@ -437,6 +472,189 @@ def _with_evse(memory: Memory, dev_id: str, mem: EvseMemory) -> Memory:
 # --- allocate ---------------------------------------------------------------------------
 
 
+class _Meters(NamedTuple):
+    grid: list[list[int]]  # per group, grid phase: Σ fresh grid meters
+    has_grid: list[bool]
+    grid_lost: list[bool]
+    cons: list[list[int]]  # per group: Σ fresh consumption meters
+    cons_lost: list[bool]
+    production: int  # Σ over phases of fresh production meters
+
+
+def _read_meters(
+    inp: AllocationInput, index: Mapping[int, int], notes: list[str], com_err: set[str]
+) -> _Meters:
+    n_groups = len(index)
+    grid = [[0, 0, 0] for _ in range(n_groups)]
+    has_grid = [False] * n_groups
+    grid_lost = [False] * n_groups
+    cons = [[0, 0, 0] for _ in range(n_groups)]
+    cons_lost = [False] * n_groups
+    production = 0
+    stale = inp.stale_after_s
+    for dev_id, meter in inp.meters.items():
+        cfg = meter.config
+        if not cfg.device_enabled:
+            continue
+        state = meter.state
+        fresh = _fresh(state, meter.state_age_s, stale)
+        if not fresh:
+            com_err.add(dev_id)
+        role = cfg.role
+        if role not in (ROLE_CONSUMPTION, ROLE_PRODUCTION, ROLE_GRID):
+            continue
+        g = index.get(cfg.group)
+        if g is None:
+            notes.append(f"{dev_id}: group {cfg.group} does not exist; using group 0")
+            g = 0
+        if role == ROLE_GRID:
+            has_grid[g] = True
+        if not fresh or state is None:
+            if role == ROLE_GRID:
+                grid_lost[g] = True
+            elif role == ROLE_CONSUMPTION:
+                cons_lost[g] = True
+            continue
+        rot = ROTATION[cfg.phase_rotation]
+        sign = -1 if cfg.invert else 1
+        c = state.current
+        if role == ROLE_PRODUCTION:
+            production += max(0, sign * (c[0] + c[1] + c[2]))
+            continue
+        acc = grid[g] if role == ROLE_GRID else cons[g]
+        acc[rot[0]] += sign * c[0]
+        acc[rot[1]] += sign * c[1]
+        acc[rot[2]] += sign * c[2]
+    return _Meters(grid, has_grid, grid_lost, cons, cons_lost, production)
+
+
+class _Constraints(NamedTuple):
+    total: int
+    evse_cap: int  # constraint index of max_total_evse_current, -1 = none
+    fail_cap: dict[int, int]  # failed group index → its grid_fail_current constraint
+    chain: list[tuple[int, ...]]  # per group: the constraints its EVSEs load
+    min_only: list[bool]  # per group: only minimum currents below it
+
+
+def _constraints(params: Params, tree: GroupTree, failed: list[bool]) -> _Constraints:
+    n_groups = len(tree.ids)
+    count = n_groups
+    evse_cap = -1
+    if params.max_total_evse_current > 0:
+        evse_cap = count
+        count += 1
+    fail_cap: dict[int, int] = {}
+    if params.grid_fail_current > 0:
+        for g in range(n_groups):
+            if failed[g]:
+                fail_cap[g] = count
+                count += 1
+    chain: list[tuple[int, ...]] = []
+    min_only: list[bool] = []
+    for g in range(n_groups):
+        groups = tree.chains[g]
+        extra = [fail_cap[a] for a in groups if a in fail_cap]
+        if evse_cap >= 0:
+            extra.append(evse_cap)
+        chain.append(groups + tuple(extra))
+        min_only.append(params.grid_fail_current <= 0 and any(failed[a] for a in groups))
+    return _Constraints(count, evse_cap, fail_cap, chain, min_only)
+
+
+def _overdraft(
+    params: Params, memory: Memory, meters: _Meters, now: float
+) -> tuple[int, float, int]:
+    """The active reduction of the main limit, until when it holds, and overdraft_cur."""
+    overdraw = 0
+    if meters.has_grid[0] and not meters.grid_lost[0]:
+        overdraw = max(0, max(meters.grid[0]) - params.max_total_current)
+    active = memory.overdraft if now < memory.overdraft_until else 0
+    until = memory.overdraft_until
+    if params.overdraft_cur < memory.overdraft_reported:
+        active = 0  # the history was reset: end the reduction too
+    if overdraw > 0:
+        # Each overdraw, even a smaller one, restarts the hold of the larger amount.
+        active = max(active, overdraw)
+        until = now + OVERDRAFT_HOLD_S
+    elif active == 0:
+        until = 0.0
+    return active, until, max(params.overdraft_cur, overdraw)
+
+
+def _wish(
+    v: _Vehicle,
+    users: Mapping[str, User],
+    ctx: RuleContext | None,
+    min_only: bool,
+    now: float,
+) -> _Wish:
+    """Target and reason of an EVSE with a vehicle. `ctx` None: its rules must not matter
+    (the caller made sure it has none that apply)."""
+    cfg = v.config
+    mem = v.memory
+    minimum = effective_minimum(cfg)
+    ov = mem.overrides
+    auth = mem.auth
+    user_id = auth.user_id if auth is not None else None
+    user = users.get(user_id) if user_id is not None else None
+    needs_auth = bool(cfg.users) and (user is None or not may_charge(user, v.dev_id, cfg.users))
+    target = v.max_current
+    if ov.max_current is not None and ov.max_current < target:
+        target = ov.max_current
+    evse_state: RuleState | None = None
+    user_state: RuleState | None = None
+    rule_limited = False
+    if ctx is not None and not needs_auth and not ov.charging_disabled:
+        if cfg.charging_rules and not ov.evse_rules_disabled:
+            asked, evse_state = evaluate_rule_set(
+                cfg.charging_rules, ctx, minimum, mem.evse_rule, now
+            )
+            if asked is not None and asked < target:
+                target, rule_limited = asked, True
+        if user is not None and user.charging_rules and not ov.user_rules_disabled:
+            asked, user_state = evaluate_rule_set(
+                user.charging_rules, ctx, minimum, mem.user_rule, now
+            )
+            if asked is not None and asked < target:
+                target, rule_limited = asked, True
+    if v.disabled_min and target > minimum:
+        target = minimum
+    capped_min = False
+    if min_only and target > minimum:
+        target = minimum
+        capped_min = True
+    reason = ""
+    if needs_auth:
+        reason = R_AUTH
+    elif ov.charging_disabled:
+        reason = R_OVERRIDE
+    elif target < minimum:
+        if rule_limited:
+            reason = R_RULE
+        elif target >= cfg.min_charging_cur:
+            reason = R_BATTERY_SAVE
+        else:
+            reason = R_TARGET
+    elif mem.paused_since is not None and now - mem.paused_since < cfg.pause_min_time:
+        reason = R_MIN_PAUSE
+    if mem.evse_rule != evse_state or mem.user_rule != user_state:
+        mem = mem._replace(evse_rule=evse_state, user_rule=user_state)
+    return _Wish(v, mem, target, minimum, reason, needs_auth, capped_min, user_id)
+
+
+def _has_rules(v: _Vehicle, users: Mapping[str, User]) -> bool:
+    """Whether charging rules may shape this EVSE's target (they need the solar figures,
+    which are known only after all EVSEs have been read)."""
+    ov = v.memory.overrides
+    if v.config.charging_rules and not ov.evse_rules_disabled:
+        return True
+    auth = v.memory.auth
+    if auth is None or auth.user_id is None or ov.user_rules_disabled:
+        return False
+    user = users.get(auth.user_id)
+    return user is not None and bool(user.charging_rules)
+
+
 def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
     params = inp.params
     now = inp.now
@@ -447,96 +665,98 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
     n_groups = len(tree.ids)
     index = tree.index
     variables = numeric_variables(params.cm_vars)
+    com_err: set[str] = set()
+    meters = _read_meters(inp, index, notes, com_err)
+    # A group whose load is unknown: its grid meter is lost, or without one a consumption
+    # meter is.
+    failed = [
+        meters.grid_lost[g] or (not meters.has_grid[g] and meters.cons_lost[g])
+        for g in range(n_groups)
+    ]
+    cons_info = _constraints(params, tree, failed)
+    chain_cons = cons_info.chain
+    min_only = cons_info.min_only
 
-    # Meters.
-    grid = [[0, 0, 0] for _ in range(n_groups)]
-    has_grid = [False] * n_groups
-    grid_lost = [False] * n_groups
-    cons = [[0, 0, 0] for _ in range(n_groups)]
-    cons_lost = [False] * n_groups
-    production = 0
-    com_err: dict[str, bool] = {}
-    for dev_id, meter in inp.meters.items():
-        mcfg = meter.config
-        if not mcfg.device_enabled:
-            com_err[dev_id] = False
-            continue
-        mstate = meter.state
-        fresh = _fresh(mstate, meter.state_age_s, stale)
-        com_err[dev_id] = not fresh
-        role = mcfg.role
-        if role not in (ROLE_CONSUMPTION, ROLE_PRODUCTION, ROLE_GRID):
-            continue
-        g = index.get(mcfg.group)
-        if g is None:
-            notes.append(f"{dev_id}: group {mcfg.group} does not exist; using group 0")
-            g = 0
-        if role == ROLE_GRID:
-            has_grid[g] = True
-        if not fresh or mstate is None:
-            if role == ROLE_GRID:
-                grid_lost[g] = True
-            elif role == ROLE_CONSUMPTION:
-                cons_lost[g] = True
-            continue
-        mrot = ROTATION[mcfg.phase_rotation]
-        sign = -1 if mcfg.invert else 1
-        mc = mstate.current
-        if role == ROLE_PRODUCTION:
-            production += max(0, sign * (mc[0] + mc[1] + mc[2]))
-            continue
-        acc = grid[g] if role == ROLE_GRID else cons[g]
-        acc[mrot[0]] += sign * mc[0]
-        acc[mrot[1]] += sign * mc[1]
-        acc[mrot[2]] += sign * mc[2]
-
-    # EVSEs, first pass: sessions, measurements, fixed loads, candidates.
     draw = [[0, 0, 0] for _ in range(n_groups)]
     fixed = [[0, 0, 0] for _ in range(n_groups)]
     results: dict[str, EvseResult] = {}
-    candidates: list[_Candidate] = []
+    pending: list[_Pending] = []
+    deferred: list[_Vehicle] = []
+    demands: list[Demand] = []
+    cells: dict[int, tuple[int, ...]] = {}
     old_mem = memory.evses
-    # Copied on the first change only: most calls change few EVSEs' memory.
+    old_get = old_mem.get
+    seen_old = 0
+    # Collected here and merged at the end: most calls change few EVSEs' memory.
     changed_mem: dict[str, EvseMemory] = {}
     energy: dict[str, float] = {}
     cons_power = 0.0
     dt = 0.0
     if memory.last_now is not None:
         dt = min(max(0.0, now - memory.last_now), stale)
-    observe = not params.lb_enabled
     policy = params.disable_policy
     users = inp.users
     rfids = RfidIndex(users)
-    seen_old = 0
+    index_get = index.get
+    learn_at = LEARN_THRESHOLD_MA
+
+    def demand(
+        dev_id: str, cfg: EvseConfig, mem: EvseMemory, g: int, gmask: int, minimum: int, target: int
+    ) -> int:
+        cell = g * 8 + gmask
+        slots = cells.get(cell)
+        if slots is None:
+            phases = PHASES_OF[gmask]
+            slots = tuple(k * 3 + p for k in chain_cons[g] for p in phases)
+            cells[cell] = slots
+        demands.append(
+            _new(
+                Demand,
+                (
+                    cfg.prio,
+                    (0 if mem.charging else 1, mem.plugged_at or now, dev_id),
+                    cell,
+                    slots,
+                    gmask,
+                    minimum,
+                    target,
+                ),
+            )
+        )
+        return len(demands) - 1
+
+    def add_wish(w: _Wish) -> None:
+        v = w.vehicle
+        k = -1
+        if not w.reason:
+            k = demand(v.dev_id, v.config, w.memory, v.group, v.grid_mask, w.minimum, w.target)
+        pending.append(
+            (v.dev_id, v.config, w.memory, v.local_mask, v.grid_mask, v.max_current, v.power,
+             w.target, w.reason, w.needs_auth, w.capped_min, w.user_id, k, old_get(v.dev_id))
+        )  # fmt: skip
 
     for dev_id, ev in inp.evses.items():
         cfg = ev.config
         st = ev.state
         enabled = cfg.device_enabled
         if not enabled and policy == 0:
-            com_err[dev_id] = False
             results[dev_id] = _off_result(cfg, now, R_DISABLED)
             continue
-        mem = old_mem.get(dev_id)
-        if mem is None:
+        orig = old_get(dev_id)
+        if orig is None:
             mem = EMPTY_EVSE_MEMORY
         else:
+            mem = orig
             seen_old += 1
-        g = index.get(cfg.group)
+        g = index_get(cfg.group)
         if g is None:
             notes.append(f"{dev_id}: group {cfg.group} does not exist; using group 0")
             g = 0
         rot = cfg.phase_rotation
-        fresh = (
-            st is not None
-            and ev.state_age_s is not None
-            and ev.state_age_s <= stale
-            and not st.com_err
-            and st.state != STATE_OFFLINE
-        )
-        com_err[dev_id] = not fresh
-        if not fresh or st is None:
+        age = ev.state_age_s
+        if st is None or age is None or age > stale or st.com_err or st.state == STATE_OFFLINE:
             # Lost: assume it draws its maximum on the phases it may use.
+            com_err.add(dev_id)
             max_cur, fallback = resolve_max_current(cfg, st, variables)
             if fallback:
                 notes.append(f"{dev_id}: max_charging_cur not evaluated; using {max_cur} mA")
@@ -552,80 +772,172 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             if mem.charging:
                 changed_mem[dev_id] = mem._replace(charging=False)
             continue
-
         s = st.state
-        m2 = _session(dev_id, mem, st, now, cfg, rfids)
-        power = _power(st)
-        cons_power += power
-        if st.total_energy is None and dt > 0 and power > 0:
-            energy[dev_id] = power * dt / 3600
-        # What it draws now, on the grid phases, so that it can be told apart from other load.
         c = st.current
+        c0, c1, c2 = c
+        # Session events only when something that starts or ends one may have happened.
+        if (
+            s != mem.last_state
+            or st.rfid != mem.seen_rfid
+            or (s == 1 and mem.auth is not None)
+            or (
+                (s == 3 or s == 4)
+                # Phases measured now: not none, and not what was learned.
+                and 0
+                != (
+                    (1 if c0 >= learn_at else 0)
+                    | (2 if c1 >= learn_at else 0)
+                    | (4 if c2 >= learn_at else 0)
+                )
+                != mem.learned_phases
+            )
+        ):
+            m2 = _session(dev_id, mem, st, now, cfg, rfids)
+        else:
+            m2 = mem
+        power = st.power_w
+        if power is None:
+            vol = st.voltage
+            power = (
+                (c0 * vol[0] if c0 > 0 else 0.0)
+                + (c1 * vol[1] if c1 > 0 else 0.0)
+                + (c2 * vol[2] if c2 > 0 else 0.0)
+            ) / 1000
+        cons_power += power
+        if dt > 0 and power > 0 and st.total_energy is None:
+            energy[dev_id] = power * dt / 3600
+        # What it draws now, on the grid phases, to tell it apart from other load.
         r = ROTATION[rot]
         acc = draw[g]
-        if c[0] > 0:
-            acc[r[0]] += c[0]
-        if c[1] > 0:
-            acc[r[1]] += c[1]
-        if c[2] > 0:
-            acc[r[2]] += c[2]
+        if c0 > 0:
+            acc[r[0]] += c0
+        if c1 > 0:
+            acc[r[1]] += c1
+        if c2 > 0:
+            acc[r[2]] += c2
 
-        if not enabled and policy == -1:
+        if (s == 2 or s == 3 or s == 4) and (enabled or policy == 1):
+            # Holds the EVSE's place so that results keep the input order.
+            results[dev_id] = _PLACEHOLDER
+            raw = cfg.max_charging_cur
+            if isinstance(raw, int) and not st.max_charging_current:
+                max_cur = raw
+            else:
+                max_cur, fallback = resolve_max_current(cfg, st, variables)
+                if fallback:
+                    notes.append(f"{dev_id}: max_charging_cur not evaluated; using {max_cur} mA")
+            auth = m2.auth
+            local = cfg.used_phases
+            if auth is not None and auth.rfid is not None:
+                local = rfids.phases(auth) or local
+            if not local:
+                local = m2.learned_phases or ALL_PHASES
+            gmask = GRID_MASK[rot][local]
+            if (
+                m2.overrides is NO_OVERRIDES
+                and auth is None
+                and not cfg.users
+                and not cfg.charging_rules
+            ):
+                # The common case, inline: what _wish does for an EVSE without users, rules
+                # and overrides.
+                minimum = cfg.min_charging_cur
+                threshold = cfg.battery_save_threshold
+                if threshold > minimum:
+                    minimum = threshold
+                if minimum < 1:
+                    minimum = 1
+                target = max_cur
+                if not enabled and target > minimum:
+                    target = minimum
+                capped = False
+                if min_only[g] and target > minimum:
+                    target = minimum
+                    capped = True
+                reason = ""
+                if target < minimum:
+                    reason = R_BATTERY_SAVE if target >= cfg.min_charging_cur else R_TARGET
+                elif m2.paused_since is not None and now - m2.paused_since < cfg.pause_min_time:
+                    reason = R_MIN_PAUSE
+                if reason:
+                    k = -1
+                else:
+                    cell = g * 8 + gmask
+                    slots = cells.get(cell)
+                    if slots is None:
+                        slots = tuple(q * 3 + p for q in chain_cons[g] for p in PHASES_OF[gmask])
+                        cells[cell] = slots
+                    k = len(demands)
+                    demands.append(
+                        _new(
+                            Demand,
+                            (
+                                cfg.prio,
+                                (0 if m2.charging else 1, m2.plugged_at or now, dev_id),
+                                cell,
+                                slots,
+                                gmask,
+                                minimum,
+                                target,
+                            ),
+                        )
+                    )
+                pending.append(
+                    (dev_id, cfg, m2, local, gmask, max_cur, power, target, reason, False,
+                     capped, None, k, orig)
+                )  # fmt: skip
+                continue
+            vehicle = _Vehicle(dev_id, cfg, m2, g, local, gmask, max_cur, power, not enabled)
+            if _has_rules(vehicle, users):
+                deferred.append(vehicle)
+            else:
+                add_wish(_wish(vehicle, users, None, min_only[g], now))
+            continue
+        local = assumed_mask(cfg.used_phases, rfids.phases(m2.auth), m2.learned_phases)
+        gmask = GRID_MASK[rot][local]
+        if not enabled:
+            # disable_policy -1: its maximum, outside the balancing; counted as load while a
+            # vehicle may draw it (not in state 1 or 5).
             max_cur, fallback = resolve_max_current(cfg, st, variables)
             if fallback:
                 notes.append(f"{dev_id}: max_charging_cur not evaluated; using {max_cur} mA")
-            local = assumed_mask(cfg.used_phases, rfids.phases(m2.auth), m2.learned_phases)
-            gmask = GRID_MASK[rot][local]
-            if s not in (STATE_NO_VEHICLE, STATE_ERROR):
+            counted = 0
+            if s == 2 or s == 3 or s == 4:
+                counted = max_cur
                 acc = fixed[g]
                 for p in PHASES_OF[gmask]:
                     acc[p] += max_cur
             results[dev_id] = EvseResult(
-                False, True, False, max_cur, max_cur, max_cur, 0, local, gmask, round(power),
+                False, True, False, max_cur, counted, max_cur, 0, local, gmask, round(power),
                 R_UNLIMITED, False, False, None, m2.overrides.bits, max_cur, now,
             )  # fmt: skip
-            m2 = m2._replace(paused_since=None, charging=False)
-        elif s in VEHICLE_STATES:
-            max_cur, fallback = resolve_max_current(cfg, st, variables)
-            if fallback:
-                notes.append(f"{dev_id}: max_charging_cur not evaluated; using {max_cur} mA")
-            local = assumed_mask(cfg.used_phases, rfids.phases(m2.auth), m2.learned_phases)
-            candidates.append(
-                _Candidate(
-                    dev_id, cfg, st, g, local, GRID_MASK[rot][local], max_cur, m2, not enabled
-                )
-            )
         else:
             reason = R_NO_VEHICLE if s == STATE_NO_VEHICLE else R_ERROR
-            local = assumed_mask(cfg.used_phases, rfids.phases(m2.auth), m2.learned_phases)
             results[dev_id] = EvseResult(
-                enabled, True, False, 0, 0, 0, 0, local, GRID_MASK[rot][local], round(power),
-                reason, False, False, m2.auth.user_id if m2.auth else None, m2.overrides.bits,
-                0, now,
+                True, True, False, 0, 0, 0, 0, local, gmask, round(power), reason, False, False,
+                m2.auth.user_id if m2.auth else None, m2.overrides.bits, 0, now,
             )  # fmt: skip
-            if m2.paused_since is not None or m2.charging:
-                m2 = m2._replace(paused_since=None, charging=False)
+        if m2.paused_since is not None or m2.charging:
+            m2 = m2._replace(paused_since=None, charging=False)
         if m2 is not mem:
             if m2 == _IDLE_MEMORY:
                 m2 = _IDLE_MEMORY
             if m2 != mem:
                 changed_mem[dev_id] = m2
 
-    # Group loads.
+    # Group loads: what is not EVSE, bottom-up.
     draw_sub = sum_subtrees(tree, draw)
     fixed_sub = sum_subtrees(tree, fixed)
     non_evse = [[0, 0, 0] for _ in range(n_groups)]
-    failed = [False] * n_groups
     below = [[0, 0, 0] for _ in range(n_groups)]  # Σ non_evse of the groups directly below
     for g in tree.bottom_up:
         ne = non_evse[g]
-        if has_grid[g] and not grid_lost[g]:
-            gr, dr = grid[g], draw_sub[g]
+        if meters.has_grid[g] and not meters.grid_lost[g]:
+            gr, dr = meters.grid[g], draw_sub[g]
             for p in range(3):
                 ne[p] = max(0, gr[p] - dr[p])
         else:
-            failed[g] = grid_lost[g] or cons_lost[g]
-            co, bl = cons[g], below[g]
+            co, bl = meters.cons[g], below[g]
             for p in range(3):
                 ne[p] = max(0, co[p] + bl[p])
         parent = tree.parent[g]
@@ -635,36 +947,9 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             bp[1] += ne[1]
             bp[2] += ne[2]
 
-    # Overdraft on the main group.
-    overdraw = 0
-    if has_grid[0] and not grid_lost[0]:
-        overdraw = max(0, max(grid[0]) - params.max_total_current)
-    active = memory.overdraft if now < memory.overdraft_until else 0
-    until = memory.overdraft_until
-    if params.overdraft_cur < memory.overdraft_reported:
-        active = 0  # the history was reset: end the reduction too
-    if overdraw > 0:
-        # Each overdraw (even a smaller one) restarts the hold of the larger amount.
-        active = max(active, overdraw)
-        until = now + OVERDRAFT_HOLD_S
-    elif active == 0:
-        until = 0.0
-    reported = max(params.overdraft_cur, overdraw)
+    active, until, reported = _overdraft(params, memory, meters, now)
 
-    # Constraints: groups, then the EVSE cap, then one per failed group (grid_fail_current).
-    n_cons = n_groups
-    evse_cap = -1
-    if params.max_total_evse_current > 0:
-        evse_cap = n_cons
-        n_cons += 1
-    fail_cap: dict[int, int] = {}
-    fail_current = params.grid_fail_current
-    if fail_current > 0:
-        for g in range(n_groups):
-            if failed[g]:
-                fail_cap[g] = n_cons
-                n_cons += 1
-    budgets = [0] * (n_cons * 3)
+    budgets = [0] * (cons_info.total * 3)
     group_budget: dict[int, tuple[int, int, int]] = {}
     main_limit = params.max_total_current - params.reserve_current - active
     for g in range(n_groups):
@@ -673,171 +958,81 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         b = (limit - ne[0] - fx[0], limit - ne[1] - fx[1], limit - ne[2] - fx[2])
         budgets[g * 3 : g * 3 + 3] = b
         group_budget[tree.ids[g]] = b
-    if evse_cap >= 0:
-        fx = fixed_sub[0]
-        cap = params.max_total_evse_current
-        budgets[evse_cap * 3 : evse_cap * 3 + 3] = (cap - fx[0], cap - fx[1], cap - fx[2])
-    for g, k in fail_cap.items():
-        fx = fixed_sub[g]
-        budgets[k * 3 : k * 3 + 3] = (
-            fail_current - fx[0],
-            fail_current - fx[1],
-            fail_current - fx[2],
-        )
-    # Per group: its constraints, and whether only minimums are allowed below it.
-    chain_cons: list[tuple[int, ...]] = []
-    min_only: list[bool] = []
-    for g in range(n_groups):
-        chain = tree.chains[g]
-        extra = [fail_cap[a] for a in chain if a in fail_cap]
-        if evse_cap >= 0:
-            extra.append(evse_cap)
-        chain_cons.append(chain + tuple(extra))
-        min_only.append(fail_current <= 0 and any(failed[a] for a in chain))
+    if cons_info.evse_cap >= 0:
+        k = cons_info.evse_cap
+        cap, fx = params.max_total_evse_current, fixed_sub[0]
+        budgets[k * 3 : k * 3 + 3] = (cap - fx[0], cap - fx[1], cap - fx[2])
+    for g, k in cons_info.fail_cap.items():
+        cap, fx = params.grid_fail_current, fixed_sub[g]
+        budgets[k * 3 : k * 3 + 3] = (cap - fx[0], cap - fx[1], cap - fx[2])
 
-    # Solar figures for charging rules (totals over the phases).
-    surplus = 0
-    if has_grid[0]:
-        if not grid_lost[0]:
-            surplus = max(0, sum(draw_sub[0]) - sum(grid[0]))
-    else:
-        surplus = max(0, production - sum(sum(c) for c in cons))
-
-    # EVSEs, second pass: targets and demands.
-    week_minute = minute_of_week(now, inp.utc_offset_s)
-    demands: list[Demand] = []
-    wanting: list[_Wish] = []
-    cells: dict[int, tuple[int, ...]] = {}
-    for cand in candidates:
-        cfg = cand.config
-        mem = cand.memory
-        minimum = max(cfg.min_charging_cur, cfg.battery_save_threshold)
-        ov = mem.overrides
-        user_id = mem.auth.user_id if mem.auth is not None else None
-        user = users.get(user_id) if user_id is not None else None
-        needs_auth = bool(cfg.users) and (
-            user is None or not may_charge(user, cand.dev_id, cfg.users)
-        )
-        target = cand.max_current
-        if ov.max_current is not None and ov.max_current < target:
-            target = ov.max_current
-        evse_state: RuleState | None = None
-        user_state: RuleState | None = None
-        rule_limited = False
-        if not needs_auth and not ov.charging_disabled:
-            evse_rules = cfg.charging_rules if not ov.evse_rules_disabled else ()
-            user_rules = (
-                user.charging_rules if user is not None and not ov.user_rules_disabled else ()
+    # Charging rules, now that the solar figures are known (totals over the phases).
+    if deferred:
+        surplus = 0
+        if meters.has_grid[0]:
+            if not meters.grid_lost[0]:
+                surplus = max(0, sum(draw_sub[0]) - sum(meters.grid[0]))
+        else:
+            surplus = max(0, meters.production - sum(sum(c) for c in meters.cons))
+        week_minute = minute_of_week(now, inp.utc_offset_s)
+        for vehicle in deferred:
+            n = PHASE_COUNT[vehicle.local_mask]
+            ctx = RuleContext(
+                week_minute, vehicle.max_current, meters.production // n, surplus // n, variables
             )
-            if evse_rules or user_rules:
-                n = PHASE_COUNT[cand.local_mask]
-                ctx = RuleContext(
-                    week_minute, cand.max_current, production // n, surplus // n, variables
-                )
-                if evse_rules:
-                    asked, evse_state = evaluate_rule_set(
-                        evse_rules, ctx, minimum, mem.evse_rule, now
-                    )
-                    if asked is not None and asked < target:
-                        target, rule_limited = asked, True
-                if user_rules:
-                    asked, user_state = evaluate_rule_set(
-                        user_rules, ctx, minimum, mem.user_rule, now
-                    )
-                    if asked is not None and asked < target:
-                        target, rule_limited = asked, True
-        if cand.disabled_min and target > minimum:
-            target = minimum
-        capped_min = False
-        if min_only[cand.group] and target > minimum:
-            target = minimum
-            capped_min = True
-        reason = ""
-        if needs_auth:
-            reason = R_AUTH
-        elif ov.charging_disabled:
-            reason = R_OVERRIDE
-        elif target < minimum:
-            if rule_limited:
-                reason = R_RULE
-            elif target >= cfg.min_charging_cur:
-                reason = R_BATTERY_SAVE
-            else:
-                reason = R_TARGET
-        elif mem.paused_since is not None and now - mem.paused_since < cfg.pause_min_time:
-            reason = R_MIN_PAUSE
-        if mem.evse_rule != evse_state or mem.user_rule != user_state:
-            mem = mem._replace(evse_rule=evse_state, user_rule=user_state)
-        wanting.append(_Wish(cand, mem, target, reason, needs_auth, capped_min, user_id))
-        if reason:
-            continue
-        cell = cand.group * 8 + cand.grid_mask
-        slots = cells.get(cell)
-        if slots is None:
-            phases = PHASES_OF[cand.grid_mask]
-            slots = tuple(k * 3 + p for k in chain_cons[cand.group] for p in phases)
-            cells[cell] = slots
-        demands.append(
-            Demand(
-                cfg.prio,
-                (0 if mem.charging else 1, mem.plugged_at or now, cand.dev_id),
-                cell,
-                slots,
-                cand.grid_mask,
-                minimum,
-                target,
-            )
-        )
+            add_wish(_wish(vehicle, users, ctx, min_only[vehicle.group], now))
 
     currents = share(budgets, demands, params.max_imbalance)
 
-    # Results and memory of the EVSEs with a vehicle.
-    k = 0
-    for wish in wanting:
-        cand = wish.candidate
-        mem = wish.memory
-        reason = wish.reason
-        target = wish.target
+    observe = not params.lb_enabled
+    for (
+        dev_id, cfg, mem, local, gmask, max_cur, power, target, reason, needs_auth, capped,
+        user_id, k, old,
+    ) in pending:  # fmt: skip
         current = 0
-        if not reason:
+        if k >= 0:
             current = currents[k]
-            k += 1
             if current == 0:
                 reason = R_NO_CURRENT
-            elif current >= target:
-                reason = R_OK
+                paused = True
             else:
-                reason = R_LIMITED
-            if wish.capped_min and current > 0:
-                reason = R_GRID_LOST
-        paused = reason in PAUSE_REASONS
-        if current > 0:
-            m2 = mem._replace(paused_since=None, charging=True)
-        elif paused:
-            since = mem.paused_since if mem.paused_since is not None else now
-            m2 = mem._replace(paused_since=since, charging=False)
+                paused = False
+                if capped:
+                    reason = R_GRID_LOST
+                elif current >= target:
+                    reason = R_OK
+                else:
+                    reason = R_LIMITED
         else:
-            m2 = mem._replace(paused_since=None, charging=False)
-        pause_time = int(now - m2.paused_since) if m2.paused_since is not None else 0
+            paused = reason in PAUSE_REASONS
+        since = mem.paused_since
+        if current > 0:
+            if since is not None or not mem.charging:
+                mem = mem._replace(paused_since=None, charging=True)
+        elif paused:
+            if since is None or mem.charging:
+                mem = mem._replace(paused_since=now if since is None else since, charging=False)
+        elif since is not None or mem.charging:
+            mem = mem._replace(paused_since=None, charging=False)
+        since = mem.paused_since
         ov = mem.overrides
         if observe:
-            enabled_cmd, paused_cmd, current_cmd = True, False, cand.max_current
+            enabled_cmd, paused_cmd, current_cmd = True, False, max_cur
         else:
-            enabled_cmd = reason not in (R_AUTH, R_OVERRIDE)
+            enabled_cmd = reason != R_AUTH and reason != R_OVERRIDE
             paused_cmd, current_cmd = paused, current
-        results[cand.dev_id] = EvseResult(
-            cand.config.device_enabled, enabled_cmd, paused_cmd, current_cmd, current, target,
-            pause_time, cand.local_mask, cand.grid_mask, round(_power(cand.state)), reason,
-            wish.needs_auth, False, wish.user_id, ov.bits,
-            ov.max_current if ov.max_current is not None else cand.max_current, now,
+        results[dev_id] = _new(
+            EvseResult,
+            (cfg.device_enabled, enabled_cmd, paused_cmd, current_cmd, current, target,
+             int(now - since) if since is not None else 0, local, gmask, round(power), reason,
+             needs_auth, False, user_id, 0 if ov is NO_OVERRIDES else ov.bits,
+             max_cur if ov.max_current is None else ov.max_current, now),
         )  # fmt: skip
-        if m2 != old_mem.get(cand.dev_id):
-            changed_mem[cand.dev_id] = m2
-        else:
-            changed_mem.pop(cand.dev_id, None)
+        if mem is not old and mem != old:
+            changed_mem[dev_id] = mem
 
-    # Observation mode: every EVSE gets its maximum (the computed figures stay visible).
     if observe:
+        # Observation: every EVSE gets its maximum (the computed figures stay visible).
         for dev_id, res in results.items():
             if res.reason in (R_NO_VEHICLE, R_ERROR, R_COM_ERR, R_DISABLED):
                 ev = inp.evses[dev_id]
@@ -846,7 +1041,6 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                     charging_enabled=True, paused=False, charging_current=max_cur
                 )
 
-    evses_out = {d: results[d] for d in inp.evses}
     new_mem: Mapping[str, EvseMemory] = old_mem
     if changed_mem or seen_old != len(old_mem):
         merged = dict(old_mem)
@@ -856,27 +1050,26 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             merged = {d: m for d, m in merged.items() if d in inp.evses}
         new_mem = merged
     root = budgets[0:3]
-    if evse_cap >= 0:
-        cap_budget = budgets[evse_cap * 3 : evse_cap * 3 + 3]
-        root = [min(a, b) for a, b in zip(root, cap_budget, strict=True)]
+    if cons_info.evse_cap >= 0:
+        k = cons_info.evse_cap
+        root = [min(a, b) for a, b in zip(root, budgets[k * 3 : k * 3 + 3], strict=True)]
     avail = sum(max(0, b) for b in root) * NOMINAL_VOLTAGE // 1000
-    new_memory = Memory(
-        evses=new_mem,
-        last_now=now,
-        overdraft=active,
-        overdraft_until=until,
-        overdraft_reported=reported,
-    )
     return Allocation(
-        evses=evses_out,
+        evses=results,
         cons_evse_power=round(cons_power),
         avail_evse_power=avail,
         budget_per_phase=group_budget,
-        memory=new_memory,
-        grid_meter_lost=has_grid[0] and grid_lost[0],
+        memory=Memory(
+            evses=new_mem,
+            last_now=now,
+            overdraft=active,
+            overdraft_until=until,
+            overdraft_reported=reported,
+        ),
+        grid_meter_lost=meters.has_grid[0] and meters.grid_lost[0],
         overdraft_cur=reported,
         overdraft_active=active,
-        com_err=com_err,
+        com_err=frozenset(com_err),
         energy_wh=energy,
         notes=tuple(notes),
     )

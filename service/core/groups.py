@@ -150,18 +150,31 @@ class Demand(NamedTuple):
     target: int  # ≥ minimum
 
 
+# A tier: the demands of one priority, as classes of members with equal cell, minimum and
+# target (they need the same and get the same).
+_Tier = list[list[int]]
+
+
 def share(budgets: Sequence[int], demands: Sequence[Demand], max_imbalance: int) -> list[int]:
     """The current for each demand: 0 or within [minimum, target]; see the module docstring."""
     current = [0] * len(demands)
     if not demands:
         return current
-    tiers: dict[int, list[int]] = {}
+    by_key: dict[tuple[int, int, int, int], list[int]] = {}
     for i, d in enumerate(demands):
-        members = tiers.get(d.prio)
+        key = (d.prio, d.cell, d.minimum, d.target)
+        members = by_key.get(key)
         if members is None:
-            tiers[d.prio] = [i]
+            by_key[key] = [i]
         else:
             members.append(i)
+    tiers: dict[int, _Tier] = {}
+    for key, members in by_key.items():
+        tier = tiers.get(key[0])
+        if tier is None:
+            tiers[key[0]] = [members]
+        else:
+            tier.append(members)
     prios = sorted(tiers, reverse=True)
     head = list(budgets)
     loads = [0, 0, 0]
@@ -174,7 +187,7 @@ def share(budgets: Sequence[int], demands: Sequence[Demand], max_imbalance: int)
 def _solve(
     head: list[int],
     demands: Sequence[Demand],
-    tier_list: list[list[int]],
+    tier_list: list[_Tier],
     max_imbalance: int,
     current: list[int],
     loads: list[int],
@@ -185,8 +198,8 @@ def _solve(
     if max_imbalance > 0 and max(loads) - min(loads) > max_imbalance:
         _repair_balance(head, demands, tier_list, max_imbalance, current, loads)
         repaired = True
-    for members in tier_list:
-        _fill_tier(head, demands, members, max_imbalance, current, loads)
+    for tier in tier_list:
+        _fill_tier(head, demands, tier, max_imbalance, current, loads)
     return repaired
 
 
@@ -214,37 +227,30 @@ def _balanced(loads: list[int], d: Demand, amount: int, max_imbalance: int) -> b
 def _minimums(
     head: list[int],
     demands: Sequence[Demand],
-    tier_list: list[list[int]],
+    tier_list: list[_Tier],
     current: list[int],
     loads: list[int],
 ) -> None:
-    for members in tier_list:
-        # Members with equal cell and minimum need the same budget, so add them up per class.
-        classes: dict[tuple[int, int], list[int]] = {}
-        for i in members:
-            d = demands[i]
-            key = (d.cell, d.minimum)
-            same = classes.get(key)
-            if same is None:
-                classes[key] = [i]
-            else:
-                same.append(i)
+    for tier in tier_list:
         need: dict[int, int] = {}
-        for (_, minimum), same in classes.items():
-            amount = minimum * len(same)
-            for s in demands[same[0]].slots:
+        for members in tier:
+            d0 = demands[members[0]]
+            amount = d0.minimum * len(members)
+            for s in d0.slots:
                 need[s] = need.get(s, 0) + amount
         if all(head[s] >= v for s, v in need.items()):
-            for (_, minimum), same in classes.items():
-                d0 = demands[same[0]]
-                _take(head, loads, d0, minimum * len(same))
-                for i in same:
+            for members in tier:
+                d0 = demands[members[0]]
+                minimum = d0.minimum
+                _take(head, loads, d0, minimum * len(members))
+                for i in members:
                     current[i] = minimum
             continue
         # Not all fit: one by one in priority order. Budgets only shrink here, so once one
-        # member of a class does not fit, no later member of that class will.
+        # EVSE does not fit, none with the same cell and minimum will.
         refused: set[tuple[int, int]] = set()
-        for i in sorted(members, key=lambda k: demands[k].order):
+        order = sorted((i for members in tier for i in members), key=lambda k: demands[k].order)
+        for i in order:
             d = demands[i]
             key = (d.cell, d.minimum)
             if key in refused:
@@ -256,17 +262,17 @@ def _minimums(
                 refused.add(key)
 
 
-def _priority_order(demands: Sequence[Demand], tier_list: list[list[int]]) -> list[int]:
+def _priority_order(demands: Sequence[Demand], tier_list: list[_Tier]) -> list[int]:
     out: list[int] = []
-    for members in tier_list:
-        out.extend(sorted(members, key=lambda k: demands[k].order))
+    for tier in tier_list:
+        out.extend(sorted((i for members in tier for i in members), key=lambda k: demands[k].order))
     return out
 
 
 def _repair_balance(
     head: list[int],
     demands: Sequence[Demand],
-    tier_list: list[list[int]],
+    tier_list: list[_Tier],
     max_imbalance: int,
     current: list[int],
     loads: list[int],
@@ -307,31 +313,28 @@ def _repair_balance(
 def _fill_tier(
     head: list[int],
     demands: Sequence[Demand],
-    members: list[int],
+    tier: _Tier,
     max_imbalance: int,
     current: list[int],
     loads: list[int],
 ) -> None:
-    groups: dict[tuple[int, int, int], list[int]] = {}
-    for i in members:
-        if current[i]:
-            d = demands[i]
-            if d.target > d.minimum:
-                key = (d.cell, d.minimum, d.target)
-                same = groups.get(key)
-                if same is None:
-                    groups[key] = [i]
-                else:
-                    same.append(i)
-    if not groups:
-        return
     classes: list[_Class] = []
-    for (_, minimum, target), same in groups.items():
-        d0 = demands[same[0]]
-        classes.append(_Class(d0.slots, PHASES_OF[d0.mask], d0.mask, minimum, target, len(same)))
+    admitted: list[list[int]] = []
+    for members in tier:
+        d0 = demands[members[0]]
+        if d0.target <= d0.minimum:
+            continue
+        these = [i for i in members if current[i]]
+        if these:
+            classes.append(
+                _Class(d0.slots, PHASES_OF[d0.mask], d0.mask, d0.minimum, d0.target, len(these))
+            )
+            admitted.append(these)
+    if not classes:
+        return
     levels = _water_fill(head, loads, max_imbalance, classes)
-    for level, same in zip(levels, groups.values(), strict=True):
-        for i in same:
+    for level, these in zip(levels, admitted, strict=True):
+        for i in these:
             current[i] = level
 
 
@@ -457,7 +460,7 @@ def _restore_priority(
     budgets: Sequence[int],
     demands: Sequence[Demand],
     prios: list[int],
-    tiers: dict[int, list[int]],
+    tiers: dict[int, _Tier],
     max_imbalance: int,
     current: list[int],
 ) -> None:
@@ -468,7 +471,7 @@ def _restore_priority(
         loads = [0, 0, 0]
         admitted = False
         for level_no, prio in enumerate(prios):
-            members = tiers[prio]
+            members = [i for cls in tiers[prio] for i in cls]
             for i in members:
                 c = current[i]
                 if c:
@@ -490,9 +493,10 @@ def _restore_priority(
                 new_loads = list(loads)
                 _take(head, new_loads, d, d.minimum)
                 lower = [tiers[q] for q in prios[level_no + 1 :]]
-                for lst in lower:
-                    for k in lst:
-                        current[k] = 0
+                for tier in lower:
+                    for cls in tier:
+                        for k in cls:
+                            current[k] = 0
                 _solve(head, demands, lower, max_imbalance, current, new_loads)
                 admitted = True
                 break

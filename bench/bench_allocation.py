@@ -1,0 +1,178 @@
+"""Times `allocate()` alone for 10 … 10,000 EVSEs in three levels of groups; prints a table.
+
+Run: .venv/bin/python bench/bench_allocation.py [--quick]
+
+The installation is meant to look like a large car park, not a best case: the main fuse is
+tighter than the sum of the sub-distributions, so some cars pause and the rest share; 30 % are
+single-phase cars behind rotated wallboxes, 10 % have a higher priority, a few have charging
+rules and users; a grid meter, consumption meters, max_imbalance and a total EVSE cap are set.
+Each timed call gets the memory of the previous one, as in operation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from service.core.allocation import (  # noqa: E402
+    AllocationInput,
+    EvseInput,
+    Memory,
+    MeterInput,
+    allocate,
+)
+from service.core.models import (  # noqa: E402
+    ChargingRule,
+    EvseConfig,
+    EvseState,
+    GroupConfig,
+    MeterConfig,
+    MeterState,
+    Params,
+    RfidEntry,
+    User,
+)
+
+LEAF_SIZE = 100  # EVSEs per sub-distribution
+LEAVES_PER_TOP = 10
+
+
+def build(n: int) -> AllocationInput:
+    leaves = max(1, -(-n // LEAF_SIZE))
+    tops = max(1, -(-leaves // LEAVES_PER_TOP))
+    groups: list[GroupConfig] = []
+    per_leaf = [0] * leaves
+    for i in range(n):
+        per_leaf[i % leaves] += 1
+    for t in range(tops):
+        members = sum(per_leaf[leaf] for leaf in range(leaves) if leaf % tops == t)
+        groups.append(
+            GroupConfig.model_construct(id=1 + t, name="", parent=0, max_current=members * 10_000)
+        )
+    for leaf in range(leaves):
+        groups.append(
+            GroupConfig.model_construct(
+                id=1000 + leaf, name="", parent=1 + leaf % tops, max_current=per_leaf[leaf] * 11_000
+            )
+        )
+    users = {
+        "u1": User(
+            id="u1",
+            rfids=[RfidEntry(id="CARD1")],
+            charging_rules=[ChargingRule(mode=0, current=10_000)],
+        )
+    }
+    evses: dict[str, EvseInput] = {}
+    draw = [0, 0, 0]
+    for i in range(n):
+        dev_id = f"E{i + 1}"
+        single = i % 10 < 3
+        rotation = i % 6
+        rules = [ChargingRule(days=31, time=1320, dur=600, current=16_000)] if i % 50 == 7 else []
+        cfg = EvseConfig(
+            dev_type="evse_ajax",
+            dev_id=dev_id,
+            group=1000 + i % leaves,
+            prio=2 if i % 10 == 9 else 1,
+            max_charging_cur=32_000 if i % 4 == 0 else 16_000,
+            phase_rotation=rotation,
+            charging_rules=rules,
+            users=["u1"] if i % 97 == 5 else [],
+        )
+        kind = i % 5
+        if kind < 3:
+            per_phase = 7_000 + (i % 7) * 500
+            current = [per_phase, 0, 0] if single else [per_phase] * 3
+            state = EvseState(ts=0, state=3, current=current, rfid="CARD1" if i % 97 == 5 else "")
+            for local, amount in enumerate(current):
+                draw[(local + rotation) % 3] += amount
+        elif kind == 3:
+            state = EvseState(ts=0, state=2)
+        else:
+            state = EvseState(ts=0, state=1)
+        evses[dev_id] = EvseInput(cfg, state, 1.0)
+    house = 20_000
+    meters = {
+        "M1": MeterInput(
+            MeterConfig(dev_type="meter_ajax", dev_id="M1", role=3),
+            MeterState(ts=0).model_copy(update={"current": [d + house for d in draw]}),
+            1.0,
+        ),
+        "M2": MeterInput(
+            MeterConfig(dev_type="meter_ajax", dev_id="M2", role=1, group=1),
+            MeterState(ts=0, current=[5_000, 3_000, 1_000]),
+            1.0,
+        ),
+        "M3": MeterInput(
+            MeterConfig(dev_type="meter_ajax", dev_id="M3", role=2),
+            MeterState(ts=0, current=[4_000, 4_000, 4_000]),
+            1.0,
+        ),
+    }
+    # Fuses scale with the car park; beyond the models' 2000 A bound only without validation.
+    params = Params().model_copy(
+        update={
+            "max_total_current": n * 9_000 + house,
+            "reserve_current": 2_000,
+            "max_total_evse_current": n * 9_500,
+            "max_imbalance": max(20_000, n * 300),
+        }
+    )
+    return AllocationInput(
+        params=params,
+        groups=groups,
+        evses=evses,
+        meters=meters,
+        users=users,
+        now=1_700_000_000.0,
+        stale_after_s=9.0,
+    )
+
+
+def measure(n: int, runs: int) -> tuple[float, float, int, int]:
+    inp = build(n)
+    memory = allocate(inp, Memory()).memory
+    times: list[float] = []
+    result = None
+    for k in range(runs):
+        step = AllocationInput(
+            params=inp.params,
+            groups=inp.groups,
+            evses=inp.evses,
+            meters=inp.meters,
+            users=inp.users,
+            now=inp.now + 3 * (k + 1),
+            stale_after_s=inp.stale_after_s,
+        )
+        t0 = time.perf_counter()
+        result = allocate(step, memory)
+        times.append(time.perf_counter() - t0)
+        memory = result.memory
+    assert result is not None
+    charging = sum(1 for r in result.evses.values() if r.charging_current > 0)
+    paused = sum(1 for r in result.evses.values() if r.paused)
+    times.sort()
+    p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+    return statistics.median(times), p99, charging, paused
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer runs")
+    args = parser.parse_args()
+    sizes = [(10, 2000), (100, 1000), (1_000, 300), (10_000, 60)]
+    if args.quick:
+        sizes = [(n, max(5, r // 10)) for n, r in sizes]
+    print(f"{'EVSEs':>7} {'runs':>5} {'median ms':>10} {'p99 ms':>8} {'charging':>9} {'paused':>7}")
+    for n, runs in sizes:
+        median, p99, charging, paused = measure(n, runs)
+        print(f"{n:>7} {runs:>5} {median * 1e3:>10.3f} {p99 * 1e3:>8.3f} {charging:>9} {paused:>7}")
+
+
+if __name__ == "__main__":
+    main()
