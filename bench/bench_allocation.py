@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from service.core.allocation import (  # noqa: E402
+from service.core.allocation import (
     AllocationInput,
     EvseInput,
     Memory,
     MeterInput,
     allocate,
 )
-from service.core.models import (  # noqa: E402
+from service.core.models import (
     ChargingRule,
     EvseConfig,
     EvseState,
