@@ -171,6 +171,22 @@ def meter(draw: st.DrawFn, dev_id: str, group_ids: Sequence[int]) -> MeterInput:
     return MeterInput(config, state, age)
 
 
+def _follow(meter: MeterInput, evses: dict[str, EvseInput]) -> MeterInput:
+    """A grid meter that reads its house load plus what the fresh EVSEs draw (as a real one
+    would), so that overdraws happen."""
+    if meter.state is None or meter.config.role != 3:
+        return meter
+    reading = list(meter.state.current)
+    for ev in evses.values():
+        if fresh(ev.state, ev.state_age_s, STALE) and ev.state is not None:
+            for local, phase in enumerate(grid_phases_of_rotation(ev.config.phase_rotation)):
+                reading[phase] += max(0, ev.state.current[local])
+    sign = -1 if meter.config.invert else 1
+    rot = grid_phases_of_rotation(meter.config.phase_rotation)
+    local_reading = [sign * reading[rot[i]] for i in range(3)]
+    return MeterInput(meter.config, MeterState(ts=0, current=local_reading), meter.state_age_s)
+
+
 @st.composite
 def scenarios(draw: st.DrawFn, max_evses: int) -> dict[str, Any]:
     n = draw(st.integers(1, max_evses))
@@ -195,6 +211,7 @@ def scenarios(draw: st.DrawFn, max_evses: int) -> dict[str, Any]:
     meters = {
         f"M{i}": draw(meter(f"M{i}", group_ids)) for i in range(1, draw(st.integers(0, 4)) + 1)
     }
+    following = {d for d in meters if draw(st.booleans())}
     steps = []
     for _ in range(draw(st.integers(1, 3))):
         states = [draw(evse_state()) for _ in configs]
@@ -210,7 +227,8 @@ def scenarios(draw: st.DrawFn, max_evses: int) -> dict[str, Any]:
         )
         steps.append((draw(st.sampled_from([1, 3, 60, 301])), states, events))
     return {"params": params, "groups": groups, "configs": configs, "meters": meters,
-            "steps": steps, "seed": draw(st.integers(0, 2**32))}  # fmt: skip
+            "following": following, "steps": steps,
+            "seed": draw(st.integers(0, 2**32))}  # fmt: skip
 
 
 def _run(scenario: dict[str, Any]) -> None:
@@ -224,11 +242,15 @@ def _run(scenario: dict[str, Any]) -> None:
             c.dev_id: EvseInput(c, state, age)
             for c, (state, age) in zip(scenario["configs"], states, strict=True)
         }
+        meters = {
+            d: _follow(m, evses) if d in scenario["following"] else m
+            for d, m in scenario["meters"].items()
+        }
         inp = AllocationInput(
             params=scenario["params"],
             groups=scenario["groups"],
             evses=evses,
-            meters=scenario["meters"],
+            meters=meters,
             users=USERS,
             now=now,
             stale_after_s=STALE,
@@ -339,6 +361,8 @@ def _check(inp: AllocationInput, memory: Memory, result: Allocation, seed: int) 
         ref.non_evse[g][p] + ref.fixed[g][p] > ref.limit[g] for g in ref.limit for p in range(3)
     ):
         event("a group's base load exceeds its limit")
+    if result.overdraft_active:
+        event("overdraft active")
     if params.max_imbalance and max(phase_load) - min(phase_load) > params.max_imbalance // 2:
         event("balance limit more than half used")
     for dev_id, res in result.evses.items():

@@ -1,0 +1,229 @@
+"""allocate(), enter_rfid() and override(): behaviour the scenarios do not pin down."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from service.core.allocation import (
+    OVERDRAFT_HOLD_S,
+    PREAUTH_S,
+    AllocationInput,
+    EvseInput,
+    Memory,
+    MeterInput,
+    allocate,
+    enter_rfid,
+    override,
+)
+from service.core.models import (
+    EvseCommand,
+    EvseConfig,
+    EvseState,
+    MeterConfig,
+    MeterState,
+    Params,
+    RfidEntry,
+    User,
+)
+
+NOW = 1_700_000_000.0
+USERS = {"u1": User(id="u1", rfids=[RfidEntry(id="R1")])}
+
+
+def evse(dev_id: str, state: int | None = 2, age: float | None = 1.0, **config: Any) -> EvseInput:
+    cfg = EvseConfig(dev_type="evse_ajax", dev_id=dev_id, **config)
+    if state is None:
+        return EvseInput(cfg)
+    return EvseInput(cfg, EvseState(ts=NOW, state=state), age)
+
+
+def run(
+    evses: dict[str, EvseInput],
+    memory: Memory | None = None,
+    now: float = NOW,
+    meters: dict[str, MeterInput] | None = None,
+    **params: Any,
+) -> Any:
+    inp = AllocationInput(
+        params=Params(**{"max_total_current": 32_000, **params}),
+        groups=[],
+        evses=evses,
+        meters=meters or {},
+        users=USERS,
+        now=now,
+        stale_after_s=9.0,
+    )
+    return allocate(inp, memory or Memory())
+
+
+def test_command_property() -> None:
+    result = run({"E1": evse("E1", used_phases=7)}).evses["E1"]
+    command = result.command
+    assert isinstance(command, EvseCommand)
+    assert command.model_dump() == {
+        "device_enabled": True,
+        "charging_enabled": True,
+        "paused": False,
+        "charging_current": 16_000,
+        "ts": NOW,
+    }
+
+
+def test_the_given_memory_is_never_changed() -> None:
+    first = run({"E1": evse("E1")})
+    frozen = dict(first.memory.evses)
+    second = run({"E1": evse("E1", state=1)}, first.memory, NOW + 3)
+    assert dict(first.memory.evses) == frozen
+    assert second.memory.evses["E1"] != first.memory.evses["E1"]
+
+
+def test_memory_is_shared_when_nothing_changed() -> None:
+    first = run({"E1": evse("E1"), "E2": evse("E2", state=1)})
+    second = run({"E1": evse("E1"), "E2": evse("E2", state=1)}, first.memory, NOW + 3)
+    assert second.memory.evses is first.memory.evses
+
+
+def test_removed_evses_are_forgotten() -> None:
+    first = run({"E1": evse("E1"), "E2": evse("E2")})
+    second = run({"E1": evse("E1")}, first.memory, NOW + 3)
+    assert set(second.memory.evses) == {"E1"}
+
+
+def test_preauthorisation_lasts_a_minute() -> None:
+    evses = {"E1": evse("E1", state=1, users=["u1"])}
+    memory = run(evses).memory
+    memory, result = enter_rfid(memory, "R1", "E1", USERS, evses, NOW)
+    assert result.accepted
+    # The car arrives in time: authorised.
+    arrived = {"E1": evse("E1", state=2, users=["u1"])}
+    assert run(arrived, memory, NOW + PREAUTH_S - 1).evses["E1"].reason == "ok"
+    # Nobody comes within the minute: the authorisation lapses.
+    later = run(evses, memory, NOW + PREAUTH_S + 1).memory
+    assert run(arrived, later, NOW + PREAUTH_S + 4).evses["E1"].reason == "auth"
+
+
+def test_enter_rfid_for_an_unknown_evse() -> None:
+    memory, result = enter_rfid(Memory(), "R1", "E9", USERS, {}, NOW)
+    assert (result.accepted, result.action) == (False, "unknown_evse")
+    assert memory == Memory()
+
+
+def test_enter_rfid_skips_stale_evses() -> None:
+    evses = {"E1": evse("E1", age=100, users=["u1"])}
+    _, result = enter_rfid(Memory(), "R1", None, USERS, evses, NOW, stale_after_s=9)
+    assert result.action == "no_evse"
+
+
+def test_override_before_the_vehicle_holds_for_its_session() -> None:
+    memory = run({"E1": evse("E1", state=1)}).memory
+    memory = override(memory, "E1", "", 7000)
+    allocation = run({"E1": evse("E1")}, memory, NOW + 3)
+    assert allocation.evses["E1"].charging_current == 7000
+    gone = run({"E1": evse("E1", state=1)}, allocation.memory, NOW + 6)
+    back = run({"E1": evse("E1")}, gone.memory, NOW + 9)
+    assert back.evses["E1"].charging_current == 16_000
+
+
+def test_bad_override_flags_raise() -> None:
+    with pytest.raises(ValueError, match="unknown override flags"):
+        override(Memory(), "E1", "Z")
+
+
+def test_a_lost_evse_keeps_its_session() -> None:
+    evses = {"E1": evse("E1", users=["u1"])}
+    memory, _ = enter_rfid(run(evses).memory, "R1", "E1", USERS, evses, NOW)
+    lost = run({"E1": evse("E1", state=None, users=["u1"])}, memory, NOW + 3)
+    assert lost.evses["E1"].com_err and lost.evses["E1"].reason == "com_err"
+    back = run(evses, lost.memory, NOW + 6)
+    assert back.evses["E1"].reason == "ok" and back.evses["E1"].user_id == "u1"
+
+
+def test_a_com_err_flag_in_the_state_counts_as_lost() -> None:
+    cfg = EvseConfig(dev_type="evse_ajax", dev_id="E1", used_phases=7)
+    state = EvseState(ts=NOW, state=3, com_err=True, last_error="timeout")
+    allocation = run({"E1": EvseInput(cfg, state, 1.0), "E2": evse("E2", used_phases=7)})
+    assert "E1" in allocation.com_err
+    assert allocation.evses["E2"].charging_current == 16_000  # 32 A minus E1's 16 A
+
+
+def test_reported_maximum_caps_the_configured_one() -> None:
+    cfg = EvseConfig(dev_type="evse_ajax", dev_id="E1", max_charging_cur=32_000)
+    state = EvseState(ts=NOW, state=2, max_charging_current=13_000)
+    assert run({"E1": EvseInput(cfg, state, 1.0)}).evses["E1"].charging_current == 13_000
+
+
+def test_overdraft_hold_ends() -> None:
+    meters = {
+        "M1": MeterInput(
+            MeterConfig(dev_type="meter_ajax", dev_id="M1", role=3),
+            MeterState(ts=NOW, current=[35_000, 0, 0]),
+            1.0,
+        )
+    }
+    first = run({}, meters=meters)
+    assert (first.overdraft_active, first.overdraft_cur) == (3000, 3000)
+    quiet = {"M1": MeterInput(meters["M1"].config, MeterState(ts=NOW, current=[0, 0, 0]), 1.0)}
+    during = run({}, first.memory, NOW + OVERDRAFT_HOLD_S - 1, quiet, overdraft_cur=3000)
+    assert during.overdraft_active == 3000
+    after = run({}, during.memory, NOW + OVERDRAFT_HOLD_S, quiet, overdraft_cur=3000)
+    assert (after.overdraft_active, after.overdraft_cur) == (0, 3000)
+
+
+def test_disabled_meters_count_for_nothing() -> None:
+    meters = {
+        "M1": MeterInput(
+            MeterConfig(dev_type="meter_ajax", dev_id="M1", role=1, device_enabled=False),
+            MeterState(ts=NOW, current=[30_000, 30_000, 30_000]),
+            1.0,
+        )
+    }
+    allocation = run({"E1": evse("E1", used_phases=7)}, meters=meters)
+    assert allocation.evses["E1"].charging_current == 16_000
+    assert "M1" not in allocation.com_err
+
+
+def test_observation_gives_lost_and_idle_evses_their_maximum_too() -> None:
+    allocation = run(
+        {"E1": evse("E1", state=None), "E2": evse("E2", state=5)}, max_total_current=0,
+        lb_enabled=False,
+    )  # fmt: skip
+    for dev_id in ("E1", "E2"):
+        assert allocation.evses[dev_id].charging_current == 16_000
+        assert allocation.evses[dev_id].current == 0
+
+
+def test_unlimited_without_a_vehicle_is_not_counted() -> None:
+    allocation = run(
+        {"E1": evse("E1", state=1, device_enabled=False), "E2": evse("E2", used_phases=7)},
+        disable_policy=-1,
+        max_total_current=16_000,
+    )
+    assert allocation.evses["E1"].charging_current == 16_000
+    assert allocation.evses["E1"].current == 0
+    assert allocation.evses["E2"].charging_current == 16_000
+
+
+def test_min_pause_counts_and_ends() -> None:
+    evses = {"E1": evse("E1", used_phases=7, pause_min_time=60)}
+    paused = run(evses, max_total_current=5000)
+    assert paused.evses["E1"].reason == "no_current"
+    held = run(evses, paused.memory, NOW + 59, max_total_current=32_000)
+    assert (held.evses["E1"].reason, held.evses["E1"].pause_time) == ("min_pause", 59)
+    free = run(evses, held.memory, NOW + 60, max_total_current=32_000)
+    assert (free.evses["E1"].charging_current, free.evses["E1"].pause_time) == (16_000, 0)
+
+
+def test_avail_and_cons_power() -> None:
+    cfg = EvseConfig(dev_type="evse_ajax", dev_id="E1")
+    state = EvseState(ts=NOW, state=3, current=[10_000, 10_000, 10_000], voltage=[230, 230, 230])
+    allocation = run({"E1": EvseInput(cfg, state, 1.0)}, max_total_evse_current=20_000)
+    assert allocation.cons_evse_power == 6900
+    assert allocation.avail_evse_power == 20_000 * 3 * 230 // 1000
+
+
+def test_invalid_group_of_an_evse_is_reported() -> None:
+    allocation = run({"E1": evse("E1", group=77)})
+    assert any("E1: group 77 does not exist" in note for note in allocation.notes)
+    assert allocation.evses["E1"].charging_current == 16_000
