@@ -439,13 +439,13 @@ def _violates(
     return 0 < inp.params.max_imbalance < max(phase_load) - min(phase_load)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios(max_evses=12))
 def test_small_installations(scenario: dict[str, Any]) -> None:
     _run(scenario)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
           HealthCheck.data_too_large])  # fmt: skip
 @given(scenarios(max_evses=300))
 def test_large_installations(scenario: dict[str, Any]) -> None:
