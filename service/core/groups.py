@@ -246,20 +246,70 @@ def _minimums(
                 for i in members:
                     current[i] = minimum
             continue
-        # Not all fit: one by one in priority order. Budgets only shrink here, so once one
-        # EVSE does not fit, none with the same cell and minimum will.
-        refused: set[tuple[int, int]] = set()
-        order = sorted((i for members in tier for i in members), key=lambda k: demands[k].order)
-        for i in order:
-            d = demands[i]
-            key = (d.cell, d.minimum)
-            if key in refused:
-                continue
-            if _fits(head, d, d.minimum):
-                _take(head, loads, d, d.minimum)
-                current[i] = d.minimum
-            else:
-                refused.add(key)
+        _minimums_in_order(head, demands, tier, need, current, loads)
+
+
+def _minimums_in_order(
+    head: list[int],
+    demands: Sequence[Demand],
+    tier: _Tier,
+    need: dict[int, int],
+    current: list[int],
+    loads: list[int],
+) -> None:
+    """Not all minimums of a tier fit: admits them one by one in priority order.
+
+    Only the slots that cannot take all of them ("tight") can refuse anyone, so each EVSE is
+    checked against those alone, and the other slots are charged in bulk afterwards. Classes
+    that load no tight slot are admitted whole, in any order. Budgets only shrink here, so
+    once one EVSE does not fit, no later one with the same cell and minimum will.
+    """
+    tight = {s for s, v in need.items() if head[s] < v}
+    admitted: list[tuple[Demand, int]] = []  # (a member, how many were admitted)
+    ordered: list[int] = []
+    class_of: dict[int, int] = {}
+    info: list[tuple[int, tuple[int, ...]]] = []  # per ordered class: minimum, tight slots
+    firsts: list[Demand] = []
+    for members in tier:
+        d0 = demands[members[0]]
+        mine = tuple(s for s in d0.slots if s in tight)
+        if not mine:
+            for i in members:
+                current[i] = d0.minimum
+            admitted.append((d0, len(members)))
+            continue
+        c = len(info)
+        info.append((d0.minimum, mine))
+        firsts.append(d0)
+        for i in members:
+            class_of[i] = c
+        ordered.extend(members)
+    orders = [d.order for d in demands]
+    ordered.sort(key=orders.__getitem__)
+    refused = [False] * len(info)
+    counts = [0] * len(info)
+    for i in ordered:
+        c = class_of[i]
+        if refused[c]:
+            continue
+        minimum, mine = info[c]
+        for s in mine:
+            if head[s] < minimum:
+                refused[c] = True
+                break
+        else:
+            for s in mine:
+                head[s] -= minimum
+            current[i] = minimum
+            counts[c] += 1
+    admitted.extend((d0, n) for d0, n in zip(firsts, counts, strict=True) if n)
+    for d0, n in admitted:
+        amount = d0.minimum * n
+        for s in d0.slots:
+            if s not in tight:
+                head[s] -= amount
+        for p in PHASES_OF[d0.mask]:
+            loads[p] += amount
 
 
 def _priority_order(demands: Sequence[Demand], tier_list: list[_Tier]) -> list[int]:
