@@ -227,3 +227,11 @@ def test_invalid_group_of_an_evse_is_reported() -> None:
     allocation = run({"E1": evse("E1", group=77)})
     assert any("E1: group 77 does not exist" in note for note in allocation.notes)
     assert allocation.evses["E1"].charging_current == 16_000
+
+
+@pytest.mark.parametrize("state", [1, 5])
+def test_disabled_minimum_policy_without_a_vehicle_gets_nothing(state: int) -> None:
+    allocation = run({"E1": evse("E1", state=state, device_enabled=False)}, disable_policy=1)
+    result = allocation.evses["E1"]
+    assert (result.charging_current, result.device_enabled) == (0, False)
+    assert result.reason == ("no_vehicle" if state == 1 else "error")

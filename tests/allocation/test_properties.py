@@ -292,6 +292,22 @@ def _check(inp: AllocationInput, memory: Memory, result: Allocation, seed: int) 
     for dev_id, res in result.evses.items():
         ev = inp.evses[dev_id]
         cfg = ev.config
+        # Every reason matches the facts it claims.
+        assert res.device_enabled == cfg.device_enabled
+        off = not cfg.device_enabled and params.disable_policy == 0
+        is_fresh = fresh(ev.state, ev.state_age_s, inp.stale_after_s)
+        assert (res.reason == R_DISABLED) == off, (dev_id, res)
+        assert (res.reason == R_COM_ERR) == (not off and not is_fresh), (dev_id, res)
+        assert (dev_id in result.com_err) == (res.reason == R_COM_ERR)
+        if res.reason == R_UNLIMITED:
+            assert not cfg.device_enabled and params.disable_policy == -1
+        if res.reason not in (R_DISABLED, R_COM_ERR) and ev.state is not None:
+            vehicle = ev.state.state in (2, 3, 4)
+            steered = cfg.device_enabled or params.disable_policy == 1
+            assert (res.reason == "no_vehicle") == (ev.state.state == 1 and steered)
+            assert (res.reason == "error") == (ev.state.state == 5 and steered)
+            if res.reason not in ("no_vehicle", "error", R_UNLIMITED):
+                assert vehicle, (dev_id, res)
         minimum = max(cfg.min_charging_cur, cfg.battery_save_threshold, 1)
         # (2) 0 or within [minimum, target]; target within the maximum and the caps.
         if res.reason in (R_UNLIMITED, R_COM_ERR, R_DISABLED):
