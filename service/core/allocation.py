@@ -29,20 +29,24 @@ group limit still holds. `grid_meter_lost` reports this for the main group.
 
 Overdraft: when the main grid meter shows a phase above `max_total_current`, the excess is
 subtracted from limit(0) for OVERDRAFT_HOLD_S seconds (the cFos documentation: 5 minutes, "to
-allow the fuse to cool down"); a larger excess in the meantime replaces it and restarts the
-hold. `Allocation.overdraft_cur` is the largest excess seen, for `params.overdraft_cur`: the
-caller writes it back into the params after each call. Setting `params.overdraft_cur` to 0
-(set_params) resets that history and also ends an active reduction.
+allow the fuse to cool down"). Every new excess restarts the hold; the larger of the held and
+the new amount applies. `Allocation.overdraft_cur` is the largest excess seen, for
+`params.overdraft_cur`: the caller writes it back into the params after each call. When the
+params come in lower than what was last returned (a user set it to 0 with set_params), the
+history is reset and an active reduction ends too.
 
 EVSEs
 -----
 Only EVSEs with a vehicle (state 2, 3, 4) that are authorised, not switched off by override C,
-and whose target reaches their minimum ask for current. Target = the maximum current
+and whose target reaches their minimum ask for current; state 1 (no vehicle) gets 0 but stays
+enabled, state 5 (error) gets 0. Target = the maximum current
 (`max_charging_cur`; an expression is evaluated when trivial, else the EVSE's reported
 `max_charging_current` or 16 A is used and reported) capped by the EVSE's reported
 `max_charging_current`, the override `mamps` and the charging rules (see charging_rules). The
 minimum is `min_charging_cur`, raised to `battery_save_threshold`: an EVSE that cannot get that
-much pauses instead of charging slowly. Disabled EVSEs follow `params.disable_policy`: 0 off
+much pauses instead of charging slowly (a minimum of 0 counts as 1 mA). Phases: see phases.py;
+an RFID's `used_phases` beats the EVSE's, which beats what was learned. Disabled EVSEs follow
+`params.disable_policy`: 0 off
 (and not counted: a disabled device is not read, and whatever it still draws shows up as
 non-EVSE load), 1 capped at its minimum, -1 unlimited (its maximum, counted as fixed load).
 
@@ -57,10 +61,17 @@ Ties go to EVSEs that were charging in the last call, then to the one plugged in
 device id. `max_imbalance` limits the spread between the most and the least loaded grid phase
 caused by the balanced EVSEs.
 
-Pauses: an EVSE with a vehicle that wants current but gets none is paused, and stays paused for
-at least its `pause_min_time` (`pause_time` counts the seconds). `lb_enabled` false
-(observation): everything is computed and reported, but the commands give every EVSE its
-maximum current.
+Pauses: an EVSE with a vehicle that wants current but gets none (no room for its minimum, rules
+or caps below it) is paused. It is not given current before `pause_min_time` has passed since
+the pause began; after that it takes part again in every call (`pause_time` counts the seconds
+since the pause began). Authorisation missing or override C are not pauses: those EVSEs are
+commanded `charging_enabled` false. `lb_enabled` false (observation): everything is computed
+and reported (`current`, `reason`), but the commands give every EVSE its maximum current.
+
+Solar figures for charging rules (totals over the three phases): production = the fresh
+production meters (role 2); surplus = what the EVSEs draw minus the main grid meter's reading
+(what would be exported without them), or without a grid meter production minus consumption
+meters, and 0 while the main grid meter is lost. Every EVSE's rules see the whole surplus.
 
 Soft meter: for EVSEs whose state has no `total_energy`, `Allocation.energy_wh` holds the
 energy since the previous call (power * elapsed time, the gap capped at `stale_after_s`).
