@@ -82,6 +82,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from math import isfinite
 from typing import Final, NamedTuple
 
 from service.core.authorization import (
@@ -750,15 +751,15 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         cfg = ev.config
         st = ev.state
         enabled = cfg.device_enabled
-        if not enabled and policy == 0:
-            results[dev_id] = _off_result(cfg, now, R_DISABLED)
-            continue
         orig = old_get(dev_id)
         if orig is None:
             mem = EMPTY_EVSE_MEMORY
         else:
             mem = orig
             seen_old += 1
+        if not enabled and policy == 0:
+            results[dev_id] = _off_result(cfg, now, R_DISABLED)
+            continue
         g = index_get(cfg.group)
         if g is None:
             notes.append(f"{dev_id}: group {cfg.group} does not exist; using group 0")
@@ -807,7 +808,8 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         else:
             m2 = mem
         power = st.power_w
-        if power is None:
+        # The state model lets NaN and inf through; then the currents tell the power.
+        if power is None or not isfinite(power):
             vol = st.voltage
             power = (
                 (c0 * vol[0] if c0 > 0 else 0.0)
@@ -906,9 +908,9 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             continue
         local = assumed_mask(cfg.used_phases, rfids.phases(m2.auth), m2.learned_phases)
         gmask = GRID_MASK[rot][local]
-        if not enabled:
-            # disable_policy -1: its maximum, outside the balancing; counted as load while a
-            # vehicle may draw it (not in state 1 or 5).
+        if not enabled and policy == -1:
+            # Its maximum, outside the balancing; counted as load while a vehicle may draw it
+            # (not in state 1 or 5).
             max_cur, fallback = resolve_max_current(cfg, st, variables)
             if fallback:
                 notes.append(f"{dev_id}: max_charging_cur not evaluated; using {max_cur} mA")
@@ -925,8 +927,8 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         else:
             reason = R_NO_VEHICLE if s == STATE_NO_VEHICLE else R_ERROR
             results[dev_id] = EvseResult(
-                True, True, False, 0, 0, 0, 0, local, gmask, round(power), reason, False, False,
-                m2.auth.user_id if m2.auth else None, m2.overrides.bits, 0, now,
+                enabled, True, False, 0, 0, 0, 0, local, gmask, round(power), reason, False,
+                False, m2.auth.user_id if m2.auth else None, m2.overrides.bits, 0, now,
             )  # fmt: skip
         if m2.paused_since is not None or m2.charging:
             m2 = m2._replace(paused_since=None, charging=False)

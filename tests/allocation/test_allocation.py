@@ -235,3 +235,14 @@ def test_disabled_minimum_policy_without_a_vehicle_gets_nothing(state: int) -> N
     result = allocation.evses["E1"]
     assert (result.charging_current, result.device_enabled) == (0, False)
     assert result.reason == ("no_vehicle" if state == 1 else "error")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_power_falls_back_to_the_currents(bad: float) -> None:
+    cfg = EvseConfig(dev_type="evse_ajax", dev_id="E1")
+    state = EvseState(ts=NOW, state=3, current=[10_000, 0, 0], power_w=bad)
+    first = run({"E1": EvseInput(cfg, state, 1.0)})
+    assert first.cons_evse_power == 2300
+    later = run({"E1": EvseInput(cfg, state, 1.0)}, first.memory, NOW + 3)
+    assert later.energy_wh["E1"] == pytest.approx(2300 * 3 / 3600)
+    assert later.evses["E1"].cur_charging_power == 2300
