@@ -20,7 +20,8 @@ The result for each demand is 0 or a current in [minimum, target]:
 
 1. Minimums, by priority (higher `prio` first; ties by `order`): an EVSE gets its minimum when
    it fits into every slot it loads, else it gets nothing. When a whole priority level fits,
-   it is admitted at once without sorting.
+   it is admitted at once without sorting; otherwise only the slots that cannot take the whole
+   level are checked EVSE by EVSE.
 2. Unbalanced load (`max_imbalance` > 0): if the admitted minimums load the grid phases
    more unevenly than allowed, the lowest-priority EVSE that loads the most loaded phase and
    not the least loaded one is dropped, until the limit holds; then those left out are tried
@@ -48,7 +49,6 @@ from service.core.models import GroupConfig
 from service.core.phases import PHASES_OF
 
 MAIN_GROUP = 0
-_INF = 1 << 62
 
 
 @dataclass(frozen=True, slots=True)
