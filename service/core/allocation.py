@@ -906,7 +906,12 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             else:
                 add_wish(_wish(vehicle, users, None, min_only[g], now))
             continue
-        local = assumed_mask(cfg.used_phases, rfids.phases(m2.auth), m2.learned_phases)
+        auth = m2.auth
+        local = cfg.used_phases
+        if auth is not None and auth.rfid is not None:
+            local = rfids.phases(auth) or local
+        if not local:
+            local = m2.learned_phases or ALL_PHASES
         gmask = GRID_MASK[rot][local]
         if not enabled and policy == -1:
             # Its maximum, outside the balancing; counted as load while a vehicle may draw it
@@ -925,10 +930,13 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 R_UNLIMITED, False, False, None, m2.overrides.bits, max_cur, now,
             )  # fmt: skip
         else:
-            reason = R_NO_VEHICLE if s == STATE_NO_VEHICLE else R_ERROR
-            results[dev_id] = EvseResult(
-                enabled, True, False, 0, 0, 0, 0, local, gmask, round(power), reason, False,
-                False, m2.auth.user_id if m2.auth else None, m2.overrides.bits, 0, now,
+            ov = m2.overrides
+            results[dev_id] = _new(
+                EvseResult,
+                (enabled, True, False, 0, 0, 0, 0, local, gmask, round(power),
+                 R_NO_VEHICLE if s == STATE_NO_VEHICLE else R_ERROR, False, False,
+                 auth.user_id if auth is not None else None,
+                 0 if ov is NO_OVERRIDES else ov.bits, 0, now),
             )  # fmt: skip
         if m2.paused_since is not None or m2.charging:
             m2 = m2._replace(paused_since=None, charging=False)
