@@ -190,8 +190,14 @@ class AllocationInput:
     meters: Mapping[str, MeterInput]
     users: Mapping[str, User]
     now: float  # unix s
-    stale_after_s: float
+    stale_after_s: float  # see stale_after_s(params)
     utc_offset_s: int = 0  # local time for charging rules = now + utc_offset_s
+
+
+def stale_after_s(params: Params) -> float:
+    """How old a state may be before it counts as a communication error: `stale_time`, or
+    three cycles when that is 0 (the params' documented default)."""
+    return (params.stale_time or 3 * params.cycle_time) / 1000
 
 
 # --- memory -----------------------------------------------------------------------------

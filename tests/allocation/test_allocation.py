@@ -16,6 +16,7 @@ from service.core.allocation import (
     allocate,
     enter_rfid,
     override,
+    stale_after_s,
 )
 from service.core.models import (
     EvseCommand,
@@ -246,3 +247,8 @@ def test_a_non_finite_power_falls_back_to_the_currents(bad: float) -> None:
     later = run({"E1": EvseInput(cfg, state, 1.0)}, first.memory, NOW + 3)
     assert later.energy_wh["E1"] == pytest.approx(2300 * 3 / 3600)
     assert later.evses["E1"].cur_charging_power == 2300
+
+
+def test_stale_after() -> None:
+    assert stale_after_s(Params()) == 9.0  # 3 cycles of 3000 ms
+    assert stale_after_s(Params(stale_time=20_000)) == 20.0
