@@ -45,7 +45,11 @@ class MqttTarget(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CHARGEBUS_", extra="forbid")
+    # env_ignore_empty: docker compose and shells pass unset variables as empty strings, and
+    # an empty variable must not override the TOML file.
+    model_config = SettingsConfigDict(
+        env_prefix="CHARGEBUS_", extra="forbid", env_ignore_empty=True
+    )
 
     mqtt_url: str | None = Field(
         default=None, description="Broker URL; unset starts the embedded broker"

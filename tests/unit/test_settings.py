@@ -159,11 +159,6 @@ def test_load_settings_refuses_bad_topic_from_cli() -> None:
         load_settings(None, {"base_topic": "x/+"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an empty CHARGEBUS_MQTT_URL (meant as unset) overrides the TOML file's "
-    "mqtt_url with None in load_settings, so the embedded broker starts instead",
-)
 def test_empty_env_does_not_override_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
