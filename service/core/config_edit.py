@@ -3,6 +3,7 @@ return new documents, or raise EditError and change nothing."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,11 @@ def _next_dev_id(prefix: str, taken: dict[str, Any]) -> str:
     return f"{prefix}{n}"
 
 
+# Top-level keys of a get_dev_info/get_params answer that say something about the running
+# state, not the configuration: a client sending a whole answer back must not be refused.
+_ANSWER_ONLY_KEYS = frozenset({"auth_cnt", "loadmgr_disabled", "dev_meta"})
+
+
 def apply_set_params(
     installation: Installation,
     body: Any,
@@ -79,6 +85,7 @@ def apply_set_params(
         if k not in ("params", "devices")
         and k not in _PARAM_FIELDS
         and k not in READONLY_PARAM_KEYS
+        and k not in _ANSWER_ONLY_KEYS
     ]
     if unknown:
         raise EditError(f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -141,7 +148,10 @@ def _edit_device(
 ) -> tuple[str, EvseConfig | MeterConfig, float | None]:
     soft_meter = patch.get("soft_meter")
     if soft_meter is not None and (
-        isinstance(soft_meter, bool) or not isinstance(soft_meter, int | float) or soft_meter < 0
+        isinstance(soft_meter, bool)
+        or not isinstance(soft_meter, int | float)
+        or not math.isfinite(soft_meter)
+        or soft_meter < 0
     ):
         raise EditError(f"{where}.soft_meter: must be a number >= 0 (Wh)")
     fields = {k: v for k, v in patch.items() if k not in READONLY_DEVICE_KEYS and k != "soft_meter"}

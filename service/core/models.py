@@ -16,18 +16,24 @@ from pydantic import (
     Field,
     Tag,
     field_validator,
+    model_validator,
 )
 
 MilliAmps = Annotated[int, Field(ge=0, le=2_000_000)]
 # Upper bound for a single EVSE's current: 80 A covers every AC wallbox standard.
-EvseMilliAmps = Annotated[int, Field(ge=0, le=80_000)]
+_MAX_EVSE_MILLIAMPS = 80_000
+EvseMilliAmps = Annotated[int, Field(ge=0, le=_MAX_EVSE_MILLIAMPS)]
 PhaseMask = Annotated[int, Field(ge=0, le=7)]
 
 
 class StrictModel(BaseModel):
     """Rejects unknown fields and wrong JSON types instead of coercing them silently."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+    # allow_inf_nan=False: json.loads accepts NaN/Infinity, but json.dumps would write them
+    # back as tokens our own loader then refuses, so a saved file would no longer load.
+    model_config = ConfigDict(
+        extra="forbid", strict=True, validate_assignment=True, allow_inf_nan=False
+    )
 
 
 class ChargingRule(StrictModel):
@@ -165,7 +171,11 @@ class EvseConfig(DeviceConfigBase):
             if not value.strip() or len(value) > 1000:
                 raise ValueError("expression must be non-empty and at most 1000 characters")
             if value.strip().isdigit():
-                return int(value.strip())
+                # Turned into a number after the field's range check: check it here.
+                number = int(value.strip())
+                if number > _MAX_EVSE_MILLIAMPS:
+                    raise ValueError(f"must be at most {_MAX_EVSE_MILLIAMPS} mA")
+                return number
         return value
 
 
@@ -223,11 +233,19 @@ class Installation(StrictModel):
     license_accepted: bool = False
     allow_usage_stats: bool = False
 
+    @model_validator(mode="after")
+    def _keys_are_dev_ids(self) -> Installation:
+        # Edits address a device by its key and answers show its dev_id: they must agree.
+        wrong = [k for k, d in self.devices.items() if k != d.dev_id]
+        if wrong:
+            raise ValueError(f"device key(s) differ from their dev_id: {', '.join(wrong)}")
+        return self
+
 
 class EvseState(BaseModel):
     """Measurements an EVSE bridge publishes on devices/{id}/state."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     ts: float = Field(ge=0, description="unix seconds when measured")
     state: int = Field(default=1, ge=1, le=6)
@@ -250,7 +268,7 @@ class EvseState(BaseModel):
 class MeterState(BaseModel):
     """Measurements a meter bridge publishes on devices/{id}/state."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     ts: float = Field(ge=0)
     import_wh: float | None = Field(

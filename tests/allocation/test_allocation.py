@@ -241,7 +241,10 @@ def test_disabled_minimum_policy_without_a_vehicle_gets_nothing(state: int) -> N
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_a_non_finite_power_falls_back_to_the_currents(bad: float) -> None:
     cfg = EvseConfig(dev_type="evse_ajax", dev_id="E1")
-    state = EvseState(ts=NOW, state=3, current=[10_000, 0, 0], power_w=bad)
+    # EvseState refuses non-finite numbers; allocate() still must not trust any it is given.
+    state = EvseState(ts=NOW, state=3, current=[10_000, 0, 0]).model_copy(
+        update={"power_w": bad}
+    )
     first = run({"E1": EvseInput(cfg, state, 1.0)})
     assert first.cons_evse_power == 2300
     later = run({"E1": EvseInput(cfg, state, 1.0)}, first.memory, NOW + 3)

@@ -152,11 +152,6 @@ def test_redacted_device_info_sent_back_keeps_secrets(
     assert device.fixed_rfid == "AB12"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a whole get_params answer is refused for its top-level keys auth_cnt, "
-    "loadmgr_disabled and dev_meta, which are not in READONLY_PARAM_KEYS",
-)
 def test_whole_get_params_answer_sent_back_changes_nothing(
     inst: Installation, registry: DeviceTypeRegistry
 ) -> None:
@@ -366,11 +361,6 @@ def test_soft_meter_collected(inst: Installation, registry: DeviceTypeRegistry) 
     assert "E1" not in edit.changed_devices
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: soft_meter NaN/Infinity (json.loads accepts them) is collected; "
-    "EnergyCounters then saves null and energy.json no longer loads",
-)
 @pytest.mark.parametrize("value", [math.nan, math.inf])
 def test_soft_meter_refuses_non_finite(
     inst: Installation, registry: DeviceTypeRegistry, value: float
@@ -379,11 +369,6 @@ def test_soft_meter_refuses_non_finite(
             "soft_meter")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: set_params accepts cm_vars NaN (Params allows non-finite floats); the "
-    "saved config.json then holds null and does not load again",
-)
 def test_set_params_refuses_non_finite_cm_var(
     inst: Installation, registry: DeviceTypeRegistry
 ) -> None:

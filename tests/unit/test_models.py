@@ -107,11 +107,6 @@ def test_params_validate_assignment() -> None:
         params.cycle_time = 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Params.cm_vars accepts NaN/inf; model_dump_json writes null, so the saved "
-    "config.json no longer loads (StoreError at the next start)",
-)
 def test_params_cm_vars_refuse_non_finite_numbers() -> None:
     with pytest.raises(ValidationError):
         Params.model_validate({"cm_vars": {"x": math.nan}})
@@ -190,11 +185,6 @@ def test_max_charging_cur_refuses(value: int | str) -> None:
         evse(max_charging_cur=value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a numeric string for max_charging_cur is turned into an int after the "
-    "0..80000 range check, so '999999' is stored as 999999 mA",
-)
 def test_max_charging_cur_numeric_string_obeys_range() -> None:
     with pytest.raises(ValidationError):
         evse(max_charging_cur="999999")
@@ -292,11 +282,6 @@ def test_installation_json_round_trip_keeps_device_kinds() -> None:
     assert list(again.devices) == ["E1", "M1"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Installation accepts a devices key that differs from the device's dev_id; "
-    "edits then address the device by one id and answers show the other",
-)
 def test_installation_refuses_key_differing_from_dev_id() -> None:
     with pytest.raises(ValidationError):
         Installation.model_validate(
@@ -332,11 +317,6 @@ def test_evse_state_refuses(data: dict[str, Any]) -> None:
         EvseState.model_validate(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: EvseState accepts power_w NaN (json.loads parses NaN); evse_info then "
-    "raises ValueError in round(), breaking get_dev_info for the whole installation",
-)
 def test_evse_state_refuses_non_finite_power() -> None:
     with pytest.raises(ValidationError):
         EvseState.model_validate(json.loads('{"ts": 1, "power_w": NaN}'))
