@@ -92,10 +92,12 @@ class FailureThrottle:
 
     def failed(self, client: str, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        if len(self._failures) >= self.max_entries:
+        entry = self._failures.get(client)
+        # After a quiet period the old failures no longer count: start over.
+        count = entry[0] if entry is not None and now - entry[1] <= self.forget_after else 0
+        if entry is None and len(self._failures) >= self.max_entries:
             oldest = min(self._failures, key=lambda k: self._failures[k][1])
             del self._failures[oldest]
-        count = self._failures.get(client, (0, now))[0]
         self._failures[client] = (count + 1, now)
 
     def succeeded(self, client: str) -> None:

@@ -44,6 +44,6 @@ class Topics:
         if not topic.startswith(prefix):
             return None
         rest = topic[len(prefix) :].split("/")
-        if len(rest) != 2 or not rest[0]:
+        if len(rest) != 2 or not rest[0] or not rest[1]:
             return None
         return rest[0], rest[1]

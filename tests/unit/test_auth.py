@@ -88,11 +88,6 @@ def test_throttle_forgets_after_quiet_period() -> None:
     assert throttle.delay_for("c", now=901.0) == 0.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: FailureThrottle.failed() keeps counting an entry older than forget_after, "
-    "so one failure after a quiet period is delayed as if the old failures were recent",
-)
 def test_throttle_failure_after_quiet_period_starts_over() -> None:
     throttle = FailureThrottle(forget_after=900.0)
     for _ in range(6):
@@ -111,11 +106,6 @@ def test_throttle_is_bounded() -> None:
     assert throttle.delay_for("10.0.0.0", now=9.0) == 0.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: when the table is full, FailureThrottle.failed() evicts the oldest entry even "
-    "for a client it already tracks; if that client is the oldest its count restarts at 1",
-)
 def test_throttle_full_table_keeps_counting_known_client() -> None:
     throttle = FailureThrottle(max_entries=2)
     throttle.failed("a", now=0.0)

@@ -33,6 +33,7 @@ def test_parse_device_topic() -> None:
     [
         "chargebus/devices/E1",
         "chargebus/devices/E1/state/extra",
+        "chargebus/devices/E1/",
         "chargebus/devices//state",
         "chargebus/devices/",
         "chargebus/status",
