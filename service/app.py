@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from service.auth import AdminAccount, FailureThrottle
 from service.bus import LastWill, MqttBus
+from service.control_loop import ControlLoop
 from service.core.device_types import builtin_registry
 from service.diag_log import DiagLogging
 from service.embedded_broker import embedded_broker
@@ -36,6 +37,7 @@ class RunningService:
     broker: MqttTarget
     http_port: int
     cnf: CnfContext
+    control: ControlLoop
 
 
 @contextlib.asynccontextmanager
@@ -64,11 +66,14 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         # Held like every retained topic, so each reconnect overrides the will's "offline".
         bus.hold_retained(topics.status, b"online")
         link.attach(bus)
+        stack.callback(link.close)
+        control = await stack.enter_async_context(ControlLoop(state, link).running())
         ctx = CnfContext(
             state=state,
             admin=admin,
             throttle=FailureThrottle(),
             diag=DiagLogging(settings.data_dir / "diag", settings.diag_log_seconds),
+            control=control,
         )
         stack.callback(ctx.diag.stop)
         app = create_app(ctx, settings.max_body_bytes)
@@ -84,7 +89,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             settings.base_topic,
             settings.data_dir,
         )
-        yield RunningService(settings, state, bus, link, target, http_port, ctx)
+        yield RunningService(settings, state, bus, link, target, http_port, ctx, control)
 
 
 async def run_until_stopped(settings: Settings) -> None:

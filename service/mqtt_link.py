@@ -21,12 +21,22 @@ def encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
+# Device info is for display: batching it a moment keeps a burst of states (or one run that
+# changes a thousand EVSEs) from delaying the commands, which go out first.
+INFO_DELAY_S = 0.05
+
+
 class MqttLink:
     def __init__(self, state: ServiceState, topics: Topics) -> None:
         self.state = state
         self.topics = topics
         self.bus: MqttBus | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        self._dirty_info: set[str] = set()
+        self._params_dirty = False
+        self._flush: asyncio.TimerHandle | None = None
+        self._last_info: dict[str, bytes] = {}
+        self._last_params = b""
 
     def subscriptions(self) -> list[str]:
         return [
@@ -50,24 +60,71 @@ class MqttLink:
 
     def params_changed(self) -> None:
         if self.bus is not None:
-            self.bus.hold_retained(self.topics.params, encode(self.state.params_info()))
+            self._last_params = encode(self.state.params_info())
+            self.bus.hold_retained(self.topics.params, self._last_params)
 
     def device_changed(self, dev_id: str) -> None:
         if self.bus is None or dev_id not in self.state.installation.devices:
             return
         config = redact_device(self.state.installation.devices[dev_id].model_dump())
         self.bus.hold_retained(self.topics.config(dev_id), encode(config))
-        self.device_state_changed(dev_id)
+        # A configuration change shows at once: clients read it back right after set_params.
+        payload = encode(self.state.device_info(dev_id))
+        self._last_info[dev_id] = payload
+        self.bus.hold_retained(self.topics.info(dev_id), payload)
 
     def device_removed(self, dev_id: str) -> None:
+        self._last_info.pop(dev_id, None)
+        self._dirty_info.discard(dev_id)
         if self.bus is None:
             return
         for leaf in ("config", "info", "command"):
             self.bus.hold_retained(self.topics.device(dev_id, leaf), None)
 
     def device_state_changed(self, dev_id: str) -> None:
-        if self.bus is not None and dev_id in self.state.installation.devices:
-            self.bus.hold_retained(self.topics.info(dev_id), encode(self.state.device_info(dev_id)))
+        self._dirty_info.add(dev_id)
+        self._schedule_flush()
+
+    # -- ControlLoop's sink ----------------------------------------------------------------
+
+    def publish_command(self, dev_id: str, payload: bytes) -> None:
+        if self.bus is not None:
+            self.bus.hold_retained(self.topics.command(dev_id), payload)
+
+    def results_changed(self, dev_ids: set[str], params: bool) -> None:
+        self._dirty_info |= dev_ids
+        self._params_dirty = self._params_dirty or params
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush is None:
+            loop = asyncio.get_running_loop()
+            self._flush = loop.call_later(INFO_DELAY_S, self.flush_info)
+
+    def flush_info(self) -> None:
+        """Publishes what changed since the last flush, skipping identical payloads."""
+        self._flush = None
+        dirty, self._dirty_info = self._dirty_info, set()
+        if self.bus is None:
+            return
+        if self._params_dirty:
+            self._params_dirty = False
+            payload = encode(self.state.params_info())
+            if payload != self._last_params:
+                self._last_params = payload
+                self.bus.hold_retained(self.topics.params, payload)
+        for dev_id in dirty:
+            if dev_id not in self.state.installation.devices:
+                continue
+            payload = encode(self.state.device_info(dev_id))
+            if payload != self._last_info.get(dev_id):
+                self._last_info[dev_id] = payload
+                self.bus.hold_retained(self.topics.info(dev_id), payload)
+
+    def close(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
 
     # -- incoming ----------------------------------------------------------------------------
 

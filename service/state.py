@@ -17,14 +17,19 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from service.core import allocation as core
 from service.core import config_edit
+from service.core.allocation import Allocation, AllocationInput, EvseInput, Memory, MeterInput
+from service.core.authorization import RfidResult
 from service.core.config_edit import ConfigEdit, EditError, describe_validation_error
 from service.core.dev_info import device_info, params_info, redact_device
 from service.core.device_types import DeviceTypeRegistry
 from service.core.models import (
+    EvseCommand,
     EvseConfig,
     EvseState,
     Installation,
+    MeterConfig,
     MeterState,
     User,
 )
@@ -64,6 +69,11 @@ class ServiceState:
         self.runtime: dict[str, DeviceRuntime] = {d: DeviceRuntime() for d in installation.devices}
         self.listeners: list[StateListener] = []
         self._lock = asyncio.Lock()
+        # The load balancer's memory between runs and its last result (see control_loop).
+        self.memory = Memory()
+        self.allocation: Allocation | None = None
+        # Soft-meter energy counted since the counters were last written to disk.
+        self.energy_dirty = False
 
     @classmethod
     def load(cls, store: Store, registry: DeviceTypeRegistry) -> ServiceState:
@@ -75,7 +85,14 @@ class ServiceState:
     # -- reading -------------------------------------------------------------------------
 
     def params_info(self) -> dict[str, Any]:
-        return params_info(self.installation, self.clock())
+        if self.allocation is None:
+            return params_info(self.installation, self.clock())
+        return params_info(
+            self.installation,
+            self.clock(),
+            self.allocation.cons_evse_power,
+            self.allocation.avail_evse_power,
+        )
 
     def device_info(self, dev_id: str, *, admin: bool = False) -> dict[str, Any]:
         info = device_info(
@@ -91,7 +108,13 @@ class ServiceState:
         return {
             "params": self.params_info(),
             "devices": [self.device_info(d, admin=admin) for d in self.installation.devices],
-            "auth_cnt": 0,
+            "auth_cnt": sum(
+                1
+                for d in self.installation.devices
+                if (r := self.runtime.get(d)) is not None
+                and r.result is not None
+                and r.result.needs_auth
+            ),
             "loadmgr_disabled": not self.installation.params.lb_enabled,
         }
 
@@ -233,6 +256,120 @@ class ServiceState:
     def user(self, user_id: str) -> User | None:
         return self.users.users.get(user_id)
 
+    # -- load balancing ------------------------------------------------------------------
+
+    def stale_after_s(self) -> float:
+        return core.stale_after_s(self.installation.params)
+
+    def allocation_input(self, now: float) -> AllocationInput:
+        """A snapshot of everything the allocation reads; immutable, so it may be computed
+        on in another thread while the state moves on."""
+        evses: dict[str, EvseInput] = {}
+        meters: dict[str, MeterInput] = {}
+        for dev_id, config in self.installation.devices.items():
+            runtime = self.runtime.get(dev_id)
+            state = runtime.state if runtime is not None else None
+            age = (
+                now - runtime.received_at
+                if runtime is not None and runtime.received_at is not None
+                else None
+            )
+            if isinstance(config, EvseConfig):
+                evses[dev_id] = EvseInput(
+                    config, state if isinstance(state, EvseState) else None, age
+                )
+            elif isinstance(config, MeterConfig):
+                meters[dev_id] = MeterInput(
+                    config, state if isinstance(state, MeterState) else None, age
+                )
+        return AllocationInput(
+            params=self.installation.params,
+            groups=self.installation.groups,
+            evses=evses,
+            meters=meters,
+            users=self.users.users,
+            now=now,
+            stale_after_s=self.stale_after_s(),
+            utc_offset_s=time.localtime(now).tm_gmtoff,
+        )
+
+    def apply_allocation(self, result: Allocation, now: float) -> set[str]:
+        """Takes an allocation's verdicts into the run time; returns the devices whose shown
+        figures changed."""
+        self.memory = result.memory
+        self.allocation = result
+        changed: set[str] = set()
+        stale_after = self.stale_after_s()
+        for dev_id in self.installation.devices:
+            runtime = self.runtime.setdefault(dev_id, DeviceRuntime())
+            if runtime.watched_since is None:
+                runtime.watched_since = now
+            # A device not heard from yet gets one staleness period before it counts as a
+            # communication error (the allocation treats it as lost meanwhile, which is safe).
+            failing = dev_id in result.com_err and (
+                runtime.received_at is not None or now - runtime.watched_since > stale_after
+            )
+            if failing != runtime.com_err:
+                changed.add(dev_id)
+            if failing and not (runtime.state is not None and runtime.state.com_err):
+                runtime.set_com_err(True, now, _stale_reason(runtime, now, stale_after))
+            elif not failing and runtime.com_err:
+                runtime.set_com_err(False, now)
+            evse = result.evses.get(dev_id)
+            if evse is not None and evse != runtime.result:
+                if (
+                    runtime.result is None
+                    or evse._replace(ts=0) != runtime.result._replace(ts=0)
+                ):
+                    changed.add(dev_id)
+                runtime.result = evse
+                runtime.command = EvseCommand.model_construct(
+                    device_enabled=evse.device_enabled,
+                    charging_enabled=evse.charging_enabled,
+                    paused=evse.paused,
+                    charging_current=evse.charging_current,
+                    ts=now,
+                )
+        if result.energy_wh:
+            counters = dict(self.energy.soft_meter_wh)
+            for dev_id, wh in result.energy_wh.items():
+                if dev_id in self.installation.devices and wh > 0:
+                    counters[dev_id] = counters.get(dev_id, 0.0) + wh
+                    changed.add(dev_id)
+            self.energy = EnergyCounters(soft_meter_wh=counters)
+            self.energy_dirty = True
+        return changed
+
+    async def save_energy(self) -> None:
+        async with self._lock:
+            if self.energy_dirty:
+                await self._save(Store.ENERGY, self.energy)
+                self.energy_dirty = False
+
+    async def write_back_overdraft(self, overdraft_cur: int) -> None:
+        """The allocation reports the largest overdraft seen; the params show it and a user
+        may reset it to 0 with set_params."""
+        async with self._lock:
+            params = self.installation.params
+            if params.overdraft_cur == overdraft_cur:
+                return
+            installation = self.installation.model_copy(
+                update={"params": params.model_copy(update={"overdraft_cur": overdraft_cur})}
+            )
+            await self._save(Store.CONFIG, installation)
+            self.installation = installation
+            self._notify(lambda listener: listener.params_changed())
+
+    def enter_rfid(self, rfid: str, dev_id: str | None, now: float) -> RfidResult:
+        inp = self.allocation_input(now)
+        self.memory, outcome = core.enter_rfid(
+            self.memory, rfid, dev_id, self.users.users, inp.evses, now, inp.stale_after_s
+        )
+        return outcome
+
+    def override(self, dev_id: str, flags: str, mamps: int | None) -> None:
+        self.memory = core.override(self.memory, dev_id, flags, mamps)
+
     # -- run time ------------------------------------------------------------------------
 
     def record_state(self, dev_id: str, payload: bytes) -> EvseState | MeterState:
@@ -265,3 +402,9 @@ class ServiceState:
                 call(listener)
             except Exception:
                 log.exception("state listener failed")
+
+
+def _stale_reason(runtime: DeviceRuntime, now: float, stale_after: float) -> str:
+    if runtime.received_at is None:
+        return "no data received yet"
+    return f"no data for {now - runtime.received_at:.0f} s (stale after {stale_after:g} s)"

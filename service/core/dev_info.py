@@ -58,6 +58,8 @@ READONLY_DEVICE_KEYS = frozenset(
         "last_error",
         "is_evse",
         "charging_enabled",
+        "charging_current",
+        "user",
         "cur_charging_power",
         "power_w",
         "power",
@@ -135,13 +137,10 @@ def _common(
     info["device_enabled"] = 1 if config.device_enabled else 0
     if config.dev_type in registry:
         info["dev_type_name"] = registry.get(config.dev_type).display_name
-    # Seconds since the last communication error began (the product's meaning).
-    com_err_secs = (
-        max(0, int(now - runtime.last_com_err_at)) if runtime.last_com_err_at is not None else 0
-    )
     info.update(
         com_err=runtime.com_err,
-        com_err_secs=com_err_secs,
+        # Seconds the present communication error has lasted (the product's meaning).
+        com_err_secs=runtime.com_err_secs(now),
         com_errors=runtime.com_errors,
         last_error=runtime.last_error,
         is_mock=False,
@@ -175,7 +174,22 @@ def evse_info(
         else soft_meter_wh
     )
     max_cur = config.max_charging_cur if isinstance(config.max_charging_cur, int) else 0
-    charging_enabled = command.charging_enabled if command is not None else config.device_enabled
+    result = runtime.result
+    if result is not None:
+        charging_enabled = result.charging_enabled
+        paused, pause_time, reason = result.paused, result.pause_time, result.reason
+        # What the allocation assumes the EVSE uses; before it ever ran, what it measured.
+        phases = result.phases or phases
+        needs_auth, overrides, ov_cur = result.needs_auth, result.overrides, result.ov_cur
+        allocated = result.charging_current
+    else:
+        charging_enabled = (
+            command.charging_enabled if command is not None else config.device_enabled
+        )
+        paused = command.paused if command is not None else False
+        pause_time, reason = 0, ""
+        needs_auth, overrides, ov_cur = bool(config.users), 0, max_cur
+        allocated = command.charging_current if command is not None else 0
     info.update(
         is_evse=True,
         charging_enabled=charging_enabled,
@@ -185,28 +199,30 @@ def evse_info(
         soft_meter=round(soft_meter_wh),
         phases=phases,
         state=evse_state,
-        paused=command.paused if command is not None else False,
-        pause_time=0,
+        paused=paused,
+        pause_time=pause_time,
+        charging_current=allocated,
         current_l1=currents[0],
         current_l2=currents[1],
         current_l3=currents[2],
         max_power=round(max_cur * 230 * 3 / 1000),
         last_set_charging_cur=command.charging_current if command is not None else -1,
-        lreason="",
-        status="",
-        needs_auth=bool(config.users),
-        overrides=0,
-        ov_cur=0,
+        lreason=reason,
+        status=reason,
+        needs_auth=needs_auth,
+        overrides=overrides,
+        ov_cur=ov_cur,
+        user=result.user_id if result is not None and result.user_id else "",
         evse={
             "cp_state": CP_STATE_NAMES.get(evse_state, "Unknown"),
             "pp_state": "",
             "charging": evse_state in (3, 4),
-            "current": command.charging_current if command is not None else 0,
+            "current": allocated,
             "set_current": command.charging_current if command is not None else 0,
             "enabled": charging_enabled,
             "phases": bin(phases).count("1"),
-            "pause_reason": "",
-            "pause_time": 0,
+            "pause_reason": reason if paused else "",
+            "pause_time": pause_time,
         },
         ocpp={"status": ""},
     )

@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.auth import AdminAccount, FailureThrottle
+from service.control_loop import ControlLoop
+from service.core.authorization import OVERRIDE_FLAGS, find_rfid, may_charge
 from service.core.config_edit import EditError
+from service.core.models import EvseConfig
 from service.diag_log import DiagLogging
 from service.http.errors import ApiError, bad_request, forbidden, not_found, unauthorized
 from service.http.request import CnfRequest
@@ -25,6 +28,7 @@ class CnfContext:
     admin: AdminAccount
     throttle: FailureThrottle
     diag: DiagLogging
+    control: ControlLoop
 
 
 Handler = Callable[[CnfContext, CnfRequest], Awaitable[Any]]
@@ -259,3 +263,62 @@ def _number_or_expression(value: float | str) -> float | str:
     except ValueError:
         return value
     return number if math.isfinite(number) else value
+
+
+# -- charging sessions ----------------------------------------------------------------------
+
+_RFID_MAX = 64
+
+
+@command("enter_rfid", GET)
+async def enter_rfid(ctx: CnfContext, req: CnfRequest) -> Any:
+    """Open like the product's (the PIN is the credential; clients call it without auth)."""
+    rfid = req.required_text("rfid", max_length=_RFID_MAX)
+    dev_id = req.text("dev_id", required=False, max_length=32)
+    devices = ctx.state.installation.devices
+    if dev_id is not None and not isinstance(devices.get(dev_id), EvseConfig):
+        raise not_found(f"unknown EVSE {dev_id!r}")
+    outcome = await ctx.control.enter_rfid(rfid, dev_id)
+    if not outcome.accepted:
+        status = 404 if outcome.action in ("no_evse", "unknown_evse") else 403
+        raise ApiError(status, f"RFID/PIN refused: {outcome.action}")
+    return "ok"
+
+
+# Which flags a user's RFID/PIN may set; the admin may set all (the cFos documentation).
+_USER_FLAGS = frozenset("CcUu")
+
+
+@command("override_device", GET)
+async def override_device(ctx: CnfContext, req: CnfRequest) -> Any:
+    dev_id = _device_id(ctx, req)
+    config = ctx.state.installation.devices[dev_id]
+    if not isinstance(config, EvseConfig):
+        raise bad_request(f"{dev_id} is not an EVSE")
+    flags = req.text("flags", required=False, max_length=12) or ""
+    unknown = sorted(set(flags) - OVERRIDE_FLAGS)
+    if unknown:
+        raise bad_request(f"unknown override flag(s) {''.join(unknown)}: use C c E e U u")
+    # Clients send mamps as a float ("16000.0"); a negative value removes the cap.
+    mamps_value = req.number("mamps", required=False, minimum=-1, maximum=2_000_000)
+    mamps = None if mamps_value is None else round(mamps_value)
+    if not flags and mamps is None:
+        raise bad_request("give flags and/or mamps")
+    if not req.is_admin:
+        _authorise_user_override(ctx, req, config, flags)
+    await ctx.control.override(dev_id, flags, mamps)
+    return "ok"
+
+
+def _authorise_user_override(
+    ctx: CnfContext, req: CnfRequest, config: EvseConfig, flags: str
+) -> None:
+    rfid = req.text("rfid", required=False, max_length=_RFID_MAX)
+    if not rfid:
+        raise unauthorized("override_device needs the admin password or a user's RFID/PIN")
+    admin_only = sorted(set(flags) - _USER_FLAGS)
+    if admin_only:
+        raise forbidden(f"flag(s) {''.join(admin_only)} need the admin password")
+    match = find_rfid(ctx.state.users.users, rfid)
+    if match is None or not may_charge(match.user, config.dev_id, config.users):
+        raise forbidden(f"RFID/PIN may not override {config.dev_id}")

@@ -111,6 +111,13 @@ class MqttObserver:
         """wait_for without blocking the event loop (the service may share it)."""
         return await asyncio.to_thread(self.wait_for, topic, predicate, timeout)
 
+    async def roundtrip(self, timeout: float = 10.0) -> None:
+        """Publishes a probe under the first subscription and waits for it to come back, so
+        that whatever reached the broker before it has been seen."""
+        probe = self._subscriptions[0].rstrip("#").rstrip("/") + f"/probe/{uuid.uuid4().hex}"
+        self.publish(probe, b"probe")
+        await self.wait(probe, timeout=timeout)
+
     def clear(self) -> None:
         with self._lock:
             self.messages.clear()

@@ -42,9 +42,23 @@ def test_last_com_err_at_is_start_of_error() -> None:
     runtime.record_state(evse_state(True), now=10.0)
     runtime.record_state(evse_state(True), now=20.0)
     assert runtime.last_com_err_at == 10.0
+    assert runtime.com_err_secs(25.0) == 15
     runtime.record_state(evse_state(False), now=30.0)
     assert runtime.com_err is False
-    assert runtime.last_com_err_at == 10.0
+    # Recovered: the error period is over, so it no longer counts.
+    assert runtime.com_err_secs(40.0) == 0
+
+
+def test_stale_data_is_a_com_error_until_fresh_data() -> None:
+    runtime = DeviceRuntime()
+    runtime.record_state(evse_state(False), now=10.0)
+    runtime.set_com_err(True, 20.0, "no data for 9 s")
+    runtime.set_com_err(True, 23.0, "no data for 12 s")
+    assert (runtime.com_errors, runtime.com_err_secs(25.0)) == (1, 5)
+    assert runtime.last_error == "no data for 12 s"
+    runtime.record_state(evse_state(False), now=26.0)
+    assert (runtime.com_err, runtime.com_err_secs(30.0)) == (False, 0)
+    assert runtime.last_error == "no data for 12 s"
 
 
 def test_last_error_kept_from_error_states() -> None:

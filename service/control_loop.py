@@ -1,0 +1,245 @@
+"""The load balancer's control loop: when to run the allocation and what to send.
+
+A run starts as soon as a state message arrives (bursts coalesce: while a run is busy, any
+number of new messages make exactly one follow-up run) and at least every `cycle_time` for
+time rules and staleness. After each run the EVSE commands go out on
+`devices/{id}/command`, retained:
+
+* at once when they changed, decreases before increases, so that a reduction never waits
+  behind a raise;
+* for every EVSE whose new state the run used, with `state_ts` = that state's `ts`, so a
+  bridge (set_ajax_evse) can wait for the answer to the very state it posted;
+* all of them on the cycle, because the bridges' watchdogs expect to hear from the core.
+
+Device info and params follow a moment later (see MqttLink), so they never delay a command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from service.core.allocation import Allocation, AllocationInput, EvseResult, allocate
+from service.core.authorization import RfidResult
+from service.state import ServiceState
+
+log = logging.getLogger(__name__)
+
+# Above this many EVSEs a run takes milliseconds: it goes to a worker thread so that the
+# event loop keeps serving the bus and HTTP meanwhile.
+THREAD_THRESHOLD = 300
+ENERGY_SAVE_INTERVAL_S = 60.0
+
+
+class CommandSink(Protocol):
+    def publish_command(self, dev_id: str, payload: bytes) -> None: ...
+    def results_changed(self, dev_ids: set[str], params: bool) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What was last sent to one EVSE."""
+
+    device_enabled: bool
+    charging_enabled: bool
+    paused: bool
+    charging_current: int
+    state_ts: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    dev_id: str
+    sent: Sent
+    payload: bytes
+
+
+def commands_to_send(
+    results: Mapping[str, EvseResult],
+    state_ts: Mapping[str, float | None],
+    previous: Mapping[str, Sent],
+    now: float,
+    *,
+    refresh: bool,
+) -> list[Outgoing]:
+    """The commands of one run that must go out, decreases first. Pure."""
+    cuts: list[Outgoing] = []
+    rest: list[Outgoing] = []
+    for dev_id, r in results.items():
+        sent = Sent(
+            r.device_enabled, r.charging_enabled, r.paused, r.charging_current, state_ts.get(dev_id)
+        )
+        before = previous.get(dev_id)
+        if not refresh and sent == before:
+            continue
+        payload = json.dumps(
+            {
+                "device_enabled": sent.device_enabled,
+                "charging_enabled": sent.charging_enabled,
+                "paused": sent.paused,
+                "charging_current": sent.charging_current,
+                "ts": now,
+                "state_ts": sent.state_ts,
+            },
+            separators=(",", ":"),
+        ).encode()
+        out = Outgoing(dev_id, sent, payload)
+        (cuts if before is not None and _is_cut(before, sent) else rest).append(out)
+    return cuts + rest
+
+
+def _is_cut(before: Sent, after: Sent) -> bool:
+    def effective(s: Sent) -> int:
+        on = s.device_enabled and s.charging_enabled and not s.paused
+        return s.charging_current if on else 0
+
+    return effective(after) < effective(before)
+
+
+@dataclass
+class LoopStats:
+    runs: int = 0
+    failures: int = 0
+    last_run_s: float = 0.0
+    commands_sent: int = 0
+
+
+class ControlLoop:
+    def __init__(
+        self,
+        state: ServiceState,
+        sink: CommandSink,
+        *,
+        clock: Callable[[], float] = time.time,
+        thread_threshold: int = THREAD_THRESHOLD,
+        on_run: Callable[[float], None] | None = None,
+    ) -> None:
+        self.state = state
+        self.sink = sink
+        self.clock = clock
+        self.thread_threshold = thread_threshold
+        self.stats = LoopStats()
+        self._on_run = on_run
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._sent: dict[str, Sent] = {}
+        self._next_refresh = 0.0
+        self._last_energy_save = time.monotonic()
+
+    # -- StateListener: every change may change the result -----------------------------------
+
+    def params_changed(self) -> None:
+        self.trigger()
+
+    def device_changed(self, dev_id: str) -> None:
+        self.trigger()
+
+    def device_removed(self, dev_id: str) -> None:
+        self._sent.pop(dev_id, None)
+        self.trigger()
+
+    def device_state_changed(self, dev_id: str) -> None:
+        self.trigger()
+
+    def trigger(self) -> None:
+        self._wake.set()
+
+    # -- events that act on the allocation's memory ------------------------------------------
+
+    async def enter_rfid(self, rfid: str, dev_id: str | None) -> RfidResult:
+        async with self._lock:
+            outcome = self.state.enter_rfid(rfid, dev_id, self.clock())
+        self.trigger()
+        return outcome
+
+    async def override(self, dev_id: str, flags: str, mamps: int | None) -> None:
+        async with self._lock:
+            self.state.override(dev_id, flags, mamps)
+        self.trigger()
+
+    # -- running --------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[ControlLoop]:
+        self.state.listeners.append(self)
+        task = asyncio.create_task(self._run(), name="control-loop")
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self.state.listeners.remove(self)
+            await self.state.save_energy()
+
+    async def _run(self) -> None:
+        while True:
+            timeout = self._next_refresh - time.monotonic()
+            if timeout > 0 and not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            refresh = time.monotonic() >= self._next_refresh
+            if refresh:
+                self._next_refresh = (
+                    time.monotonic() + self.state.installation.params.cycle_time / 1000
+                )
+            try:
+                await self.run_once(refresh=refresh)
+            except Exception:
+                # The loop must outlive any bad input: log it and try again next time.
+                self.stats.failures += 1
+                log.exception("load-balancing run failed")
+                await asyncio.sleep(0.1)
+
+    async def run_once(self, *, refresh: bool) -> Allocation:
+        async with self._lock:
+            started = time.perf_counter()
+            now = self.clock()
+            inp = self.state.allocation_input(now)
+            if len(inp.evses) >= self.thread_threshold:
+                result = await asyncio.to_thread(allocate, inp, self.state.memory)
+            else:
+                result = allocate(inp, self.state.memory)
+            changed = self.state.apply_allocation(result, now)
+            self._send(result, inp, now, refresh=refresh)
+            elapsed = time.perf_counter() - started
+        self.stats.runs += 1
+        self.stats.last_run_s = elapsed
+        if self._on_run is not None:
+            self._on_run(elapsed)
+        self.sink.results_changed(changed, params=True)
+        await self._write_back(result)
+        return result
+
+    def _send(
+        self, result: Allocation, inp: AllocationInput, now: float, *, refresh: bool
+    ) -> None:
+        state_ts = {
+            dev_id: (ev.state.ts if ev.state is not None else None)
+            for dev_id, ev in inp.evses.items()
+        }
+        outgoing = commands_to_send(result.evses, state_ts, self._sent, now, refresh=refresh)
+        for out in outgoing:
+            self.sink.publish_command(out.dev_id, out.payload)
+            self._sent[out.dev_id] = out.sent
+        self.stats.commands_sent += len(outgoing)
+        for gone in set(self._sent) - set(result.evses):
+            del self._sent[gone]
+
+    async def _write_back(self, result: Allocation) -> None:
+        if result.overdraft_cur != self.state.installation.params.overdraft_cur:
+            await self.state.write_back_overdraft(result.overdraft_cur)
+        if (
+            self.state.energy_dirty
+            and time.monotonic() - self._last_energy_save >= ENERGY_SAVE_INTERVAL_S
+        ):
+            self._last_energy_save = time.monotonic()
+            await self.state.save_energy()
+
