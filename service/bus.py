@@ -64,6 +64,8 @@ class MqttBus:
         on_message: MessageHandler,
         will: LastWill | None = None,
         tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
         max_backoff: float = 5.0,
     ) -> None:
         self._target = target
@@ -72,8 +74,10 @@ class MqttBus:
         self._on_message = on_message
         self._will = will
         self._tls_ca_file = tls_ca_file
+        self._tls_cert_file = tls_cert_file
+        self._tls_key_file = tls_key_file
         self._max_backoff = max_backoff
-        self._retained: dict[str, bytes] = {}
+        self._retained: dict[str, tuple[bytes, int]] = {}
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
@@ -106,13 +110,13 @@ class MqttBus:
 
     # -- publishing ------------------------------------------------------------------------
 
-    def hold_retained(self, topic: str, payload: bytes | None) -> None:
+    def hold_retained(self, topic: str, payload: bytes | None, *, qos: int = 1) -> None:
         """Keep `topic` retained with `payload` (None/empty clears it) across reconnects."""
         if payload:
-            self._retained[topic] = payload
+            self._retained[topic] = (payload, qos)
         else:
             self._retained.pop(topic, None)
-        self.publish_nowait(topic, payload or b"", retain=True)
+        self.publish_nowait(topic, payload or b"", retain=True, qos=qos)
 
     def publish_nowait(
         self, topic: str, payload: bytes, *, retain: bool = False, qos: int = 1
@@ -146,8 +150,13 @@ class MqttBus:
         target = self._target
         tls_params = None
         if target.tls:
+            # No CA file means the system's trusted CAs; the broker's certificate is always
+            # verified, hostname included. A client certificate is optional.
             tls_params = aiomqtt.TLSParameters(
-                ca_certs=self._tls_ca_file, cert_reqs=ssl.CERT_REQUIRED
+                ca_certs=self._tls_ca_file,
+                certfile=self._tls_cert_file,
+                keyfile=self._tls_key_file,
+                cert_reqs=ssl.CERT_REQUIRED,
             )
         will = (
             aiomqtt.Will(self._will.topic, self._will.payload, qos=1, retain=True)
@@ -164,6 +173,9 @@ class MqttBus:
             keepalive=15,
             timeout=10,
             tls_params=tls_params,
+            # A run may change a thousand commands: paho's default window of 20 unacknowledged
+            # QoS 1 messages would make them queue for round trips (0 = no window).
+            max_inflight_messages=0,
             # Small publishes in a burst must not wait for delayed ACKs (DESIGN.md).
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
@@ -199,8 +211,8 @@ class MqttBus:
                 self.stats.connects += 1
                 if self._subscriptions:
                     await client.subscribe([(t, 1) for t in self._subscriptions])
-                for topic, payload in list(self._retained.items()):
-                    client._client.publish(topic, payload, qos=1, retain=True)
+                for topic, (payload, qos) in list(self._retained.items()):
+                    client._client.publish(topic, payload, qos=qos, retain=True)
                 self.connected.set()
                 log.info("MQTT connected to %s", self._target.redacted())
                 async for message in client.messages:

@@ -25,7 +25,6 @@ from service.core.config_edit import ConfigEdit, EditError, describe_validation_
 from service.core.dev_info import device_info, params_info, redact_device
 from service.core.device_types import DeviceTypeRegistry
 from service.core.models import (
-    EvseCommand,
     EvseConfig,
     EvseState,
     Installation,
@@ -316,20 +315,11 @@ class ServiceState:
             elif not failing and runtime.com_err:
                 runtime.set_com_err(False, now)
             evse = result.evses.get(dev_id)
-            if evse is not None and evse != runtime.result:
-                if (
-                    runtime.result is None
-                    or evse._replace(ts=0) != runtime.result._replace(ts=0)
-                ):
+            if evse is not None:
+                # Every field but the trailing `ts` (which moves with each run) is shown.
+                if runtime.result is None or evse[:-1] != runtime.result[:-1]:
                     changed.add(dev_id)
                 runtime.result = evse
-                runtime.command = EvseCommand.model_construct(
-                    device_enabled=evse.device_enabled,
-                    charging_enabled=evse.charging_enabled,
-                    paused=evse.paused,
-                    charging_current=evse.charging_current,
-                    ts=now,
-                )
         if result.energy_wh:
             counters = dict(self.energy.soft_meter_wh)
             for dev_id, wh in result.energy_wh.items():

@@ -17,11 +17,24 @@ class DeviceRuntime:
     last_error: str = ""
     # When the present communication error began (unix s); None while there is none.
     last_com_err_at: float | None = None
-    command: EvseCommand | None = None
     # The last allocation's verdict for an EVSE (None for meters and before the first run).
     result: EvseResult | None = None
     # When the core first looked for this device's data (set on the first run).
     watched_since: float | None = None
+
+    @property
+    def command(self) -> EvseCommand | None:
+        """The command the last run gave this EVSE (None for meters and before it)."""
+        r = self.result
+        if r is None:
+            return None
+        return EvseCommand.model_construct(
+            device_enabled=r.device_enabled,
+            charging_enabled=r.charging_enabled,
+            paused=r.paused,
+            charging_current=r.charging_current,
+            ts=r.ts,
+        )
 
     def record_state(self, state: EvseState | MeterState, now: float) -> None:
         self.state = state

@@ -81,3 +81,25 @@ def test_decreases_always_go_out_before_increases(
     changed = {d for d in cases if previous[d] != sent(cases[d][1]) or cases[d][2]}
     expected = set(cases) if refresh else changed
     assert {o.dev_id for o in out} == expected
+
+
+@given(
+    st.booleans(), st.booleans(), st.booleans(), st.integers(0, 80_000),
+    st.one_of(st.none(), st.floats(0, 4e9, allow_nan=False)),
+    st.floats(0, 4e9, allow_nan=False),
+)  # fmt: skip
+def test_hand_formatted_payload_is_the_json_of_the_command(
+    device_enabled: bool, charging_enabled: bool, paused: bool, current: int,
+    state_ts: float | None, now: float,
+) -> None:  # fmt: skip
+    sent = Sent(device_enabled, charging_enabled, paused, current, state_ts)
+    out = commands_to_send(
+        {"E1": result(current, enabled=charging_enabled, paused=paused)._replace(
+            device_enabled=device_enabled)},
+        {"E1": state_ts}, {}, now, refresh=True,
+    )  # fmt: skip
+    assert out[0].sent == sent
+    assert json.loads(out[0].payload) == {
+        "device_enabled": device_enabled, "charging_enabled": charging_enabled,
+        "paused": paused, "charging_current": current, "ts": now, "state_ts": state_ts,
+    }  # fmt: skip

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import service
+from service.core.allocation import EvseResult
 from service.core.dev_info import (
     CFOS_VENDOR_ID,
     READONLY_DEVICE_KEYS,
@@ -20,7 +21,6 @@ from service.core.dev_info import (
 )
 from service.core.device_types import DeviceTypeRegistry, builtin_registry
 from service.core.models import (
-    EvseCommand,
     EvseConfig,
     EvseState,
     Installation,
@@ -194,9 +194,12 @@ def test_evse_info_energy_from_soft_meter(registry: DeviceTypeRegistry) -> None:
 
 def test_evse_info_command_fields(registry: DeviceTypeRegistry) -> None:
     runtime = with_state(EvseState(ts=NOW, state=2))
-    runtime.command = EvseCommand(
-        device_enabled=True, charging_enabled=False, paused=True, charging_current=6000
-    )
+    runtime.result = EvseResult(
+        device_enabled=True, charging_enabled=False, paused=True, charging_current=6000,
+        current=6000, target=6000, pause_time=0, phases=7, grid_phases=7, cur_charging_power=0,
+        reason="min_pause", needs_auth=False, com_err=False, user_id=None, overrides=0,
+        ov_cur=6000, ts=NOW,
+    )  # fmt: skip
     info = evse_info(make_evse(), runtime, registry, NOW)
     assert info["charging_enabled"] is False
     assert info["paused"] is True
