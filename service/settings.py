@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_EMBEDDED_BROKER_PORT = 1883
@@ -64,6 +64,21 @@ class Settings(BaseSettings):
     diag_log_seconds: float = Field(default=300.0, gt=0)
     max_body_bytes: int = Field(default=256 * 1024, gt=0)
     log_level: str = "INFO"
+    ha_discovery: bool = Field(default=True, description="announce devices to Home Assistant")
+    ha_discovery_prefix: str = Field(
+        default="homeassistant",
+        pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
+        description="Home Assistant's MQTT discovery prefix",
+    )
+    mqtt_ca_file: Path | None = Field(
+        default=None, description="CA certificate(s) to verify an mqtts:// broker by"
+    )
+    mqtt_cert_file: Path | None = Field(
+        default=None, description="client certificate for mqtts:// (PEM, may include the key)"
+    )
+    mqtt_key_file: Path | None = Field(
+        default=None, description="private key of mqtt_cert_file, when kept separately"
+    )
 
     @field_validator("base_topic")
     @classmethod
@@ -91,6 +106,35 @@ class Settings(BaseSettings):
         if value:
             MqttTarget.from_url(value)
         return value or None
+
+    @field_validator("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: object) -> object:
+        # An empty string would become Path("."), the current directory.
+        return None if value == "" else value
+
+    @field_validator("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file")
+    @classmethod
+    def _tls_file_exists(cls, value: Path | None) -> Path | None:
+        # Found at start-up, not at the first connect attempt deep in a retry loop.
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_files_need_mqtts(self) -> Settings:
+        given = [
+            name
+            for name in ("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file")
+            if getattr(self, name) is not None
+        ]
+        target = self.mqtt_target()
+        # Silently ignored TLS files would let a plain-text connection pass for a secure one.
+        if given and (target is None or not target.tls):
+            raise ValueError(f"{', '.join(given)}: only used with an mqtts:// mqtt_url")
+        if self.mqtt_key_file is not None and self.mqtt_cert_file is None:
+            raise ValueError("mqtt_key_file needs mqtt_cert_file")
+        return self
 
     def mqtt_target(self) -> MqttTarget | None:
         return MqttTarget.from_url(self.mqtt_url) if self.mqtt_url else None

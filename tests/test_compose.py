@@ -1,0 +1,239 @@
+"""docker-compose.yml, Dockerfile, .env.example and mosquitto/ agree with each other.
+
+No Docker engine is needed: the files are parsed and cross-checked. Only when a `docker` CLI
+is there and `docker info` answers does `docker compose config -q` run as well.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+
+from tests.broker import docker_engine_answers
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile"
+ENV_EXAMPLE = REPO / ".env.example"
+MOSQUITTO_CONF = REPO / "mosquitto" / "mosquitto.conf"
+ACL = REPO / "mosquitto" / "acl"
+PASSWD = "mosquitto/passwd"
+PASSWD_RECIPE = REPO / "scripts" / "make-broker-passwd.sh"
+LOOPBACK = "127.0.0.1"
+
+
+# -- pure helpers ----------------------------------------------------------------------------
+
+
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose["services"]
+    return found
+
+
+def bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
+    """(host path, container path) of each bind mount; named volumes are left out."""
+    mounts: list[tuple[str, str]] = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+            # Short syntax: a path starts with . / or ~; anything else names a volume.
+            if source.startswith((".", "/", "~")):
+                mounts.append((source, target))
+        elif volume.get("type") == "bind":
+            mounts.append((volume["source"], volume["target"]))
+    return mounts
+
+
+def published_host_ips(service: dict[str, Any]) -> list[str]:
+    """The host address of each published port ("" when none is given = all interfaces)."""
+    ips: list[str] = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            ips.append(str(port.get("host_ip", "")))
+            continue
+        parts = str(port).split(":")
+        ips.append(parts[0] if len(parts) == 3 else "")
+    return ips
+
+
+def referenced_env_vars(compose_text: str) -> set[str]:
+    """Names used as ${NAME}, ${NAME:-default}, ${NAME:?message} in the compose file
+    ($${...} is a literal dollar sign, not a variable)."""
+    return set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", compose_text))
+
+
+def documented_env_vars(env_example_text: str) -> set[str]:
+    return set(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)=", env_example_text, re.MULTILINE))
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", text)
+    instructions: list[tuple[str, str]] = []
+    for line in joined.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        keyword, _, rest = stripped.partition(" ")
+        instructions.append((keyword.upper(), rest.strip()))
+    return instructions
+
+
+def conf_value(conf_text: str, key: str) -> str:
+    values = re.findall(rf"^{key}\s+(\S+)\s*$", conf_text, re.MULTILINE)
+    assert len(values) == 1, f"{key} should be set exactly once in mosquitto.conf: {values}"
+    return str(values[0])
+
+
+def acl_users(acl_text: str) -> set[str]:
+    return set(re.findall(r"^user\s+(\S+)\s*$", acl_text, re.MULTILINE))
+
+
+def url_users(service: dict[str, Any]) -> set[str]:
+    url = str(service.get("environment", {}).get("CHARGEBUS_MQTT_URL", ""))
+    return set(re.findall(r"^mqtts?://([^:@/]+)[:@]", url))
+
+
+# -- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose_text() -> str:
+    return COMPOSE.read_text()
+
+
+@pytest.fixture(scope="module")
+def compose(compose_text: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(compose_text)
+    return loaded
+
+
+# -- the checks ------------------------------------------------------------------------------
+
+
+def test_every_service_has_an_image_or_a_build(compose: dict[str, Any]) -> None:
+    missing = [
+        name for name, s in services(compose).items() if not (s.get("image") or s.get("build"))
+    ]
+    assert missing == []
+
+
+def test_bind_mounted_host_paths_exist(compose: dict[str, Any]) -> None:
+    absent = []
+    for name, service in services(compose).items():
+        for source, _target in bind_mounts(service):
+            relative = os.path.normpath(source)
+            if relative == PASSWD:
+                # Made by the recipe, never committed (it holds this installation's hashes).
+                assert PASSWD_RECIPE.is_file() and os.access(PASSWD_RECIPE, os.X_OK)
+                continue
+            if not (REPO / relative).exists():
+                absent.append(f"{name}: {source}")
+    assert absent == []
+
+
+def test_the_password_file_is_not_committed() -> None:
+    ignored = (REPO / ".gitignore").read_text().splitlines()
+    assert f"/{PASSWD}" in ignored or PASSWD in ignored
+
+
+def test_published_ports_are_bound_to_loopback(compose: dict[str, Any]) -> None:
+    exposed = {
+        name: ips
+        for name, s in services(compose).items()
+        if (ips := published_host_ips(s)) and any(ip != LOOPBACK for ip in ips)
+    }
+    assert exposed == {}
+    assert published_host_ips(services(compose)["chargebus"]) == [LOOPBACK]
+    assert published_host_ips(services(compose)["mosquitto"]) == [LOOPBACK]
+
+
+def test_chargebus_has_a_health_check_and_runs_as_non_root(compose: dict[str, Any]) -> None:
+    instructions = dockerfile_instructions(DOCKERFILE.read_text())
+    healthchecks = [args for keyword, args in instructions if keyword == "HEALTHCHECK"]
+    assert len(healthchecks) == 1 and "/cnf?cmd=get_params" in healthchecks[0]
+    assert not healthchecks[0].upper().startswith("NONE")
+    users = [args for keyword, args in instructions if keyword == "USER"]
+    assert users, "the Dockerfile has no USER: chargebus would run as root"
+    assert users[-1].split(":")[0] not in ("root", "0")
+    service = services(compose)["chargebus"]
+    assert service.get("build"), "chargebus is built from this repository's Dockerfile"
+    assert not service.get("healthcheck", {}).get("disable", False)
+    assert service.get("user") in (None, "")
+
+
+def test_the_broker_is_secured_by_the_mounted_files(compose: dict[str, Any]) -> None:
+    conf = MOSQUITTO_CONF.read_text()
+    assert conf_value(conf, "allow_anonymous") == "false"
+    targets = {target for _source, target in bind_mounts(services(compose)["mosquitto"])}
+    assert conf_value(conf, "password_file") in targets
+    assert conf_value(conf, "acl_file") in targets
+    assert "/mosquitto/config/mosquitto.conf" in targets
+    assert services(compose)["mosquitto"]["image"].startswith("eclipse-mosquitto:2")
+
+
+def test_mqtt_logins_exist_in_the_acl(compose: dict[str, Any]) -> None:
+    users = set().union(*(url_users(s) for s in services(compose).values()))
+    assert users == {"chargebus-core", "chargebus-bridge"}
+    assert users <= acl_users(ACL.read_text())
+    # The ACL names the default base topic literally.
+    for name in ("chargebus", "bridge"):
+        env = services(compose)[name].get("environment", {})
+        assert env.get("CHARGEBUS_BASE_TOPIC", "chargebus") == "chargebus"
+
+
+def test_the_demo_profile_has_simulator_and_bridge(compose: dict[str, Any]) -> None:
+    demo = {name for name, s in services(compose).items() if "demo" in s.get("profiles", [])}
+    assert {"sim", "bridge"} <= demo
+    sim_command = services(compose)["sim"]["command"]
+    assert sim_command[:3] == ["sim", "--host", "0.0.0.0"]
+    assert services(compose)["bridge"]["command"] == ["bridge", "modbus"]
+    # Neither serves the HTTP API the image's health check asks.
+    assert services(compose)["sim"]["healthcheck"]["disable"] is True
+    assert services(compose)["bridge"]["healthcheck"]["disable"] is True
+    # The core and the broker run without a profile, so a plain `up` starts them.
+    assert "profiles" not in services(compose)["chargebus"]
+    assert "profiles" not in services(compose)["mosquitto"]
+
+
+def test_referenced_env_vars_are_documented(compose_text: str) -> None:
+    referenced = referenced_env_vars(compose_text)
+    assert "CHARGEBUS_CORE_MQTT_PASSWORD" in referenced
+    assert referenced - documented_env_vars(ENV_EXAMPLE.read_text()) == set()
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    # Only where a Docker engine answers (`docker info`); elsewhere this part is not run and
+    # the checks above stand alone. `config -q` validates against compose's own schema.
+    if not docker_engine_answers():
+        return
+    env = {**os.environ, **dict.fromkeys(documented_env_vars(ENV_EXAMPLE.read_text()), "x")}
+    done = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "--profile", "demo", "config", "-q"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+# -- the helpers themselves ------------------------------------------------------------------
+
+
+def test_helpers_read_both_compose_syntaxes() -> None:
+    service = {
+        "ports": ["8080:8080", "127.0.0.1:1883:1883", {"target": 1, "host_ip": "0.0.0.0"}],
+        "volumes": ["data:/data", "./a:/a:ro", {"type": "bind", "source": "./b", "target": "/b"}],
+    }
+    assert published_host_ips(service) == ["", "127.0.0.1", "0.0.0.0"]
+    assert bind_mounts(service) == [("./a", "/a"), ("./b", "/b")]
+    assert referenced_env_vars("a: ${X:-1} ${Y:?m} $${Z} ${W}") == {"X", "Y", "W"}
