@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from service.control_loop import ControlLoop
 from service.core.device_types import builtin_registry
 from service.diag_log import DiagLogging
 from service.embedded_broker import embedded_broker
+from service.ha_link import HaDiscovery
 from service.http.cnf import CnfContext
 from service.http.server import create_app, serve_http
 from service.mqtt_link import MqttLink
@@ -48,6 +50,14 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
     admin = AdminAccount.load_or_create(store, settings.admin_password)
     topics = Topics(settings.base_topic)
     link = MqttLink(state, topics)
+    ha = HaDiscovery(
+        state, topics, prefix=settings.ha_discovery_prefix, enabled=settings.ha_discovery
+    )
+
+    def on_message(topic: str, payload: bytes, retained: bool) -> None:
+        link.on_message(topic, payload, retained)
+        ha.on_message(topic, payload, retained)
+
     async with contextlib.AsyncExitStack() as stack:
         target = settings.mqtt_target()
         if target is None:
@@ -58,14 +68,18 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         bus = MqttBus(
             target,
             client_id=f"chargebus-core-{socket.gethostname()}-{os.getpid()}",
-            subscriptions=link.subscriptions(),
-            on_message=link.on_message,
+            subscriptions=link.subscriptions() + ha.subscriptions(),
+            on_message=on_message,
             will=LastWill(topics.status, b"offline"),
+            tls_ca_file=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None,
+            tls_cert_file=str(settings.mqtt_cert_file) if settings.mqtt_cert_file else None,
+            tls_key_file=str(settings.mqtt_key_file) if settings.mqtt_key_file else None,
         )
         await stack.enter_async_context(bus)
         # Held like every retained topic, so each reconnect overrides the will's "offline".
         bus.hold_retained(topics.status, b"online")
         link.attach(bus)
+        ha.attach(bus)
         stack.callback(link.close)
         control = await stack.enter_async_context(ControlLoop(state, link).running())
         ctx = CnfContext(
@@ -80,6 +94,10 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         http_port = await stack.enter_async_context(
             serve_http(app, settings.http_host, settings.http_port)
         )
+        # What exists now (configuration, models, modules) lives as long as the process: out
+        # of the collector's sight, a full collection no longer stalls a run for milliseconds.
+        gc.collect()
+        gc.freeze()
         log.info(
             "chargebus ready: API http://%s:%d/cnf, MQTT %s%s, base topic %r, data in %s",
             settings.http_host,
