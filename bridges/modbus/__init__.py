@@ -1,0 +1,1 @@
+"""Modbus side of chargebus: register maps, their codec, device profiles and pollers."""

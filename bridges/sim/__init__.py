@@ -1,0 +1,1 @@
+"""Simulated devices (pymodbus servers) for tests and the demo."""
