@@ -7,20 +7,24 @@ import contextlib
 import gc
 import logging
 import os
-import signal
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from bridges.http_input import HttpInputBridge
+from bridges.modbus.bridge import ModbusBridge
+from bridges.modbus.profiles import device_types as modbus_device_types
 from service.auth import AdminAccount, FailureThrottle
-from service.bus import LastWill, MqttBus
+from service.bus import LastWill, MessageHandler, MqttBus
 from service.control_loop import ControlLoop
-from service.core.device_types import builtin_registry
+from service.core.device_types import DeviceTypeRegistry, builtin_registry
 from service.diag_log import DiagLogging
 from service.embedded_broker import embedded_broker
 from service.ha_link import HaDiscovery
 from service.http.cnf import CnfContext
 from service.http.server import create_app, serve_http
+from service.metrics import Metrics
+from service.modbus_rpc import ModbusRpcClient
 from service.mqtt_link import MqttLink
 from service.settings import MqttTarget, Settings
 from service.state import ServiceState
@@ -42,11 +46,57 @@ class RunningService:
     control: ControlLoop
 
 
+def device_registry() -> DeviceTypeRegistry:
+    """The built-in device types and those of the Modbus profiles."""
+    registry = builtin_registry()
+    for device_type in modbus_device_types():
+        registry.register(device_type)
+    return registry
+
+
+def make_bus(
+    settings: Settings,
+    target: MqttTarget,
+    role: str,
+    *,
+    subscriptions: list[str],
+    on_message: MessageHandler,
+    will: LastWill | None = None,
+) -> MqttBus:
+    """A connection of one part of chargebus (core, a bridge) with the configured TLS files."""
+    return MqttBus(
+        target,
+        client_id=f"chargebus-{role}-{socket.gethostname()}-{os.getpid()}",
+        subscriptions=subscriptions,
+        on_message=on_message,
+        will=will,
+        tls_ca_file=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None,
+        tls_cert_file=str(settings.mqtt_cert_file) if settings.mqtt_cert_file else None,
+        tls_key_file=str(settings.mqtt_key_file) if settings.mqtt_key_file else None,
+    )
+
+
+@contextlib.asynccontextmanager
+async def modbus_bridge(settings: Settings, target: MqttTarget) -> AsyncIterator[ModbusBridge]:
+    """The Modbus bridge with its own connection, status topic and last will."""
+    bridge = ModbusBridge(Topics(settings.base_topic), settings.modbus_bridge_name)
+    bus = make_bus(
+        settings,
+        target,
+        f"bridge-{settings.modbus_bridge_name}",
+        subscriptions=bridge.subscriptions(),
+        on_message=bridge.on_message,
+        will=LastWill(bridge.status_topic, b"offline"),
+    )
+    async with bus, bridge.running(bus):
+        yield bridge
+
+
 @contextlib.asynccontextmanager
 async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
     store = Store(settings.data_dir)
-    registry = builtin_registry()
-    state = ServiceState.load(store, registry)
+    state = ServiceState.load(store, device_registry())
+    metrics = Metrics(state)
     admin = AdminAccount.load_or_create(store, settings.admin_password)
     topics = Topics(settings.base_topic)
     link = MqttLink(state, topics)
@@ -54,9 +104,12 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         state, topics, prefix=settings.ha_discovery_prefix, enabled=settings.ha_discovery
     )
 
+    modbus = ModbusRpcClient(topics, f"core-{socket.gethostname()}-{os.getpid()}")
+
     def on_message(topic: str, payload: bytes, retained: bool) -> None:
         link.on_message(topic, payload, retained)
         ha.on_message(topic, payload, retained)
+        modbus.on_message(topic, payload, retained)
 
     async with contextlib.AsyncExitStack() as stack:
         target = settings.mqtt_target()
@@ -65,32 +118,51 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
                 embedded_broker(settings.embedded_broker_host, settings.embedded_broker_port)
             )
 
-        bus = MqttBus(
+        bus = make_bus(
+            settings,
             target,
-            client_id=f"chargebus-core-{socket.gethostname()}-{os.getpid()}",
-            subscriptions=link.subscriptions() + ha.subscriptions(),
+            "core",
+            subscriptions=link.subscriptions() + ha.subscriptions() + modbus.subscriptions(),
             on_message=on_message,
             will=LastWill(topics.status, b"offline"),
-            tls_ca_file=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None,
-            tls_cert_file=str(settings.mqtt_cert_file) if settings.mqtt_cert_file else None,
-            tls_key_file=str(settings.mqtt_key_file) if settings.mqtt_key_file else None,
         )
         await stack.enter_async_context(bus)
         # Held like every retained topic, so each reconnect overrides the will's "offline".
         bus.hold_retained(topics.status, b"online")
         link.attach(bus)
+        metrics.sources.bus = bus.stats
         ha.attach(bus)
+        modbus.attach(bus)
+        if settings.modbus_bridge:
+            # In this process, but over the broker like a bridge on another host.
+            await stack.enter_async_context(modbus_bridge(settings, target))
         stack.callback(link.close)
-        control = await stack.enter_async_context(ControlLoop(state, link).running())
+        # set_ajax_* is a bridge like any other: its own connection, only the bus to the core.
+        http_input = HttpInputBridge(topics, registry=state.registry)
+        http_bus = make_bus(
+            settings,
+            target,
+            "http",
+            subscriptions=http_input.subscriptions(),
+            on_message=http_input.on_message,
+        )
+        await stack.enter_async_context(http_bus)
+        http_input.attach(http_bus)
+        control = await stack.enter_async_context(
+            ControlLoop(state, link, on_run=metrics.observe_run).running()
+        )
+        metrics.sources.loop = control.stats
         ctx = CnfContext(
             state=state,
             admin=admin,
             throttle=FailureThrottle(),
             diag=DiagLogging(settings.data_dir / "diag", settings.diag_log_seconds),
             control=control,
+            modbus=modbus,
+            http_input=http_input,
         )
         stack.callback(ctx.diag.stop)
-        app = create_app(ctx, settings.max_body_bytes)
+        app = create_app(ctx, settings.max_body_bytes, metrics)
         http_port = await stack.enter_async_context(
             serve_http(app, settings.http_host, settings.http_port)
         )
@@ -110,11 +182,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         yield RunningService(settings, state, bus, link, target, http_port, ctx, control)
 
 
-async def run_until_stopped(settings: Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+async def run_until_stopped(settings: Settings, stop: asyncio.Event) -> None:
     async with running_service(settings):
         await stop.wait()
         log.info("stopping")

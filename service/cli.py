@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,52 +16,104 @@ from pydantic import ValidationError
 from service import __version__
 from service.embedded_broker import BrokerPortTaken
 from service.http.server import HttpPortTaken
+from service.log_format import configure_logging
 from service.settings import Settings, load_settings
 from service.store import StoreError
 
 log = logging.getLogger("chargebus")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chargebus", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"chargebus {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the load manager with its /cnf API")
-    run.add_argument("--config", type=Path, help="TOML file with settings")
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML file with settings")
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        run.add_argument(
+        parser.add_argument(
             flag,
             dest=name,
             default=None,
             help=field.description or f"setting {name} (env CHARGEBUS_{name.upper()})",
         )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chargebus", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"chargebus {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_settings(sub.add_parser("run", help="run the load manager with its /cnf API"))
+    _add_settings(
+        sub.add_parser(
+            "demo",
+            help="the load manager with an embedded broker, two simulated Power Brains and a "
+            "simulated grid meter, already configured (data in {data_dir}/demo)",
+        )
+    )
+    sim = sub.add_parser("sim", help="simulated cFos Power Brains and a grid meter (Modbus TCP)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=4701, help="the first Power Brain's port")
+    sim.add_argument("--count", type=int, default=2, help="how many Power Brains")
+    sim.add_argument("--grid-port", type=int, default=5020, help="SDM630 grid meter; 0 = none")
+    sim.add_argument("--log-level", default="INFO")
+    bridge = sub.add_parser("bridge", help="run one bridge as a process of its own")
+    kinds = bridge.add_subparsers(dest="bridge", required=True)
+    _add_settings(kinds.add_parser("modbus", help="poll the Modbus devices of the configuration"))
+    _add_settings(kinds.add_parser("http", help="serve set_ajax_meter / set_ajax_evse"))
     return parser
 
 
-def _configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setLevel(level.upper())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(level.upper())
+Job = Callable[[asyncio.Event], Awaitable[None]]
+
+
+async def _until_signal(job: Job) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await job(stop)
+
+
+def _job(args: argparse.Namespace, settings: Settings) -> Job:
+    if args.command == "run":
+        from service.app import run_until_stopped
+
+        return lambda stop: run_until_stopped(settings, stop)
+    if args.command == "demo":
+        from service.demo import run_demo
+
+        return lambda stop: run_demo(settings, stop)
+    if args.bridge == "modbus":
+        from bridges.modbus.runner import run_modbus_bridge
+
+        return lambda stop: run_modbus_bridge(settings, stop)
+    from bridges.http_input import run_http_bridge
+
+    return lambda stop: run_http_bridge(settings, stop)
+
+
+def _run_sim(args: argparse.Namespace) -> int:
+    from bridges.sim.server import run_sim
+
+    configure_logging(args.log_level, "text")
+    grid_port = args.grid_port or None
+    asyncio.run(
+        _until_signal(lambda stop: run_sim(args.host, args.port, args.count, grid_port, stop))
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "sim":
+        return _run_sim(args)
     overrides: dict[str, Any] = {name: getattr(args, name, None) for name in Settings.model_fields}
     try:
         settings = load_settings(args.config, overrides)
     except (ValidationError, ValueError, OSError) as exc:
         print(f"chargebus: bad settings: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
-    from service.app import run_until_stopped
-
+    configure_logging(settings.log_level, settings.log_format)
     try:
-        asyncio.run(run_until_stopped(settings))
-    except (StoreError, BrokerPortTaken, HttpPortTaken) as exc:
+        asyncio.run(_until_signal(_job(args, settings)))
+    except (StoreError, BrokerPortTaken, HttpPortTaken, ValueError) as exc:
         log.error("%s", exc)
         return 2
     except KeyboardInterrupt:

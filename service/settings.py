@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -64,6 +64,15 @@ class Settings(BaseSettings):
     diag_log_seconds: float = Field(default=300.0, gt=0)
     max_body_bytes: int = Field(default=256 * 1024, gt=0)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="log lines as text or as one JSON object each"
+    )
+    modbus_bridge: bool = Field(
+        default=True, description="run the Modbus bridge in this process (off: it runs elsewhere)"
+    )
+    modbus_bridge_name: str = Field(
+        default="modbus", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the bridge's topic name"
+    )
     ha_discovery: bool = Field(default=True, description="announce devices to Home Assistant")
     ha_discovery_prefix: str = Field(
         default="homeassistant",

@@ -32,6 +32,10 @@ class Car:
     voltage_v: float = 230.0
     plugged: bool = False
     state: CarState = CarState.UNPLUGGED
+    # How fast the charger follows a higher offer (mA per s); None = at once. Real cars take
+    # seconds, and a load manager must cope with meters that see the ramp at different times.
+    ramp_ma_per_s: float | None = None
+    drawing_ma: int = 0
 
     def __post_init__(self) -> None:
         if self.phases not in (1, 3):
@@ -57,12 +61,18 @@ class Car:
         `max_phases` = 1 when the wallbox switched to one phase (relay_select)."""
         if not self.plugged:
             self.state = CarState.UNPLUGGED
+            self.drawing_ma = 0
             return NO_CURRENT
         if self.full or not enabled or limit_ma < MIN_CHARGING_MA:
             self.state = CarState.PLUGGED
+            self.drawing_ma = 0
             return NO_CURRENT
         self.state = CarState.CHARGING
         current = min(limit_ma, self.max_current_ma)
+        if self.ramp_ma_per_s is not None and current > self.drawing_ma:
+            start = max(self.drawing_ma, MIN_CHARGING_MA)
+            current = min(current, round(start + self.ramp_ma_per_s * max(dt_s, 0.0)))
+        self.drawing_ma = current
         phases = min(self.phases, max_phases)
         self.energy_wh = min(
             self.capacity_wh,

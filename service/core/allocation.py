@@ -217,6 +217,9 @@ class EvseMemory(NamedTuple):
     overrides: Overrides = NO_OVERRIDES
     evse_rule: RuleState | None = None
     user_rule: RuleState | None = None
+    # When it last stopped charging for a pause: pause_min_time counts from here. A vehicle
+    # that has not charged yet (waiting for its first current) is not held back by it.
+    stopped_at: float | None = None
 
 
 EMPTY_EVSE_MEMORY: Final = EvseMemory()
@@ -653,7 +656,7 @@ def _wish(
             reason = R_BATTERY_SAVE
         else:
             reason = R_TARGET
-    elif mem.paused_since is not None and now - mem.paused_since < cfg.pause_min_time:
+    elif mem.stopped_at is not None and now - mem.stopped_at < cfg.pause_min_time:
         reason = R_MIN_PAUSE
     if mem.evse_rule != evse_state or mem.user_rule != user_state:
         mem = mem._replace(evse_rule=evse_state, user_rule=user_state)
@@ -876,7 +879,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 reason = ""
                 if target < minimum:
                     reason = R_BATTERY_SAVE if target >= cfg.min_charging_cur else R_TARGET
-                elif m2.paused_since is not None and now - m2.paused_since < cfg.pause_min_time:
+                elif m2.stopped_at is not None and now - m2.stopped_at < cfg.pause_min_time:
                     reason = R_MIN_PAUSE
                 if reason:
                     k = -1
@@ -944,8 +947,8 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                  auth.user_id if auth is not None else None,
                  0 if ov is NO_OVERRIDES else ov.bits, 0, now),
             )  # fmt: skip
-        if m2.paused_since is not None or m2.charging:
-            m2 = m2._replace(paused_since=None, charging=False)
+        if m2.paused_since is not None or m2.charging or m2.stopped_at is not None:
+            m2 = m2._replace(paused_since=None, charging=False, stopped_at=None)
         if m2 is not mem:
             if m2 == _IDLE_MEMORY:
                 m2 = _IDLE_MEMORY
@@ -1035,11 +1038,16 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         since = mem.paused_since
         if current > 0:
             if since is not None or not mem.charging:
-                mem = mem._replace(paused_since=None, charging=True)
+                mem = mem._replace(paused_since=None, charging=True, stopped_at=None)
         elif paused:
             if since is None or mem.charging:
-                mem = mem._replace(paused_since=now if since is None else since, charging=False)
+                mem = mem._replace(
+                    paused_since=now if since is None else since,
+                    charging=False,
+                    stopped_at=now if mem.charging else mem.stopped_at,
+                )
         elif since is not None or mem.charging:
+            # Switched off (override, authorisation), not paused: no minimum pause follows.
             mem = mem._replace(paused_since=None, charging=False)
         since = mem.paused_since
         ov = mem.overrides

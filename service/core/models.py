@@ -121,6 +121,21 @@ class User(StrictModel):
     charging_rules: list[ChargingRule] = Field(default_factory=list, max_length=100)
 
 
+GenericQuantity = Literal[
+    "power_w", "import_wh", "export_wh", "current_l1", "current_l2", "current_l3",
+    "voltage_l1", "voltage_l2", "voltage_l3",
+]  # fmt: skip
+
+
+class ModbusRegister(StrictModel):
+    """Where a generic Modbus meter keeps one quantity; value * scale is in the state's unit."""
+
+    address: int = Field(ge=0, le=65_535)
+    kind: Literal["u16", "i16", "u32", "i32", "u64", "i64", "f32"] = "u16"
+    scale: float = 1.0
+    function: Literal["holding", "input"] = "holding"
+
+
 DeviceId = Annotated[str, Field(min_length=2, max_length=32, pattern=r"^[EM][0-9A-Za-z_-]+$")]
 
 
@@ -137,6 +152,10 @@ class DeviceConfigBase(StrictModel):
     group: int = Field(default=0, ge=0, le=100_000, description="0 = main group")
     attach: str = Field(default="", max_length=32)
     phase_rotation: int = Field(default=0, ge=0, le=5)
+    # chargebus's own (the product has no such fields): how often a Modbus bridge polls the
+    # device, and the register map of a generic Modbus meter.
+    poll_interval: int = Field(default=1000, ge=100, le=3_600_000, description="ms")
+    modbus_registers: dict[GenericQuantity, ModbusRegister] = Field(default_factory=dict)
 
     @field_validator("device_enabled", mode="before")
     @classmethod
@@ -262,7 +281,11 @@ class EvseState(BaseModel):
     rfid: str = Field(default="", max_length=64)
     com_err: bool = False
     last_error: str = Field(default="", max_length=500)
+    # The bridge applies its fail-safe current: it heard no command, or the core is offline.
     failsafe: bool = False
+    # Read back from the wallbox (Modbus bridges): what it applies now.
+    applied_current: int | None = Field(default=None, ge=0, le=2_000_000)
+    applied_enabled: bool | None = None
 
 
 class MeterState(BaseModel):

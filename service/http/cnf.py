@@ -7,7 +7,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.auth import AdminAccount, FailureThrottle
 from service.control_loop import ControlLoop
@@ -17,7 +17,11 @@ from service.core.models import EvseConfig
 from service.diag_log import DiagLogging
 from service.http.errors import ApiError, bad_request, forbidden, not_found, unauthorized
 from service.http.request import CnfRequest
+from service.modbus_rpc import ModbusRpcClient, RpcTimeout
 from service.state import ServiceState
+
+if TYPE_CHECKING:
+    from bridges.http_input import HttpInputBridge
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,10 @@ class CnfContext:
     throttle: FailureThrottle
     diag: DiagLogging
     control: ControlLoop
+    # cmd=modbus reaches the devices through the Modbus bridges on the bus.
+    modbus: ModbusRpcClient | None = None
+    # set_ajax_meter / set_ajax_evse: the HTTP-input bridge (bridges/http_input.py).
+    http_input: HttpInputBridge | None = None
 
 
 Handler = Callable[[CnfContext, CnfRequest], Awaitable[Any]]
@@ -265,6 +273,57 @@ def _number_or_expression(value: float | str) -> float | str:
     return number if math.isfinite(number) else value
 
 
+# -- Modbus registers ------------------------------------------------------------------------
+
+# The built-in devices of a cFos Power Brain, by their Modbus ids on the wallbox's endpoint.
+_POWERBRAIN_UNITS = {"evse": 1, "meter1": 2, "meter2": 3}
+_MODBUS_QUERY_KEYS = ("read", "count", "write", "value", "values")
+
+
+def _modbus_target(ctx: CnfContext, device: str) -> tuple[str, int]:
+    """`device=` → (the configured device whose bridge answers, Modbus id to address)."""
+    devices = ctx.state.installation.devices
+    if device in _POWERBRAIN_UNITS:
+        brains = sorted(
+            (d for d in devices.values() if d.dev_type == "evse_powerbrain"),
+            key=lambda d: (d.number, d.dev_id),
+        )
+        if not brains:
+            raise not_found(f"device={device} needs a configured Power Brain (evse_powerbrain)")
+        return brains[0].dev_id, _POWERBRAIN_UNITS[device]
+    config = devices.get(device)
+    if config is None:
+        raise not_found(f"unknown device {device!r}: use evse, meter1, meter2 or a device id")
+    registry = ctx.state.registry
+    if config.dev_type not in registry or registry.get(config.dev_type).transport != "modbus":
+        raise bad_request(f"{device} is not a Modbus device")
+    return config.dev_id, config.id
+
+
+@command("modbus", BOTH)
+async def modbus(ctx: CnfContext, req: CnfRequest) -> Any:
+    device = req.required_text("device", max_length=32)
+    query = {
+        key: text
+        for key in _MODBUS_QUERY_KEYS
+        if (text := req.text(key, required=False, max_length=2000)) is not None
+    }
+    if ("read" in query) == ("write" in query):
+        raise bad_request("give either read or write")
+    if "write" in query and not req.is_admin:
+        raise unauthorized("cmd=modbus&write needs the admin password (HTTP basic auth)")
+    dev_id, unit = _modbus_target(ctx, device)
+    if ctx.modbus is None:
+        raise ApiError(503, "no Modbus bridge is connected")
+    try:
+        reply = await ctx.modbus.request(dev_id, unit, query)
+    except RpcTimeout as exc:
+        raise ApiError(504, str(exc)) from None
+    if reply.status != 200:
+        raise ApiError(reply.status, str(reply.body), body=reply.body)
+    return reply.body
+
+
 # -- charging sessions ----------------------------------------------------------------------
 
 _RFID_MAX = 64
@@ -322,3 +381,31 @@ def _authorise_user_override(
     match = find_rfid(ctx.state.users.users, rfid)
     if match is None or not may_charge(match.user, config.dev_id, config.users):
         raise forbidden(f"RFID/PIN may not override {config.dev_id}")
+
+
+# -- HTTP-input devices (bridges/http_input.py) -----------------------------------------------
+
+
+async def _http_input(ctx: CnfContext, req: CnfRequest, cmd: str) -> Any:
+    # Imported where used, so that only these two commands need the bridge's module loaded.
+    from bridges.http_input import InputError, handle_request
+
+    if ctx.http_input is None:
+        raise ApiError(503, "the HTTP-input bridge is not running")
+    dev_id = req.required_text("dev_id", max_length=32)
+    try:
+        return await handle_request(ctx.http_input, cmd, dev_id, req.method, req.params, req.body)
+    except InputError as exc:
+        raise ApiError(exc.status, exc.message) from None
+
+
+@command("set_ajax_meter", BOTH, admin=True)
+async def set_ajax_meter(ctx: CnfContext, req: CnfRequest) -> Any:
+    """A meter's values pushed by GET (query) or POST (JSON body) → "ok"."""
+    return await _http_input(ctx, req, "set_ajax_meter")
+
+
+@command("set_ajax_evse", BOTH, admin=True)
+async def set_ajax_evse(ctx: CnfContext, req: CnfRequest) -> Any:
+    """An EVSE's values pushed by GET or POST → the control values for exactly that state."""
+    return await _http_input(ctx, req, "set_ajax_evse")

@@ -8,11 +8,21 @@ from aiohttp import web
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        body: object = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        # An answer the product gives as it is (cmd=modbus answers "bad modbus register
+        # size" as a plain JSON string); None means the usual {"error": ...} object.
+        self.body = body
 
 
 def bad_request(message: str) -> ApiError:

@@ -16,10 +16,12 @@ from multidict import MultiDict
 from service.http.cnf import COMMANDS, CnfContext
 from service.http.errors import ApiError, error_response, unauthorized
 from service.http.request import CnfRequest, basic_credentials
+from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 CONTEXT_KEY = web.AppKey("cnf_context", CnfContext)
+METRICS_KEY = web.AppKey("metrics", Metrics)
 
 
 class HttpPortTaken(RuntimeError):
@@ -31,7 +33,10 @@ async def _parameters(request: web.Request) -> tuple[MultiDict[str], bytes]:
     body = b""
     if request.method == "POST" and request.can_read_body:
         body = await request.read()
-        if request.content_type == "application/x-www-form-urlencoded":
+        # curl -d '{...}' without -H 'Content-Type: application/json' labels JSON as a form;
+        # a body that starts like a JSON object is JSON whatever the label says.
+        looks_like_json = body.lstrip().startswith(b"{")
+        if request.content_type == "application/x-www-form-urlencoded" and not looks_like_json:
             form = await request.post()
             for key, value in form.items():
                 if isinstance(value, str):
@@ -76,6 +81,13 @@ async def handle_cnf(request: web.Request) -> web.Response:
         answer: Any = await spec.handler(ctx, CnfRequest(request, params, body, is_admin))
     except ApiError as exc:
         log.info("cnf %s refused: %d %s", cmd or "-", exc.status, exc.message)
+        if exc.body is not None:
+            return web.Response(
+                status=exc.status,
+                text=json.dumps(exc.body),
+                content_type="application/json",
+                headers=exc.headers,
+            )
         return error_response(exc.status, exc.message, exc.headers, cmd or None)
     except web.HTTPRequestEntityTooLarge as exc:
         return error_response(413, f"request body too large: {exc.text}", cmd=cmd or None)
@@ -105,9 +117,61 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return error_response(exc.status, exc.reason)
 
 
-def create_app(ctx: CnfContext, max_body_bytes: int) -> web.Application:
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[json_errors])
+async def _requested_cmd(request: web.Request, status: int) -> str:
+    """The cmd as handle_cnf reads it: the query first, then a form body (cached by then)."""
+    cmd = request.query.get("cmd", "")
+    if (
+        not cmd
+        and status != 413  # the body was not read: reading it now would only waste time
+        and request.method == "POST"
+        and request.content_type == "application/x-www-form-urlencoded"
+    ):
+        with contextlib.suppress(web.HTTPException, ValueError):
+            value = (await request.post()).get("cmd")
+            cmd = value if isinstance(value, str) else ""
+    return cmd
+
+
+async def _count_cnf(request: web.Request, status: int) -> None:
+    cmd = await _requested_cmd(request, status)
+    # Clients choose cmd: only known names become label values, or any client could create
+    # series without bound.
+    label = cmd if cmd in COMMANDS else ("none" if not cmd else "unknown")
+    request.app[METRICS_KEY].count_request(label, status)
+
+
+@web.middleware
+async def count_cnf_requests(request: web.Request, handler: Any) -> web.StreamResponse:
+    if request.path != "/cnf":
+        response: web.StreamResponse = await handler(request)
+        return response
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        await _count_cnf(request, exc.status)
+        raise
+    except Exception:
+        await _count_cnf(request, 500)
+        raise
+    await _count_cnf(request, response.status)
+    return response
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[METRICS_KEY].render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def create_app(
+    ctx: CnfContext, max_body_bytes: int, metrics: Metrics | None = None
+) -> web.Application:
+    # The counting middleware comes first, so it sees the status json_errors answers with.
+    middlewares = [count_cnf_requests, json_errors] if metrics is not None else [json_errors]
+    app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
     app[CONTEXT_KEY] = ctx
+    if metrics is not None:
+        app[METRICS_KEY] = metrics
+        app.router.add_route("GET", "/metrics", handle_metrics)
     app.router.add_route("GET", "/cnf", handle_cnf)
     app.router.add_route("POST", "/cnf", handle_cnf)
     app.router.add_route("GET", "/ui/{lang}/sim.htm", handle_login_check)

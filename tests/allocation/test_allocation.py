@@ -208,12 +208,24 @@ def test_unlimited_without_a_vehicle_is_not_counted() -> None:
 
 def test_min_pause_counts_and_ends() -> None:
     evses = {"E1": evse("E1", used_phases=7, pause_min_time=60)}
-    paused = run(evses, max_total_current=5000)
+    charging = run(evses, max_total_current=32_000)
+    assert charging.evses["E1"].charging_current == 16_000
+    paused = run(evses, charging.memory, NOW, max_total_current=5000)
     assert paused.evses["E1"].reason == "no_current"
     held = run(evses, paused.memory, NOW + 59, max_total_current=32_000)
     assert (held.evses["E1"].reason, held.evses["E1"].pause_time) == ("min_pause", 59)
     free = run(evses, held.memory, NOW + 60, max_total_current=32_000)
     assert (free.evses["E1"].charging_current, free.evses["E1"].pause_time) == (16_000, 0)
+
+
+def test_a_vehicle_that_never_charged_is_not_held_by_min_pause() -> None:
+    # pause_min_time protects a car from stop-and-go; one still waiting for its first current
+    # (at start-up, before the meters answered) starts as soon as there is room.
+    evses = {"E1": evse("E1", used_phases=7, pause_min_time=60)}
+    waiting = run(evses, max_total_current=5000)
+    assert (waiting.evses["E1"].reason, waiting.evses["E1"].paused) == ("no_current", True)
+    started = run(evses, waiting.memory, NOW + 5, max_total_current=32_000)
+    assert started.evses["E1"].charging_current == 16_000
 
 
 def test_avail_and_cons_power() -> None:

@@ -1,0 +1,364 @@
+"""The Modbus bridge: polls devices, publishes their states, applies the core's commands.
+
+It learns its devices from the retained `devices/{id}/config` topics (every device whose
+`dev_type` has a profile), so it needs no configuration of its own and may run on any host
+that reaches the broker and the devices. Each device has its own task and period; devices at
+one address share a connection (bridges/modbus/connection.py).
+
+Fail-safe: an EVSE whose bridge has heard no fresh command for the staleness age, or while
+the core's `status` is `offline`, gets its configured `failsafe_current` from the bridge
+itself, and its state says `failsafe: true` until a command arrives from a core that is online.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridges.modbus.connection import ConnectionPool, ModbusError
+from bridges.modbus.profiles import Control, Profile, profile_for
+from bridges.modbus.rpc import execute
+from service.bus import MqttBus
+from service.topics import Topics
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STALE_S = 9.0
+MAX_ERROR_BACKOFF_S = 30.0
+READBACK_S = 0.3
+
+
+def failsafe_control(failsafe_current: int) -> Control:
+    return Control(True, failsafe_current > 0, False, failsafe_current)
+
+
+def parse_command(payload: bytes) -> Control | None:
+    try:
+        data = json.loads(payload)
+        return Control(
+            bool(data["device_enabled"]),
+            bool(data["charging_enabled"]),
+            bool(data["paused"]),
+            max(0, int(data["charging_current"])),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclass
+class DeviceWorker:
+    profile: Profile
+    config: bytes
+    task: asyncio.Task[None] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    command: Control | None = None
+    # monotonic time of the last fresh command (a retained one at subscribe time isn't).
+    heard_at: float = 0.0
+    applied: Control | None = None
+    failsafe: bool = False
+    errors_in_row: int = 0
+    polls: int = 0
+    poll_errors: int = 0
+    last_poll_s: float = 0.0
+
+
+@dataclass
+class BridgeStats:
+    polls: int = 0
+    poll_errors: int = 0
+    rejected: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+class ModbusBridge:
+    def __init__(
+        self,
+        topics: Topics,
+        name: str = "modbus",
+        *,
+        only: frozenset[str] | None = None,
+        timeout: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        keep_latencies: bool = False,
+    ) -> None:
+        self.topics = topics
+        self.name = name
+        self.only = only
+        self.pool = ConnectionPool(timeout=timeout)
+        self.clock = clock
+        self.workers: dict[str, DeviceWorker] = {}
+        self.core_online = False
+        self.stale_s = DEFAULT_STALE_S
+        self.stats = BridgeStats()
+        self._keep_latencies = keep_latencies
+        self._bus: MqttBus | None = None
+        self._started = clock()
+        self._rpc_tasks: set[asyncio.Task[None]] = set()
+
+    # -- topics ------------------------------------------------------------------------------
+
+    @property
+    def status_topic(self) -> str:
+        return f"{self.topics.base}/bridges/{self.name}/status"
+
+    @property
+    def rpc_topic(self) -> str:
+        return f"{self.topics.base}/rpc/{self.name}/request"
+
+    def subscriptions(self) -> list[str]:
+        return [
+            self.topics.all_devices("config"),
+            self.topics.all_devices("command"),
+            self.topics.status,
+            self.topics.params,
+            self.rpc_topic,
+        ]
+
+    # -- incoming ------------------------------------------------------------------------------
+
+    def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        if topic == self.topics.status:
+            self._on_core_status(payload)
+        elif topic == self.topics.params:
+            self._on_params(payload)
+        elif topic == self.rpc_topic:
+            task = asyncio.get_running_loop().create_task(self._on_rpc(payload))
+            self._rpc_tasks.add(task)
+            task.add_done_callback(self._rpc_tasks.discard)
+        else:
+            parsed = self.topics.parse_device_topic(topic)
+            if parsed is None:
+                return
+            dev_id, leaf = parsed
+            if leaf == "config":
+                self._on_config(dev_id, payload)
+            elif leaf == "command":
+                self._on_command(dev_id, payload, retained)
+
+    def _reject(self, detail: str) -> None:
+        self.stats.rejected += 1
+        log.warning("rejected: %s", detail)
+
+    def _on_core_status(self, payload: bytes) -> None:
+        online = payload == b"online"
+        if online != self.core_online:
+            log.info("core is %s", "online" if online else "offline")
+            self.core_online = online
+            for worker in self.workers.values():
+                worker.wake.set()
+
+    def _on_params(self, payload: bytes) -> None:
+        try:
+            params = json.loads(payload)
+            stale_ms = params.get("stale_time") or 3 * int(params.get("cycle_time", 3000))
+            self.stale_s = max(0.5, float(stale_ms) / 1000)
+        except (ValueError, TypeError, AttributeError):
+            self._reject("params: not a JSON object with numbers")
+
+    def _on_config(self, dev_id: str, payload: bytes) -> None:
+        worker = self.workers.get(dev_id)
+        if worker is not None and worker.config == payload:
+            return
+        profile: Profile | None = None
+        if payload and (self.only is None or dev_id in self.only):
+            try:
+                profile = profile_for(json.loads(payload))
+            except (ValueError, KeyError, TypeError) as exc:
+                self._reject(f"config of {dev_id}: {exc}")
+        if worker is not None:
+            self._stop_worker(dev_id)
+        if profile is not None:
+            self._start_worker(DeviceWorker(profile, payload))
+
+    def _on_command(self, dev_id: str, payload: bytes, retained: bool) -> None:
+        worker = self.workers.get(dev_id)
+        if worker is None or not payload:
+            return
+        control = parse_command(payload)
+        if control is None:
+            self._reject(f"command for {dev_id}: not a command object")
+            return
+        worker.command = control
+        if not retained:
+            worker.heard_at = self.clock()
+        worker.wake.set()
+
+    async def _on_rpc(self, payload: bytes) -> None:
+        try:
+            request = json.loads(payload)
+            request_id, reply_to = request["id"], str(request["reply_to"])
+            dev_id, unit, query = str(request["dev_id"]), int(request["unit"]), request["query"]
+        except (ValueError, KeyError, TypeError):
+            self._reject("rpc request: not {id, reply_to, dev_id, unit, query}")
+            return
+        if not reply_to.startswith(f"{self.topics.base}/rpc/reply/"):
+            self._reject(f"rpc request: reply topic {reply_to!r} outside the base topic")
+            return
+        worker = self.workers.get(dev_id)
+        if worker is None:
+            # Another bridge may own the device; it answers.
+            return
+        profile = worker.profile
+        answer = await execute(
+            self.pool.get(profile.spec.endpoint),
+            unit,
+            profile.register_map(unit),
+            profile.rpc_function,
+            query if isinstance(query, Mapping) else {},
+        )
+        self._publish(reply_to, {"id": request_id, "status": answer.status, "body": answer.body})
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def _start_worker(self, worker: DeviceWorker) -> None:
+        dev_id = worker.profile.spec.dev_id
+        worker.heard_at = self.clock()
+        self.workers[dev_id] = worker
+        if self._bus is not None:
+            worker.task = asyncio.get_running_loop().create_task(
+                self._run_device(worker), name=f"modbus-{dev_id}"
+            )
+        log.info(
+            "polling %s (%s) at %s id %d every %.1f s",
+            dev_id,
+            worker.profile.spec.dev_type,
+            worker.profile.spec.endpoint,
+            worker.profile.spec.unit,
+            worker.profile.spec.poll_s,
+        )
+
+    def _stop_worker(self, dev_id: str) -> None:
+        worker = self.workers.pop(dev_id, None)
+        if worker is not None and worker.task is not None:
+            worker.task.cancel()
+
+    async def _run_device(self, worker: DeviceWorker) -> None:
+        spec = worker.profile.spec
+        while True:
+            await self._poll(worker)
+            period = spec.poll_s
+            if worker.errors_in_row:
+                # A dead device is asked less often, so that it costs its line little time.
+                period = min(MAX_ERROR_BACKOFF_S, spec.poll_s * 2 ** min(worker.errors_in_row, 6))
+            deadline = self.clock() + period
+            while (remaining := deadline - self.clock()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(worker.wake.wait(), remaining)
+                if worker.wake.is_set():
+                    worker.wake.clear()
+                    if await self._apply(worker):
+                        # Read the new draw back soon: until then the core counts the car's
+                        # ramp, seen by the grid meter, as other load.
+                        deadline = min(deadline, self.clock() + READBACK_S)
+
+    def wanted(self, worker: DeviceWorker) -> tuple[Control | None, bool]:
+        """The control an EVSE should have now, and whether it is the fail-safe."""
+        fresh = self.clock() - worker.heard_at <= self.stale_s
+        if worker.command is not None and self.core_online and fresh:
+            return worker.command, False
+        if not self.core_online or not fresh:
+            return failsafe_control(worker.profile.spec.failsafe_current), True
+        return None, False
+
+    async def _apply(self, worker: DeviceWorker) -> bool:
+        """Writes what the EVSE should have now, if it changed; True when it wrote."""
+        if worker.profile.kind != "evse":
+            return False
+        control, failsafe = self.wanted(worker)
+        if failsafe != worker.failsafe:
+            log.warning(
+                "%s: %s",
+                worker.profile.spec.dev_id,
+                "no command from the core: applying the fail-safe current"
+                if failsafe
+                else "commands again: fail-safe ends",
+            )
+            worker.failsafe = failsafe
+        if control is None or control == worker.applied:
+            return False
+        try:
+            await worker.profile.apply(self.pool.get(worker.profile.spec.endpoint), control)
+        except ModbusError as exc:
+            log.warning("%s: applying %s failed: %s", worker.profile.spec.dev_id, control, exc)
+            worker.applied = None
+            return False
+        worker.applied = control
+        return True
+
+    async def _poll(self, worker: DeviceWorker) -> None:
+        spec = worker.profile.spec
+        # Each poll also checks the fail-safe, so it fires even when no message arrives.
+        await self._apply(worker)
+        started = time.perf_counter()
+        conn = self.pool.get(spec.endpoint)
+        state: dict[str, Any]
+        try:
+            state = await worker.profile.read_state(conn)
+            worker.errors_in_row = 0
+            readback = worker.profile.applied(state)
+            if (
+                worker.applied is not None
+                and readback is not None
+                and _effective(readback) != _effective(worker.applied)
+            ):
+                # The wallbox lost what we wrote (a restart): write it again at once.
+                worker.applied = None
+                worker.wake.set()
+        except ModbusError as exc:
+            worker.errors_in_row += 1
+            worker.poll_errors += 1
+            self.stats.poll_errors += 1
+            state = {"com_err": True, "last_error": str(exc)[:500]}
+            if worker.errors_in_row == 1:
+                log.warning("%s: %s", spec.dev_id, exc)
+        elapsed = time.perf_counter() - started
+        worker.polls += 1
+        worker.last_poll_s = elapsed
+        self.stats.polls += 1
+        if self._keep_latencies:
+            self.stats.latencies.append(elapsed)
+        state["ts"] = time.time()
+        if worker.profile.kind == "evse":
+            state["failsafe"] = worker.failsafe
+        self._publish(self.topics.state(spec.dev_id), state, qos=0)
+
+    def _publish(self, topic: str, payload: Any, qos: int = 1) -> None:
+        if self._bus is not None:
+            data = json.dumps(payload, separators=(",", ":")).encode()
+            self._bus.publish_nowait(topic, data, qos=qos)
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self, bus: MqttBus) -> AsyncIterator[ModbusBridge]:
+        self._bus = bus
+        self._started = self.clock()
+        bus.hold_retained(self.status_topic, b"online")
+        for worker in self.workers.values():
+            worker.heard_at = self.clock()
+            worker.task = asyncio.get_running_loop().create_task(self._run_device(worker))
+        try:
+            yield self
+        finally:
+            for dev_id in list(self.workers):
+                worker = self.workers[dev_id]
+                if worker.task is not None:
+                    worker.task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await worker.task
+                    worker.task = None
+            for task in list(self._rpc_tasks):
+                task.cancel()
+            self.pool.close()
+            self._bus = None
+
+
+def _effective(control: Control) -> int:
+    return control.charging_current if control.charging_allowed else 0
+

@@ -1,0 +1,104 @@
+"""`chargebus demo`: the quick start's main job. The service with its embedded broker, two
+simulated cFos Power Brains with cars and a simulated grid meter, already configured, so that
+load balancing shows at /cnf?cmd=get_dev_info within seconds.
+
+The demo keeps its data apart (`{data_dir}/demo`) so it never touches a real configuration.
+The simulators take free loopback ports; the devices' addresses are rewritten to them at
+each start, everything else configured stays as the user left it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from bridges.sim.car import Car
+from bridges.sim.server import simulated_site
+from service.app import device_registry, running_service
+from service.embedded_broker import free_port
+from service.settings import Settings
+from service.state import ServiceState
+from service.store import Store
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+# A small house: 25 A per phase, two wallboxes that would take 16 A each, 2 A of other load.
+MAIN_FUSE_MA = 25_000
+BASE_LOAD_MA = 2_000
+
+
+def demo_devices(powerbrain_ports: list[int], grid_port: int) -> list[dict[str, Any]]:
+    devices: list[dict[str, Any]] = [
+        {
+            "dev_type": "meter_sdm630",
+            "dev_id": "M1",
+            "name": "Grid (simulated SDM630)",
+            "address": f"{HOST}:{grid_port}",
+            "id": 1,
+            "role": 3,
+        }
+    ]
+    for i, port in enumerate(powerbrain_ports, start=1):
+        devices.append(
+            {
+                "dev_type": "evse_powerbrain",
+                "dev_id": f"E{i}",
+                "name": f"Wallbox {i} (simulated Power Brain)",
+                "address": f"{HOST}:{port}",
+                "id": 1,
+                "number": i,
+                "min_charging_cur": 6000,
+                "max_charging_cur": 16_000,
+                "pause_min_time": 10,
+                "failsafe_current": 6000,
+            }
+        )
+    return devices
+
+
+async def configure(data_dir: Path, devices: list[dict[str, Any]]) -> None:
+    """Before the service starts, so that its bridge never polls last run's ports."""
+    state = ServiceState.load(Store(data_dir), device_registry())
+    if not state.installation.devices:
+        await state.set_params(
+            {"title": "chargebus demo", "max_total_current": MAIN_FUSE_MA, "cycle_time": 1000}
+        )
+    for device in devices:
+        if device["dev_id"] in state.installation.devices:
+            # Only the simulators' new ports; the rest stays as the user configured it.
+            device = {"dev_id": device["dev_id"], "address": device["address"]}
+        await state.set_params({"devices": [device]})
+
+
+@contextlib.asynccontextmanager
+async def running_demo(settings: Settings) -> Any:
+    ports = [free_port(HOST) for _ in range(2)]
+    grid_port = free_port(HOST)
+    cars: list[Car | None] = [Car(phases=3, ramp_ma_per_s=3000), Car(phases=1, ramp_ma_per_s=3000)]
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await configure(settings.data_dir, demo_devices(ports, grid_port))
+    async with (
+        simulated_site(HOST, ports, grid_port, base_load_ma=BASE_LOAD_MA, cars=cars) as site,
+        running_service(settings) as service,
+    ):
+        log.info(
+            "demo: two simulated Power Brains (%s) and a grid meter (%s:%d) are configured; "
+            "watch them share %d A: curl 'http://%s:%d/cnf?cmd=get_dev_info'",
+            ", ".join(f"{HOST}:{p}" for p in ports),
+            HOST,
+            grid_port,
+            MAIN_FUSE_MA // 1000,
+            settings.http_host,
+            service.http_port,
+        )
+        yield service, site
+
+
+async def run_demo(settings: Settings, stop: asyncio.Event) -> None:
+    demo_settings = settings.model_copy(update={"data_dir": settings.data_dir / "demo"})
+    async with running_demo(demo_settings):
+        await stop.wait()
