@@ -93,7 +93,9 @@ class ModbusBridge:
         self.pool = ConnectionPool(timeout=timeout)
         self.clock = clock
         self.workers: dict[str, DeviceWorker] = {}
-        self.core_online = False
+        # None until the core's retained status arrives: the staleness grace covers that time
+        # (the retained configs may come first, and a start must not stop every wallbox).
+        self.core_online: bool | None = None
         self.stale_s = DEFAULT_STALE_S
         self.stats = BridgeStats()
         self._keep_latencies = keep_latencies
@@ -147,7 +149,7 @@ class ModbusBridge:
 
     def _on_core_status(self, payload: bytes) -> None:
         online = payload == b"online"
-        if online != self.core_online:
+        if online is not self.core_online:
             log.info("core is %s", "online" if online else "offline")
             self.core_online = online
             for worker in self.workers.values():
@@ -260,10 +262,10 @@ class ModbusBridge:
     def wanted(self, worker: DeviceWorker) -> tuple[Control | None, bool]:
         """The control an EVSE should have now, and whether it is the fail-safe."""
         fresh = self.clock() - worker.heard_at <= self.stale_s
-        if worker.command is not None and self.core_online and fresh:
-            return worker.command, False
-        if not self.core_online or not fresh:
+        if self.core_online is False or not fresh:
             return failsafe_control(worker.profile.spec.failsafe_current), True
+        if worker.command is not None and self.core_online:
+            return worker.command, False
         return None, False
 
     async def _apply(self, worker: DeviceWorker) -> bool:

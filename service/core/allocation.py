@@ -226,6 +226,63 @@ EMPTY_EVSE_MEMORY: Final = EvseMemory()
 _IDLE_MEMORY: Final = EvseMemory(last_state=STATE_NO_VEHICLE)
 
 
+class _ConfigView(NamedTuple):
+    config: EvseConfig  # the object viewed: the view is valid while it is the same object
+    enabled: bool
+    group: int
+    rotation: int
+    used_phases: int
+    simple: bool  # no users, no charging rules
+    minimum: int  # min_charging_cur raised to battery_save_threshold, at least 1 mA
+    min_charging_cur: int
+    pause_min_time: int
+    prio: int
+
+
+def _config_view(cfg: EvseConfig) -> _ConfigView:
+    minimum = max(cfg.min_charging_cur, cfg.battery_save_threshold, 1)
+    return _new(
+        _ConfigView,
+        (cfg, cfg.device_enabled, cfg.group, cfg.phase_rotation, cfg.used_phases,
+         not cfg.users and not cfg.charging_rules, minimum, cfg.min_charging_cur,
+         cfg.pause_min_time, cfg.prio),
+    )  # fmt: skip
+
+
+class _StateView(NamedTuple):
+    state: EvseState
+    s: int
+    c0: int
+    c1: int
+    c2: int
+    bad: bool  # com_err or offline
+    rfid: str
+    power: float  # W: reported, else from currents and voltages
+    metered: bool  # reports its own energy (total_energy)
+    reports_max: bool  # reports a max_charging_current of its own
+    measured_phases: int  # bit mask of the phases drawing at least LEARN_THRESHOLD_MA
+
+
+def _state_view(st: EvseState) -> _StateView:
+    c0, c1, c2 = st.current
+    power = st.power_w
+    # The state model lets NaN and inf through; then the currents tell the power.
+    if power is None or not isfinite(power):
+        vol = st.voltage
+        power = (
+            (c0 * vol[0] if c0 > 0 else 0.0)
+            + (c1 * vol[1] if c1 > 0 else 0.0)
+            + (c2 * vol[2] if c2 > 0 else 0.0)
+        ) / 1000
+    at = LEARN_THRESHOLD_MA
+    measured = (1 if c0 >= at else 0) | (2 if c1 >= at else 0) | (4 if c2 >= at else 0)
+    return _new(
+        _StateView,
+        (st, st.state, c0, c1, c2, st.com_err or st.state == STATE_OFFLINE, st.rfid, power,
+         st.total_energy is not None, bool(st.max_charging_current), measured),
+    )  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Memory:
     """Everything carried from one call to the next; never changed, always returned anew."""
@@ -235,6 +292,12 @@ class Memory:
     overdraft: int = 0  # active reduction of the main limit, mA
     overdraft_until: float = 0.0
     overdraft_reported: int = 0
+    # Plain-tuple views of the EVSEs' configurations and states, made once per object and
+    # handed on from call to call: reading a pydantic model's attribute costs three type
+    # lookups (its __getattr__ hook), and the loop over ten thousand EVSEs reads dozens. A
+    # cache only: it never changes a result, so it takes no part in comparisons.
+    views: dict[str, _ConfigView] = field(default_factory=dict, compare=False, repr=False)
+    state_views: dict[str, _StateView] = field(default_factory=dict, compare=False, repr=False)
 
     def evse(self, dev_id: str) -> EvseMemory:
         return self.evses.get(dev_id, EMPTY_EVSE_MEMORY)
@@ -719,7 +782,6 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
     users = inp.users
     rfids = RfidIndex(users)
     index_get = index.get
-    learn_at = LEARN_THRESHOLD_MA
 
     def demand(
         dev_id: str, cfg: EvseConfig, mem: EvseMemory, g: int, gmask: int, minimum: int, target: int
@@ -756,10 +818,19 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
              w.target, w.reason, w.needs_auth, w.capped_min, w.user_id, k, old_get(v.dev_id))
         )  # fmt: skip
 
+    views = memory.views
+    state_views = memory.state_views
+    if len(views) > 2 * len(inp.evses) + 64:
+        views = {d: v for d, v in views.items() if d in inp.evses}
+        state_views = {d: v for d, v in state_views.items() if d in inp.evses}
     for dev_id, ev in inp.evses.items():
         cfg = ev.config
         st = ev.state
-        enabled = cfg.device_enabled
+        cv = views.get(dev_id)
+        if cv is None or cv.config is not cfg:
+            cv = views[dev_id] = _config_view(cfg)
+        (_, enabled, group_id, rot, used_phases, simple, min_floor, min_cur, pause_min,
+         prio) = cv  # fmt: skip
         orig = old_get(dev_id)
         if orig is None:
             mem = EMPTY_EVSE_MEMORY
@@ -769,19 +840,23 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         if not enabled and policy == 0:
             results[dev_id] = _off_result(cfg, now, R_DISABLED)
             continue
-        g = index_get(cfg.group)
+        g = index_get(group_id)
         if g is None:
-            notes.append(f"{dev_id}: group {cfg.group} does not exist; using group 0")
+            notes.append(f"{dev_id}: group {group_id} does not exist; using group 0")
             g = 0
-        rot = cfg.phase_rotation
         age = ev.state_age_s
-        if st is None or age is None or age > stale or st.com_err or st.state == STATE_OFFLINE:
+        sv = None
+        if st is not None:
+            sv = state_views.get(dev_id)
+            if sv is None or sv.state is not st:
+                sv = state_views[dev_id] = _state_view(st)
+        if sv is None or age is None or age > stale or sv.bad:
             # Lost: assume it draws its maximum on the phases it may use.
             com_err.add(dev_id)
             max_cur, fallback = resolve_max_current(cfg, st, variables)
             if fallback:
                 notes.append(f"{dev_id}: max_charging_cur not evaluated; using {max_cur} mA")
-            local = assumed_mask(cfg.used_phases, rfids.phases(mem.auth), mem.learned_phases)
+            local = assumed_mask(used_phases, rfids.phases(mem.auth), mem.learned_phases)
             gmask = GRID_MASK[rot][local]
             acc = fixed[g]
             for p in PHASES_OF[gmask]:
@@ -793,40 +868,21 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             if mem.charging:
                 changed_mem[dev_id] = mem._replace(charging=False)
             continue
-        s = st.state
-        c = st.current
-        c0, c1, c2 = c
+        assert st is not None  # a view exists only for a state
+        _, s, c0, c1, c2, _, rfid, power, metered, reports_max, measured = sv
         # Session events only when something that starts or ends one may have happened.
         if (
             s != mem.last_state
-            or st.rfid != mem.seen_rfid
+            or rfid != mem.seen_rfid
             or (s == 1 and mem.auth is not None)
-            or (
-                (s == 3 or s == 4)
-                # Phases measured now: not none, and not what was learned.
-                and 0
-                != (
-                    (1 if c0 >= learn_at else 0)
-                    | (2 if c1 >= learn_at else 0)
-                    | (4 if c2 >= learn_at else 0)
-                )
-                != mem.learned_phases
-            )
+            # Phases measured now: not none, and not what was learned.
+            or ((s == 3 or s == 4) and 0 != measured != mem.learned_phases)
         ):
             m2 = _session(dev_id, mem, st, now, cfg, rfids)
         else:
             m2 = mem
-        power = st.power_w
-        # The state model lets NaN and inf through; then the currents tell the power.
-        if power is None or not isfinite(power):
-            vol = st.voltage
-            power = (
-                (c0 * vol[0] if c0 > 0 else 0.0)
-                + (c1 * vol[1] if c1 > 0 else 0.0)
-                + (c2 * vol[2] if c2 > 0 else 0.0)
-            ) / 1000
         cons_power += power
-        if dt > 0 and power > 0 and st.total_energy is None:
+        if dt > 0 and power > 0 and not metered:
             energy[dev_id] = power * dt / 3600
         # What it draws now, on the grid phases, to tell it apart from other load.
         r = ROTATION[rot]
@@ -842,33 +898,23 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             # Holds the EVSE's place so that results keep the input order.
             results[dev_id] = _PLACEHOLDER
             raw = cfg.max_charging_cur
-            if isinstance(raw, int) and not st.max_charging_current:
+            if isinstance(raw, int) and not reports_max:
                 max_cur = raw
             else:
                 max_cur, fallback = resolve_max_current(cfg, st, variables)
                 if fallback:
                     notes.append(f"{dev_id}: max_charging_cur not evaluated; using {max_cur} mA")
             auth = m2.auth
-            local = cfg.used_phases
+            local = used_phases
             if auth is not None and auth.rfid is not None:
                 local = rfids.phases(auth) or local
             if not local:
                 local = m2.learned_phases or ALL_PHASES
             gmask = GRID_MASK[rot][local]
-            if (
-                m2.overrides is NO_OVERRIDES
-                and auth is None
-                and not cfg.users
-                and not cfg.charging_rules
-            ):
+            if simple and auth is None and m2.overrides is NO_OVERRIDES:
                 # The common case, inline: what _wish does for an EVSE without users, rules
                 # and overrides.
-                minimum = cfg.min_charging_cur
-                threshold = cfg.battery_save_threshold
-                if threshold > minimum:
-                    minimum = threshold
-                if minimum < 1:
-                    minimum = 1
+                minimum = min_floor
                 target = max_cur
                 if not enabled and target > minimum:
                     target = minimum
@@ -878,8 +924,8 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                     capped = True
                 reason = ""
                 if target < minimum:
-                    reason = R_BATTERY_SAVE if target >= cfg.min_charging_cur else R_TARGET
-                elif m2.stopped_at is not None and now - m2.stopped_at < cfg.pause_min_time:
+                    reason = R_BATTERY_SAVE if target >= min_cur else R_TARGET
+                elif m2.stopped_at is not None and now - m2.stopped_at < pause_min:
                     reason = R_MIN_PAUSE
                 if reason:
                     k = -1
@@ -894,7 +940,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                         _new(
                             Demand,
                             (
-                                cfg.prio,
+                                prio,
                                 (0 if m2.charging else 1, m2.plugged_at or now, dev_id),
                                 cell,
                                 slots,
@@ -916,7 +962,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 add_wish(_wish(vehicle, users, None, min_only[g], now))
             continue
         auth = m2.auth
-        local = cfg.used_phases
+        local = used_phases
         if auth is not None and auth.rfid is not None:
             local = rfids.phases(auth) or local
         if not local:
@@ -1100,6 +1146,8 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             overdraft=active,
             overdraft_until=until,
             overdraft_reported=reported,
+            views=views,
+            state_views=state_views,
         ),
         grid_meter_lost=meters.has_grid[0] and meters.grid_lost[0],
         overdraft_cur=reported,
