@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.core.allocation import Allocation, AllocationInput, EvseResult, allocate
+from service.core.allocation import Allocation, AllocationInput, EvseResult, Memory, allocate
 from service.core.authorization import RfidResult
 from service.state import ServiceState
 
@@ -34,6 +35,19 @@ log = logging.getLogger(__name__)
 # event loop keeps serving the bus and HTTP meanwhile.
 THREAD_THRESHOLD = 300
 ENERGY_SAVE_INTERVAL_S = 60.0
+
+
+def allocate_paused_gc(inp: AllocationInput, memory: Memory) -> Allocation:
+    """allocate() with the cyclic garbage collector paused. A run makes tens of thousands of
+    short-lived tuples that form no cycles; the young-generation collections they would
+    trigger find nothing and cost a tenth of a run at 10,000 EVSEs."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return allocate(inp, memory)
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class CommandSink(Protocol):
@@ -212,9 +226,9 @@ class ControlLoop:
             now = self.clock()
             inp = self.state.allocation_input(now)
             if len(inp.evses) >= self.thread_threshold:
-                result = await asyncio.to_thread(allocate, inp, self.state.memory)
+                result = await asyncio.to_thread(allocate_paused_gc, inp, self.state.memory)
             else:
-                result = allocate(inp, self.state.memory)
+                result = allocate_paused_gc(inp, self.state.memory)
             changed = self.state.apply_allocation(result, now)
             self._send(result, inp, now, refresh=refresh)
             elapsed = time.perf_counter() - started

@@ -237,6 +237,7 @@ class _ConfigView(NamedTuple):
     min_charging_cur: int
     pause_min_time: int
     prio: int
+    max_current: int | None  # max_charging_cur when it is a number (not an expression)
 
 
 def _config_view(cfg: EvseConfig) -> _ConfigView:
@@ -245,7 +246,8 @@ def _config_view(cfg: EvseConfig) -> _ConfigView:
         _ConfigView,
         (cfg, cfg.device_enabled, cfg.group, cfg.phase_rotation, cfg.used_phases,
          not cfg.users and not cfg.charging_rules, minimum, cfg.min_charging_cur,
-         cfg.pause_min_time, cfg.prio),
+         cfg.pause_min_time, cfg.prio,
+         cfg.max_charging_cur if isinstance(cfg.max_charging_cur, int) else None),
     )  # fmt: skip
 
 
@@ -283,6 +285,33 @@ def _state_view(st: EvseState) -> _StateView:
     )  # fmt: skip
 
 
+class _Prepared(NamedTuple):
+    """What the loop over the EVSEs made of one EVSE in the common case (no users, rules,
+    overrides), with everything it was made from. When none of that changed and nothing in it
+    depended on the clock, the next call takes it as it is."""
+
+    view: _ConfigView
+    state_view: _StateView
+    memory: EvseMemory | None
+    group: int
+    min_only: bool
+    policy: int
+    chain: tuple[int, ...]
+    draw: tuple[int, int, int]  # mA on the grid phases
+    demand: Demand | None
+    pending: _Pending
+
+
+def _grid_draw(rotation: int, c0: int, c1: int, c2: int) -> tuple[int, int, int]:
+    """An EVSE's positive currents moved onto the grid phases."""
+    out = [0, 0, 0]
+    r = ROTATION[rotation]
+    for local, c in enumerate((c0, c1, c2)):
+        if c > 0:
+            out[r[local]] += c
+    return out[0], out[1], out[2]
+
+
 @dataclass(frozen=True, slots=True)
 class Memory:
     """Everything carried from one call to the next; never changed, always returned anew."""
@@ -298,6 +327,7 @@ class Memory:
     # cache only: it never changes a result, so it takes no part in comparisons.
     views: dict[str, _ConfigView] = field(default_factory=dict, compare=False, repr=False)
     state_views: dict[str, _StateView] = field(default_factory=dict, compare=False, repr=False)
+    prepared: dict[str, _Prepared] = field(default_factory=dict, compare=False, repr=False)
 
     def evse(self, dev_id: str) -> EvseMemory:
         return self.evses.get(dev_id, EMPTY_EVSE_MEMORY)
@@ -405,7 +435,7 @@ class _Vehicle(NamedTuple):
 # this is the hot path.
 _Pending = tuple[
     str,
-    EvseConfig,
+    bool,  # device_enabled
     EvseMemory,
     int,
     int,
@@ -814,15 +844,18 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         if not w.reason:
             k = demand(v.dev_id, v.config, w.memory, v.group, v.grid_mask, w.minimum, w.target)
         pending.append(
-            (v.dev_id, v.config, w.memory, v.local_mask, v.grid_mask, v.max_current, v.power,
-             w.target, w.reason, w.needs_auth, w.capped_min, w.user_id, k, old_get(v.dev_id))
+            (v.dev_id, v.config.device_enabled, w.memory, v.local_mask, v.grid_mask,
+             v.max_current, v.power, w.target, w.reason, w.needs_auth, w.capped_min, w.user_id,
+             k, old_get(v.dev_id))
         )  # fmt: skip
 
     views = memory.views
     state_views = memory.state_views
+    prepared = memory.prepared
     if len(views) > 2 * len(inp.evses) + 64:
         views = {d: v for d, v in views.items() if d in inp.evses}
         state_views = {d: v for d, v in state_views.items() if d in inp.evses}
+        prepared = {d: v for d, v in prepared.items() if d in inp.evses}
     for dev_id, ev in inp.evses.items():
         cfg = ev.config
         st = ev.state
@@ -830,7 +863,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         if cv is None or cv.config is not cfg:
             cv = views[dev_id] = _config_view(cfg)
         (_, enabled, group_id, rot, used_phases, simple, min_floor, min_cur, pause_min,
-         prio) = cv  # fmt: skip
+         prio, static_max) = cv  # fmt: skip
         orig = old_get(dev_id)
         if orig is None:
             mem = EMPTY_EVSE_MEMORY
@@ -870,6 +903,34 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             continue
         assert st is not None  # a view exists only for a state
         _, s, c0, c1, c2, _, rfid, power, metered, reports_max, measured = sv
+        pre = prepared.get(dev_id)
+        if (
+            pre is not None
+            and pre.view is cv
+            and pre.state_view is sv
+            and pre.memory is orig
+            and pre.group == g
+            and pre.min_only == min_only[g]
+            and pre.policy == policy
+            and pre.chain == chain_cons[g]
+        ):
+            cons_power += power
+            if dt > 0 and power > 0 and not metered:
+                energy[dev_id] = power * dt / 3600
+            acc = draw[g]
+            d0, d1, d2 = pre.draw
+            acc[0] += d0
+            acc[1] += d1
+            acc[2] += d2
+            results[dev_id] = _PLACEHOLDER
+            entry = pre.pending
+            if pre.demand is not None:
+                k = len(demands)
+                demands.append(pre.demand)
+                if entry[12] != k:
+                    entry = (*entry[:12], k, entry[13])
+            pending.append(entry)
+            continue
         # Session events only when something that starts or ends one may have happened.
         if (
             s != mem.last_state
@@ -897,9 +958,8 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         if (s == 2 or s == 3 or s == 4) and (enabled or policy == 1):
             # Holds the EVSE's place so that results keep the input order.
             results[dev_id] = _PLACEHOLDER
-            raw = cfg.max_charging_cur
-            if isinstance(raw, int) and not reports_max:
-                max_cur = raw
+            if static_max is not None and not reports_max:
+                max_cur = static_max
             else:
                 max_cur, fallback = resolve_max_current(cfg, st, variables)
                 if fallback:
@@ -950,10 +1010,18 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                             ),
                         )
                     )
-                pending.append(
-                    (dev_id, cfg, m2, local, gmask, max_cur, power, target, reason, False,
-                     capped, None, k, orig)
+                made: _Pending = (
+                    dev_id, enabled, m2, local, gmask, max_cur, power, target, reason, False,
+                    capped, None, k, orig,
                 )  # fmt: skip
+                pending.append(made)
+                if m2 is mem and m2.stopped_at is None and m2.plugged_at is not None:
+                    # Made without the clock: valid as long as its inputs stay the same.
+                    prepared[dev_id] = _new(
+                        _Prepared,
+                        (cv, sv, orig, g, min_only[g], policy, chain_cons[g],
+                         _grid_draw(rot, c0, c1, c2), demands[k] if k >= 0 else None, made),
+                    )  # fmt: skip
                 continue
             vehicle = _Vehicle(dev_id, cfg, m2, g, local, gmask, max_cur, power, not enabled)
             if _has_rules(vehicle, users):
@@ -1062,7 +1130,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
 
     observe = not params.lb_enabled
     for (
-        dev_id, cfg, mem, local, gmask, max_cur, power, target, reason, needs_auth, capped,
+        dev_id, enabled, mem, local, gmask, max_cur, power, target, reason, needs_auth, capped,
         user_id, k, old,
     ) in pending:  # fmt: skip
         current = 0
@@ -1104,7 +1172,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             paused_cmd, current_cmd = paused, current
         results[dev_id] = _new(
             EvseResult,
-            (cfg.device_enabled, enabled_cmd, paused_cmd, current_cmd, current, target,
+            (enabled, enabled_cmd, paused_cmd, current_cmd, current, target,
              int(now - since) if since is not None else 0, local, gmask, round(power), reason,
              needs_auth, False, user_id, 0 if ov is NO_OVERRIDES else ov.bits,
              max_cur if ov.max_current is None else ov.max_current, now),
@@ -1148,6 +1216,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             overdraft_reported=reported,
             views=views,
             state_views=state_views,
+            prepared=prepared,
         ),
         grid_meter_lost=meters.has_grid[0] and meters.grid_lost[0],
         overdraft_cur=reported,

@@ -28,6 +28,7 @@ The properties, for every call:
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -257,7 +258,20 @@ def _run(scenario: dict[str, Any]) -> None:
         )
         result = allocate(inp, memory)
         _check(inp, memory, result, scenario["seed"])
+        _check_caches(inp, result)
         memory = result.memory
+
+
+def _check_caches(inp: AllocationInput, result: Allocation) -> None:
+    """The per-object views and prepared entries carried in the memory are a cache only: the
+    next call with the same objects answers as it would without them."""
+    later = dataclasses.replace(inp, now=inp.now + 1)
+    cached = allocate(later, result.memory)
+    uncached = allocate(
+        later, dataclasses.replace(result.memory, views={}, state_views={}, prepared={})
+    )
+    assert cached == uncached
+    assert list(cached.evses.items()) == list(uncached.evses.items())
 
 
 def _check(inp: AllocationInput, memory: Memory, result: Allocation, seed: int) -> None:
