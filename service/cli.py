@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -53,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--count", type=int, default=2, help="how many Power Brains")
     sim.add_argument("--grid-port", type=int, default=5020, help="SDM630 grid meter; 0 = none")
     sim.add_argument("--log-level", default="INFO")
+    sim.add_argument(
+        "--configure",
+        metavar="URL",
+        help="configure these devices at a chargebus /cnf URL (admin password from "
+        "CHARGEBUS_ADMIN_PASSWORD), e.g. http://chargebus:8080/cnf",
+    )
+    sim.add_argument(
+        "--advertise", help="host name the bridge reaches the simulators by (default: --host)"
+    )
     bridge = sub.add_parser("bridge", help="run one bridge as a process of its own")
     kinds = bridge.add_subparsers(dest="bridge", required=True)
     _add_settings(kinds.add_parser("modbus", help="poll the Modbus devices of the configuration"))
@@ -91,12 +101,24 @@ def _job(args: argparse.Namespace, settings: Settings) -> Job:
 
 def _run_sim(args: argparse.Namespace) -> int:
     from bridges.sim.server import run_sim
+    from service.demo import configure_remote, demo_devices
 
     configure_logging(args.log_level, "text")
     grid_port = args.grid_port or None
-    asyncio.run(
-        _until_signal(lambda stop: run_sim(args.host, args.port, args.count, grid_port, stop))
-    )
+    password = os.environ.get("CHARGEBUS_ADMIN_PASSWORD", "")
+    if args.configure and not password:
+        print("chargebus sim: --configure needs CHARGEBUS_ADMIN_PASSWORD", file=sys.stderr)
+        return 2
+    host = args.advertise or ("127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host)
+    ports = [args.port + i for i in range(args.count)]
+
+    async def job(stop: asyncio.Event) -> None:
+        sim = asyncio.create_task(run_sim(args.host, args.port, args.count, grid_port, stop))
+        if args.configure and grid_port is not None:
+            await configure_remote(args.configure, password, demo_devices(ports, grid_port, host))
+        await sim
+
+    asyncio.run(_until_signal(job))
     return 0
 
 

@@ -15,6 +15,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
 from bridges.sim.car import Car
 from bridges.sim.server import simulated_site
 from service.app import device_registry, running_service
@@ -31,13 +34,15 @@ MAIN_FUSE_MA = 25_000
 BASE_LOAD_MA = 2_000
 
 
-def demo_devices(powerbrain_ports: list[int], grid_port: int) -> list[dict[str, Any]]:
+def demo_devices(
+    powerbrain_ports: list[int], grid_port: int, host: str = HOST
+) -> list[dict[str, Any]]:
     devices: list[dict[str, Any]] = [
         {
             "dev_type": "meter_sdm630",
             "dev_id": "M1",
             "name": "Grid (simulated SDM630)",
-            "address": f"{HOST}:{grid_port}",
+            "address": f"{host}:{grid_port}",
             "id": 1,
             "role": 3,
         }
@@ -48,7 +53,7 @@ def demo_devices(powerbrain_ports: list[int], grid_port: int) -> list[dict[str, 
                 "dev_type": "evse_powerbrain",
                 "dev_id": f"E{i}",
                 "name": f"Wallbox {i} (simulated Power Brain)",
-                "address": f"{HOST}:{port}",
+                "address": f"{host}:{port}",
                 "id": 1,
                 "number": i,
                 "min_charging_cur": 6000,
@@ -96,6 +101,27 @@ async def running_demo(settings: Settings) -> Any:
             service.http_port,
         )
         yield service, site
+
+
+async def configure_remote(url: str, password: str, devices: list[dict[str, Any]]) -> None:
+    """Configures a chargebus that runs elsewhere (the compose demo): its /cnf set_params,
+    retried until it answers, as containers start in any order."""
+    auth = aiohttp.BasicAuth("admin", password)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        async for attempt in AsyncRetrying(
+            wait=wait_fixed(2),
+            stop=stop_after_delay(300),
+            retry=retry_if_exception_type((aiohttp.ClientError, TimeoutError)),
+            reraise=True,
+        ):
+            with attempt:
+                body = {"max_total_current": MAIN_FUSE_MA, "cycle_time": 1000}
+                for payload in (body, *({"devices": [d]} for d in devices)):
+                    async with session.post(
+                        url, params={"cmd": "set_params"}, json=payload, auth=auth
+                    ) as resp:
+                        resp.raise_for_status()
+    log.info("demo devices configured at %s", url)
 
 
 async def run_demo(settings: Settings, stop: asyncio.Event) -> None:

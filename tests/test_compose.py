@@ -190,10 +190,16 @@ def test_mqtt_logins_exist_in_the_acl(compose: dict[str, Any]) -> None:
 
 def test_the_demo_profile_has_simulator_and_bridge(compose: dict[str, Any]) -> None:
     demo = {name for name, s in services(compose).items() if "demo" in s.get("profiles", [])}
-    assert {"sim", "bridge"} <= demo
+    assert demo == {"sim"}
     sim_command = services(compose)["sim"]["command"]
     assert sim_command[:3] == ["sim", "--host", "0.0.0.0"]
+    # The simulator configures its devices into chargebus, at the address the bridge uses.
+    assert sim_command[sim_command.index("--advertise") + 1] == "sim"
+    assert sim_command[sim_command.index("--configure") + 1] == "http://chargebus:8080/cnf"
     assert services(compose)["bridge"]["command"] == ["bridge", "modbus"]
+    # Exactly one Modbus bridge: the core does not poll in-process as well.
+    assert services(compose)["chargebus"]["environment"]["CHARGEBUS_MODBUS_BRIDGE"] == "false"
+    assert "profiles" not in services(compose)["bridge"]
     # Neither serves the HTTP API the image's health check asks.
     assert services(compose)["sim"]["healthcheck"]["disable"] is True
     assert services(compose)["bridge"]["healthcheck"]["disable"] is True

@@ -14,6 +14,7 @@ from service.core.device_types import DeviceTypeRegistry
 from service.core.models import (
     ChargingRule,
     EvseConfig,
+    GroupConfig,
     Installation,
     MeterConfig,
     Params,
@@ -82,7 +83,7 @@ def apply_set_params(
     unknown = [
         k
         for k in body
-        if k not in ("params", "devices")
+        if k not in ("params", "devices", "groups")
         and k not in _PARAM_FIELDS
         and k not in READONLY_PARAM_KEYS
         and k not in _ANSWER_ONLY_KEYS
@@ -100,8 +101,9 @@ def apply_set_params(
     devices_patch = body.get("devices", [])
     if not isinstance(devices_patch, list):
         raise EditError("devices must be a JSON array of device objects")
-    if not param_patch and not devices_patch:
-        raise EditError("nothing to set: give params fields and/or devices")
+    groups_patch = body.get("groups")
+    if not param_patch and not devices_patch and groups_patch is None:
+        raise EditError("nothing to set: give params fields, devices and/or groups")
 
     edit = ConfigEdit(installation=installation)
     params = installation.params
@@ -123,9 +125,55 @@ def apply_set_params(
             edit.changed_devices.append(dev_id)
         if soft_meter is not None:
             edit.soft_meters[dev_id] = soft_meter
+    groups = installation.groups
+    if groups_patch is not None:
+        groups = _groups(groups_patch)
+        edit.params_changed = edit.params_changed or groups != installation.groups
     _check_references(devices)
-    edit.installation = installation.model_copy(update={"params": params, "devices": devices})
+    # All devices when the groups change, else the devices of this edit: an older
+    # configuration with a dangling group (balanced under the main group) stays editable.
+    checked = devices if groups_patch is not None else {
+        d: devices[d] for d in edit.changed_devices
+    }
+    _check_group_references(checked, groups)
+    edit.installation = installation.model_copy(
+        update={"params": params, "devices": devices, "groups": groups}
+    )
     return edit
+
+
+def _groups(patch: Any) -> list[GroupConfig]:
+    """`groups`: the whole tree at once (a list replaces the one before; [] removes all)."""
+    if not isinstance(patch, list):
+        raise EditError("groups must be a JSON array of group objects")
+    groups: list[GroupConfig] = []
+    for index, item in enumerate(patch):
+        if not isinstance(item, dict):
+            raise EditError(f"groups[{index}] must be a JSON object")
+        groups.append(_validated(GroupConfig, item, f"groups[{index}]"))
+    parents = {g.id: g.parent for g in groups}
+    if len(parents) != len(groups):
+        raise EditError("groups: a group id is given twice")
+    for group in groups:
+        if group.parent and group.parent not in parents:
+            raise EditError(f"groups: group {group.id}: parent group {group.parent} does not exist")
+        # Up the chain: a group that reaches itself before the main group is a loop.
+        seen, at = {group.id}, group.parent
+        while at:
+            if at in seen:
+                raise EditError(f"groups: group {group.id} is its own ancestor")
+            seen.add(at)
+            at = parents[at]
+    return groups
+
+
+def _check_group_references(
+    devices: dict[str, EvseConfig | MeterConfig], groups: list[GroupConfig]
+) -> None:
+    ids = {g.id for g in groups}
+    wrong = sorted(d.dev_id for d in devices.values() if d.group and d.group not in ids)
+    if wrong:
+        raise EditError(f"devices in a group that does not exist: {', '.join(wrong)}")
 
 
 def _canonical_param_keys(patch: dict[str, Any]) -> dict[str, Any]:

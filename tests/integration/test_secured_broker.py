@@ -19,8 +19,9 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -354,11 +355,36 @@ async def _status_goes_online_then_offline(broker: SecuredBroker, settings: Sett
         await asyncio.to_thread(home.wait_for, status, b"offline")
 
 
+async def _eventually(check: Callable[[], bool], timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
 async def test_chargebus_core_runs_on_the_secured_broker(
     broker: SecuredBroker, tmp_path: Path
 ) -> None:
     url = broker.url_for(CORE)
     await _status_goes_online_then_offline(broker, _settings(url, tmp_path / "data"))
+
+
+async def test_the_in_process_bridges_work_on_the_core_login(
+    broker: SecuredBroker, tmp_path: Path
+) -> None:
+    """`chargebus run` hosts the HTTP-input bridge on the core's login: its states must pass
+    the ACL, or set_ajax_evse would never hear the core's answer."""
+    settings = _settings(broker.url_for(CORE), tmp_path / "data")
+    async with running_service(settings) as running:
+        await running.bus.wait_connected(WAIT)
+        state = running.state
+        await state.set_params({"devices": [{"dev_type": "evse_ajax", "dev_id": "E1"}]})
+        bridge = running.cnf.http_input
+        assert bridge is not None
+        await _eventually(lambda: bridge.device_kind("E1") == "evse")
+        answer = await bridge.set_ajax_evse("E1", {"state": 2}, from_query=False)
+        assert answer["device_enabled"] is True
+        assert state.runtime["E1"].state is not None
 
 
 # -- TLS -------------------------------------------------------------------------------------

@@ -527,3 +527,63 @@ def test_set_user_refused(users: dict[str, User], body: Any, fragment: str) -> N
     with pytest.raises(EditError) as info:
         apply_set_user(users, body, is_admin=True, new_id="x")
     assert fragment in str(info.value)
+
+
+# -- groups ---------------------------------------------------------------------------------
+
+
+def test_set_params_sets_the_group_tree(inst: Installation, registry: DeviceTypeRegistry) -> None:
+    body = {
+        "groups": [
+            {"id": 1, "name": "garage", "max_current": 32_000},
+            {"id": 2, "name": "row A", "parent": 1, "max_current": 20_000},
+        ],
+        "devices": [{"dev_id": "E1", "group": 2}],
+    }
+    edit = apply_set_params(inst, body, registry, USERS)
+    assert [(g.id, g.parent, g.max_current) for g in edit.installation.groups] == [
+        (1, 0, 32_000),
+        (2, 1, 20_000),
+    ]
+    assert edit.params_changed
+    assert edit.installation.devices["E1"].group == 2
+    # [] removes them all, once no device is left in one.
+    cleared = apply_set_params(
+        edit.installation, {"groups": [], "devices": [{"dev_id": "E1", "group": 0}]},
+        registry, USERS,
+    )  # fmt: skip
+    assert cleared.installation.groups == []
+
+
+@pytest.mark.parametrize(
+    ("groups", "fragment"),
+    [
+        ({"id": 1}, "JSON array"),
+        ([{"id": 1, "max_current": 10_000}, {"id": 1, "max_current": 5000}], "given twice"),
+        ([{"id": 1, "parent": 7, "max_current": 10_000}], "parent group 7 does not exist"),
+        (
+            [{"id": 1, "parent": 2, "max_current": 1}, {"id": 2, "parent": 1, "max_current": 1}],
+            "own ancestor",
+        ),
+        ([{"id": 0, "max_current": 10_000}], "groups[0].id"),
+        ([{"id": 1, "max_current": -5}], "groups[0].max_current"),
+        ([{"id": 1, "max_current": 1000, "fuse": 3}], "groups[0]"),
+    ],
+)
+def test_bad_groups_are_refused(
+    inst: Installation, registry: DeviceTypeRegistry, groups: Any, fragment: str
+) -> None:
+    refused(inst, {"groups": groups}, registry, fragment)
+
+
+def test_a_device_in_a_missing_group_is_refused(
+    inst: Installation, registry: DeviceTypeRegistry
+) -> None:
+    refused(inst, {"devices": [{"dev_id": "E1", "group": 9}]}, registry, "E1")
+    with_group = apply_set_params(
+        inst, {"groups": [{"id": 9, "max_current": 16_000}]}, registry, USERS
+    ).installation
+    moved = apply_set_params(
+        with_group, {"devices": [{"dev_id": "E1", "group": 9}]}, registry, USERS
+    )
+    refused(moved.installation, {"groups": []}, registry, "E1")
