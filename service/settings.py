@@ -10,6 +10,8 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.auth import MIN_PASSWORD_LENGTH
+
 DEFAULT_EMBEDDED_BROKER_PORT = 1883
 
 
@@ -73,6 +75,11 @@ class Settings(BaseSettings):
     modbus_bridge_name: str = Field(
         default="modbus", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the bridge's topic name"
     )
+    http_input_remote: bool = Field(
+        default=False,
+        description="set_ajax_* by `chargebus bridge http` processes sharing the requests over "
+        "the bus (the core forwards, the bridges take them)",
+    )
     ha_discovery: bool = Field(default=True, description="announce devices to Home Assistant")
     ha_discovery_prefix: str = Field(
         default="homeassistant",
@@ -101,6 +108,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "base_topic must be a non-empty topic without wildcards or edge slashes"
             )
+        return value
+
+    @field_validator("admin_password")
+    @classmethod
+    def _admin_password_long_enough(cls, value: str | None) -> str | None:
+        # The same rule as change_admin_pwd: a setting must not allow what the API refuses.
+        if value is not None and len(value) < MIN_PASSWORD_LENGTH:
+            raise ValueError(f"admin_password needs at least {MIN_PASSWORD_LENGTH} characters")
         return value
 
     @field_validator("mqtt_url", "admin_password", mode="before")

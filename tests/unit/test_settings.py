@@ -165,3 +165,9 @@ def test_empty_env_does_not_override_file(
     monkeypatch.setenv("CHARGEBUS_MQTT_URL", "")
     settings = load_settings(toml(tmp_path, 'mqtt_url = "mqtt://filehost:1884"\n'), {})
     assert settings.mqtt_url == "mqtt://filehost:1884"
+
+
+def test_a_too_short_admin_password_is_refused_like_change_admin_pwd_does() -> None:
+    with pytest.raises(ValidationError, match="at least 4 characters"):
+        Settings(admin_password="abc")
+    assert Settings(admin_password="abcd").admin_password == "abcd"
