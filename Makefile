@@ -1,4 +1,5 @@
-# chargebus: `make run` starts the service, `make test` runs lint, type checks and all tests.
+# chargebus: `make run` starts the demo (the service with an embedded broker and simulated
+# wallboxes), `make serve` the service alone, `make test` runs lint, type checks and all tests.
 # Needs only python3 and make; everything else is installed into .venv.
 
 SHELL := /bin/bash
@@ -16,10 +17,12 @@ EXTRAS := embedded,dev
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test lint typecheck bench clean distclean
+.PHONY: help venv run serve test lint typecheck bench clean distclean
 
 help:
-	@echo "make run        start chargebus (extra arguments: make run ARGS='...')"
+	@echo "make run        the demo: chargebus, an embedded broker, two simulated Power Brains"
+	@echo "                and a grid meter, already configured (make run ARGS='...')"
+	@echo "make serve      chargebus alone, for your own devices (make serve ARGS='...')"
 	@echo "make test       install what is missing, then ruff, mypy and pytest (PYTEST_ARGS='...')"
 	@echo "make lint       ruff check"
 	@echo "make typecheck  mypy --strict (configured in pyproject.toml)"
@@ -55,6 +58,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@touch $@
 
 run: $(STAMP)
+	$(BIN)/chargebus demo $(ARGS)
+
+serve: $(STAMP)
 	$(BIN)/chargebus run $(ARGS)
 
 lint: $(STAMP)
