@@ -6,6 +6,7 @@ fail-safe when the core stops."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -231,3 +232,74 @@ async def test_failsafe_when_the_core_stops(
             )
             assert json.loads(state.payload)["applied_current"] == 8_000
         assert bridge.workers["E1"].failsafe
+
+
+async def test_a_dead_endpoint_does_not_delay_the_others(
+    api: Api, observer: MqttObserver, base_topic: str
+) -> None:
+    live_port, dead_port = find_free_port(), find_free_port()
+    async with simulated_site(HOST, [live_port], None, cars=[Car()], tick_s=0.1):
+        await api.set_params(
+            {
+                "devices": [
+                    powerbrain(live_port),
+                    # Nothing listens there: every connect fails.
+                    {**powerbrain(dead_port), "dev_id": "E2"},
+                ]
+            }
+        )
+        await observer.wait(f"{base_topic}/devices/E2/state", lambda m: m.json()["com_err"])
+        start = time.time()
+        await asyncio.sleep(3)
+        polls = [
+            m.json()["ts"]
+            for m in observer.on(f"{base_topic}/devices/E1/state")
+            if m.json()["ts"] >= start
+        ]
+    # E1 keeps its 200 ms period (15 polls in 3 s) while E2 fails beside it.
+    assert len(polls) >= 10, polls
+    gaps = [b - a for a, b in itertools.pairwise(polls)]
+    assert max(gaps) < 1.0, gaps
+
+
+async def test_a_generic_meter_reads_the_registers_its_configuration_names(
+    site: tuple[SimSite, int], api: Api, observer: MqttObserver, base_topic: str
+) -> None:
+    sim, port = site
+    await api.set_params(
+        {
+            "max_total_current": 16_000,
+            "devices": [
+                powerbrain(port),
+                {
+                    # The Power Brain's own meter at Modbus id 2, read as a generic meter:
+                    # energy 8058 (i64, Wh), currents 8064.. (i32, 0.1 A -> mA x 100).
+                    "dev_type": "meter_modbus_generic",
+                    "dev_id": "M2",
+                    "address": f"{HOST}:{port}",
+                    "id": 2,
+                    "poll_interval": 200,
+                    "modbus_registers": {
+                        "import_wh": {"address": 8058, "kind": "i64"},
+                        "current_l1": {"address": 8064, "kind": "i32", "scale": 100},
+                        "voltage_l1": {"address": 8045, "kind": "u16"},
+                    },
+                },
+            ],
+        }
+    )
+    state = await observer.wait(
+        f"{base_topic}/devices/M2/state",
+        lambda m: m.json().get("current", [0])[0] > 0,
+        timeout=20,
+    )
+    reading = state.json()
+    assert reading["voltage"][0] == 230
+    # Meter 1 measures the wallbox's draw: what the car takes on L1, in mA.
+    assert abs(reading["current"][0] - sim.powerbrains[0].evse.get_int("current_l1") * 100) <= 2000
+    status, refused = await api.post(
+        {"devices": [{"dev_id": "M2", "modbus_registers": {"soc": {"address": 1}}}]},
+        api.admin,
+        cmd="set_params",
+    )
+    assert status == 400 and "modbus_registers" in refused["error"]
