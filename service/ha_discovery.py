@@ -192,12 +192,13 @@ def evse_entities() -> list[Entity]:
                 "payload_reset": "None",
             },
         ),
-        # The switch turns the device on and off for load management (device_enabled):
-        # the allocation's charging_enabled follows from it and is not settable.
+        # The switch turns the device on and off for load management (device_enabled). What
+        # "off" means is the installation's disable_policy (0: no charging, 1: minimum
+        # current, -1: no limit), so it is named for what it sets, not "charging".
         Entity(
             "switch",
             "device_enabled",
-            "Charging enabled",
+            "Load management enabled",
             {
                 "value_template": flag_template("device_enabled"),
                 "state_on": ON,
