@@ -196,7 +196,7 @@ async def test_the_bridge_survives_a_broker_restart(
                 lambda m: m.json()["ts"] > after,
                 timeout=30,
             )
-            assert fresh.json()["state"] == 2
+            assert fresh.json()["state"] in (2, 3)  # plugged in; charging once commanded
 
 
 async def test_failsafe_when_the_core_stops(
