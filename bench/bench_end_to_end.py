@@ -50,6 +50,7 @@ class Recorder:
         # one (the cycle refresh repeats unchanged commands; those are no reaction).
         self.commands: list[tuple[float, str, float]] = []
         self.last: dict[str, tuple[object, ...]] = {}
+        self.last_arrival = 0.0
         self.subscribed = threading.Event()
         self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.client.connect(host, port)
@@ -68,6 +69,7 @@ class Recorder:
             return
         dev_id = msg.topic.split("/")[2]
         with self.lock:
+            self.last_arrival = arrived
             if self.last.get(dev_id) != control:
                 self.last[dev_id] = control
                 self.commands.append((arrived, dev_id, ts))
@@ -85,6 +87,17 @@ class Recorder:
             if answer and time.monotonic() - answer[-1][0] > QUIET_S:
                 return answer[-1][0], len(answer)
         raise TimeoutError("no command answered the overload")
+
+    def wait_quiet(self, quiet_s: float, timeout: float) -> None:
+        """Returns once commands have come and then none for `quiet_s`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            with self.lock:
+                last = self.last_arrival
+            if last and time.monotonic() - last > quiet_s:
+                return
+        raise TimeoutError("the service did not settle")
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -133,7 +146,7 @@ def measure(n: int, rounds: int, workdir: Path, verbose: bool = False) -> dict[s
             "CHARGEBUS_MQTT_URL": broker.url,
             "CHARGEBUS_BASE_TOPIC": BASE,
             "CHARGEBUS_ADMIN_PASSWORD": PASSWORD,
-            "CHARGEBUS_LOG_LEVEL": "WARNING",
+            "CHARGEBUS_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         }
         (run_dir / "data").mkdir()
         with ServiceProcess(run_dir / "data", run_dir / "service.log", env) as svc:
@@ -161,7 +174,9 @@ def measure(n: int, rounds: int, workdir: Path, verbose: bool = False) -> dict[s
                 latencies: list[float] = []
                 counts: list[int] = []
                 recorder.publish("M1", {"current": normal})
-                time.sleep(1.0)
+                # Start-up work (a thousand configs, infos and Home Assistant announcements
+                # going out) is not what is measured: wait until the service is quiet.
+                recorder.wait_quiet(quiet_s=2.0, timeout=120)
                 for _ in range(rounds):
                     recorder.publish("M1", {"current": normal})
                     time.sleep(QUIET_S + 0.1)

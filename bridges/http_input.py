@@ -515,6 +515,12 @@ def create_bridge_app(
 
 async def run_http_bridge(settings: Settings, stop: asyncio.Event) -> None:
     """Serves set_ajax_meter / set_ajax_evse on settings.http_host:http_port until `stop`."""
+    if settings.http_input_remote:
+        # The core's /cnf takes the requests and shares them among bridges over the bus.
+        from bridges.http_input_rpc import run_rpc_bridge
+
+        await run_rpc_bridge(settings, stop)
+        return
     # Imported here: service.app imports this module.
     from service.app import make_bus
 

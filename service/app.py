@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from bridges.http_input import HttpInputBridge
+from bridges.http_input_rpc import HTTP_INPUT_BRIDGE
 from bridges.modbus.bridge import ModbusBridge
 from bridges.modbus.profiles import device_types as modbus_device_types
 from service.auth import AdminAccount, FailureThrottle
@@ -26,6 +27,7 @@ from service.http.server import create_app, serve_http
 from service.metrics import Metrics
 from service.modbus_rpc import ModbusRpcClient
 from service.mqtt_link import MqttLink
+from service.rpc_client import RpcClient
 from service.settings import MqttTarget, Settings
 from service.state import ServiceState
 from service.store import Store
@@ -66,7 +68,13 @@ def make_bus(
     """A connection of one part of chargebus (core, a bridge) with the configured TLS files."""
     return MqttBus(
         target,
-        client_id=f"chargebus-{role}-{socket.gethostname()}-{os.getpid()}",
+        # The site's base topic too: client ids are global on a broker that serves many sites,
+        # and containers share host names (host network) and pids (1); a clash would make the
+        # broker drop one connection for the other, back and forth.
+        client_id=(
+            f"chargebus-{settings.base_topic.replace('/', '_')}-{role}"
+            f"-{socket.gethostname()}-{os.getpid()}"
+        ),
         subscriptions=subscriptions,
         on_message=on_message,
         will=will,
@@ -104,12 +112,19 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         state, topics, prefix=settings.ha_discovery_prefix, enabled=settings.ha_discovery
     )
 
-    modbus = ModbusRpcClient(topics, f"core-{socket.gethostname()}-{os.getpid()}")
+    modbus = ModbusRpcClient(
+        topics, f"core-{socket.gethostname()}-{os.getpid()}", bridge=settings.modbus_bridge_name
+    )
+    # http_input_remote: set_ajax_* shared among `chargebus bridge http` processes.
+    http_rpc = RpcClient(
+        topics, f"core-{socket.gethostname()}-{os.getpid()}-http-input", HTTP_INPUT_BRIDGE
+    )
 
     def on_message(topic: str, payload: bytes, retained: bool) -> None:
         link.on_message(topic, payload, retained)
         ha.on_message(topic, payload, retained)
         modbus.on_message(topic, payload, retained)
+        http_rpc.on_message(topic, payload, retained)
 
     async with contextlib.AsyncExitStack() as stack:
         target = settings.mqtt_target()
@@ -122,7 +137,10 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             settings,
             target,
             "core",
-            subscriptions=link.subscriptions() + ha.subscriptions() + modbus.subscriptions(),
+            subscriptions=link.subscriptions()
+            + ha.subscriptions()
+            + modbus.subscriptions()
+            + http_rpc.subscriptions(),
             on_message=on_message,
             will=LastWill(topics.status, b"offline"),
         )
@@ -133,9 +151,13 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         metrics.sources.bus = bus.stats
         ha.attach(bus)
         modbus.attach(bus)
+        http_rpc.attach(bus)
         if settings.modbus_bridge:
             # In this process, but over the broker like a bridge on another host.
-            await stack.enter_async_context(modbus_bridge(settings, target))
+            bridge = await stack.enter_async_context(modbus_bridge(settings, target))
+            metrics.sources.modbus_errors = lambda: {
+                dev_id: worker.poll_errors for dev_id, worker in bridge.workers.items()
+            }
         stack.callback(link.close)
         # set_ajax_* is a bridge like any other: its own connection, only the bus to the core.
         http_input = HttpInputBridge(topics, registry=state.registry)
@@ -160,6 +182,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             control=control,
             modbus=modbus,
             http_input=http_input,
+            http_input_rpc=http_rpc if settings.http_input_remote else None,
         )
         stack.callback(ctx.diag.stop)
         app = create_app(ctx, settings.max_body_bytes, metrics)

@@ -22,6 +22,7 @@ from service.state import ServiceState
 
 if TYPE_CHECKING:
     from bridges.http_input import HttpInputBridge
+    from service.rpc_client import RpcClient
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class CnfContext:
     modbus: ModbusRpcClient | None = None
     # set_ajax_meter / set_ajax_evse: the HTTP-input bridge (bridges/http_input.py).
     http_input: HttpInputBridge | None = None
+    # With http_input_remote: set_ajax_* go to bridge processes over the bus instead.
+    http_input_rpc: RpcClient | None = None
 
 
 Handler = Callable[[CnfContext, CnfRequest], Awaitable[Any]]
@@ -95,6 +98,8 @@ async def get_dev_info(ctx: CnfContext, req: CnfRequest) -> Any:
 async def get_params(ctx: CnfContext, req: CnfRequest) -> Any:
     answer = ctx.state.dev_info(admin=req.is_admin)
     answer["dev_meta"] = ctx.state.registry.dev_meta()
+    # chargebus's own: the load-balancing groups, as set_params takes them back.
+    answer["groups"] = [g.model_dump() for g in ctx.state.installation.groups]
     return answer
 
 
@@ -390,11 +395,24 @@ async def _http_input(ctx: CnfContext, req: CnfRequest, cmd: str) -> Any:
     # Imported where used, so that only these two commands need the bridge's module loaded.
     from bridges.http_input import InputError, handle_request
 
+    if ctx.http_input_rpc is not None:
+        return await _remote_http_input(ctx.http_input_rpc, req, cmd)
     if ctx.http_input is None:
         raise ApiError(503, "the HTTP-input bridge is not running")
     dev_id = req.required_text("dev_id", max_length=32)
     try:
         return await handle_request(ctx.http_input, cmd, dev_id, req.method, req.params, req.body)
+    except InputError as exc:
+        raise ApiError(exc.status, exc.message) from None
+
+
+async def _remote_http_input(rpc: RpcClient, req: CnfRequest, cmd: str) -> Any:
+    from bridges.http_input import InputError
+    from bridges.http_input_rpc import forward_request
+
+    dev_id = req.required_text("dev_id", max_length=32)
+    try:
+        return await forward_request(rpc, cmd, dev_id, req.method, req.params, req.body)
     except InputError as exc:
         raise ApiError(exc.status, exc.message) from None
 

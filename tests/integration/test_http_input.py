@@ -445,6 +445,8 @@ async def test_standalone_bridge_with_the_core(
             ) as resp:
                 assert resp.status == 200
                 answer = await resp.json()
+            # The answer may come back before the observer has seen the state it answers.
+            await observer.roundtrip()
             states_e1 = observer.on(f"{base_topic}/devices/E1/state")
             ts = states_e1[-1].json()["ts"]
             seen = await observer.wait(
