@@ -25,16 +25,7 @@ class DeviceRuntime:
     @property
     def command(self) -> EvseCommand | None:
         """The command the last run gave this EVSE (None for meters and before it)."""
-        r = self.result
-        if r is None:
-            return None
-        return EvseCommand.model_construct(
-            device_enabled=r.device_enabled,
-            charging_enabled=r.charging_enabled,
-            paused=r.paused,
-            charging_current=r.charging_current,
-            ts=r.ts,
-        )
+        return self.result.command if self.result is not None else None
 
     def record_state(self, state: EvseState | MeterState, now: float) -> None:
         self.state = state

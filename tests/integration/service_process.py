@@ -1,4 +1,5 @@
-"""Runs `python -m service run` as a real process for tests that restart or kill it."""
+"""Runs chargebus (`python -m service ...`) as a real process for tests that restart or kill
+it, or that need parts in processes of their own."""
 
 from __future__ import annotations
 
@@ -17,34 +18,73 @@ from typing import Any, Self
 from tests.broker import find_free_port
 
 
-class ServiceProcess:
-    def __init__(self, data_dir: Path, log_path: Path, env: dict[str, str]) -> None:
-        self.data_dir = data_dir
+class ChargebusProcess:
+    """`python -m service ARGS` as a real process with its output in a log file; killed on
+    leaving the block if it still runs."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str]) -> None:
+        self.args = args
         self.log_path = log_path
-        self.http_port = find_free_port()
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEBUS_")}
-        self.env = {
-            **inherited,
-            "CHARGEBUS_DATA_DIR": str(data_dir),
-            "CHARGEBUS_HTTP_HOST": "127.0.0.1",
-            "CHARGEBUS_HTTP_PORT": str(self.http_port),
-            **env,
-        }
+        self.env = {**inherited, **env}
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}/cnf"
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "service", "run"],
+                [sys.executable, "-m", "service", *self.args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=15)
+
+    def log(self) -> str:
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=15)
+
+
+class ServiceProcess(ChargebusProcess):
+    """`chargebus run` on a free HTTP port."""
+
+    def __init__(self, data_dir: Path, log_path: Path, env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.http_port = find_free_port()
+        own = {
+            "CHARGEBUS_DATA_DIR": str(data_dir),
+            "CHARGEBUS_HTTP_HOST": "127.0.0.1",
+            "CHARGEBUS_HTTP_PORT": str(self.http_port),
+        }
+        super().__init__(["run"], log_path, {**own, **env})
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/cnf"
 
     def wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -65,28 +105,6 @@ class ServiceProcess:
         with urllib.request.urlopen(f"{self.url}?{query}", timeout=10) as resp:
             return json.loads(resp.read())
 
-    def kill(self, sig: int = signal.SIGKILL) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        return self.process.wait(timeout=15)
-
     def wait_exit(self, timeout: float = 20) -> int:
         assert self.process is not None
         return self.process.wait(timeout=timeout)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=15)

@@ -44,26 +44,31 @@ def meter_readings(block: list[int]) -> dict[str, Any]:
     return out
 
 
-async def read_model(conn: ModbusConnection, unit: int) -> str:
-    """Name and serial number (8008s, 8016s) as the /cnf `model` field."""
-    block = await conn.read_holding(unit, 8008, 24)
-    serial, name = decode("s", block[0:8]), decode("s", block[8:24])
-    return f"{name},{serial}"
+class PowerBrainDevice(Profile):
+    """What the wallbox and its meters share: the endpoint's port and the model string."""
 
-
-@register
-class PowerBrainEvse(Profile):
-    device_type = DeviceType("evse_powerbrain", "evse", "cFos Power Brain", "modbus")
     default_port = DEFAULT_PORT
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._model: str | None = None
 
+    async def model(self, conn: ModbusConnection) -> str:
+        """Name and serial number (8008s, 8016s) as the /cnf `model` field, read once."""
+        if self._model is None:
+            block = await conn.read_holding(self.spec.unit, 8008, 24)
+            serial, name = decode("s", block[0:8]), decode("s", block[8:24])
+            self._model = f"{name},{serial}"
+        return self._model
+
+
+@register
+class PowerBrainEvse(PowerBrainDevice):
+    device_type = DeviceType("evse_powerbrain", "evse", "cFos Power Brain", "modbus")
+
     async def read_state(self, conn: ModbusConnection) -> dict[str, Any]:
         unit = self.spec.unit
-        if self._model is None:
-            self._model = await read_model(conn, unit)
+        model = await self.model(conn)
         control = await conn.read_holding(unit, 8092, 3)
         meter = await conn.read_holding(unit, 8058, 12)
         rfid = decode("s", await conn.read_holding(unit, 8096, 15))
@@ -71,7 +76,7 @@ class PowerBrainEvse(Profile):
         state: dict[str, Any] = {
             "state": CNF_STATE.get(control[0] & 0xFF, 5),
             "current": readings["current"],
-            "model": self._model,
+            "model": model,
             "rfid": rfid,
             # Read back: what the wallbox applies now (8093 in 0.1 A, 8094).
             "applied_current": control[1] * 100,
