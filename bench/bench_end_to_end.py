@@ -22,8 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from base64 import b64encode
 from pathlib import Path
 from typing import Any
 
@@ -104,17 +102,6 @@ class Recorder:
         self.client.disconnect()
 
 
-def post(url: str, body: Any) -> Any:
-    auth = b64encode(f"admin:{PASSWORD}".encode()).decode()
-    request = urllib.request.Request(
-        f"{url}?cmd=set_params",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Basic {auth}"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as resp:
-        return json.loads(resp.read())
-
-
 def site(n: int) -> dict[str, Any]:
     """n three-phase EVSEs of 6-16 A behind a fuse that fits all of them at about 10 A."""
     # Meter readings stop at 2,000 A per phase (the models' range): leave room for overload.
@@ -152,7 +139,7 @@ def measure(n: int, rounds: int, workdir: Path, verbose: bool = False) -> dict[s
         with ServiceProcess(run_dir / "data", run_dir / "service.log", env) as svc:
             svc.wait_ready()
             body = site(n)
-            post(svc.url, body)
+            svc.set_params(body, PASSWORD)
             recorder = Recorder(broker.host, broker.port)
             try:
                 limit = body["max_total_current"]

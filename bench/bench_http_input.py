@@ -23,7 +23,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from base64 import b64encode
 from pathlib import Path
 from typing import Any
@@ -86,16 +85,6 @@ class StateCounter:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
-
-
-def post(url: str, body: Any) -> Any:
-    request = urllib.request.Request(
-        f"{url}?cmd=set_params",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", **AUTH},
-    )
-    with urllib.request.urlopen(request, timeout=60) as resp:
-        return json.loads(resp.read())
 
 
 async def wait_known(session: aiohttp.ClientSession, url: str, cmd: str, dev_id: str) -> None:
@@ -176,7 +165,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
                 for m in meters
             ]
             devices += [{"dev_type": "evse_ajax", "dev_id": e, "used_phases": 7} for e in evses]
-            post(svc.url, {"max_total_current": 1_000_000, "devices": devices})
+            svc.set_params({"max_total_current": 1_000_000, "devices": devices}, PASSWORD)
             counter = StateCounter(broker.host, broker.port)
             try:
                 print(

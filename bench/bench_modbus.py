@@ -45,8 +45,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from base64 import b64encode
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,17 +239,6 @@ def started(
 def child_env(extra: dict[str, str]) -> dict[str, str]:
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEBUS_")}
     return {**inherited, **extra}
-
-
-def post(url: str, body: Any) -> Any:
-    auth = b64encode(f"admin:{PASSWORD}".encode()).decode()
-    request = urllib.request.Request(
-        f"{url}?cmd=set_params",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Basic {auth}"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as resp:
-        return json.loads(resp.read())
 
 
 # -- the simulators' process ---------------------------------------------------------------
@@ -519,7 +506,7 @@ def run(seconds: float, warmup: float) -> tuple[ProcessFigures, InProcessFigures
                 with ServiceProcess(workdir / "data", workdir / "service.log", env) as svc:
                     svc.wait_ready()
                     # Room for every car at 16 A: the bench measures polling, not sharing.
-                    post(svc.url, {"max_total_current": 600_000, "devices": devices})
+                    svc.set_params({"max_total_current": 600_000, "devices": devices}, PASSWORD)
                     try:
                         own_process = measure_process(
                             broker, dev_ids, seconds, warmup, sim.pid, workdir / "bridge.log"

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from base64 import b64encode
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -103,6 +104,17 @@ class ServiceProcess(ChargebusProcess):
     def get(self, **params: Any) -> Any:
         query = "&".join(f"{k}={v}" for k, v in params.items())
         with urllib.request.urlopen(f"{self.url}?{query}", timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def set_params(self, body: Any, password: str) -> Any:
+        """POST set_params with the admin's basic auth, as curl --user admin:PW does."""
+        auth = b64encode(f"admin:{password}".encode()).decode()
+        request = urllib.request.Request(
+            f"{self.url}?cmd=set_params",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Basic {auth}"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as resp:
             return json.loads(resp.read())
 
     def wait_exit(self, timeout: float = 20) -> int:
