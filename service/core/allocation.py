@@ -290,13 +290,14 @@ class _Prepared(NamedTuple):
     overrides), with everything it was made from. When none of that changed and nothing in it
     depended on the clock, the next call takes it as it is."""
 
-    view: _ConfigView
-    state_view: _StateView
+    config: EvseConfig
+    state: EvseState
     memory: EvseMemory | None
-    group: int
-    min_only: bool
+    constraints: _Constraints  # the group tree and its limits it was made under
     policy: int
-    chain: tuple[int, ...]
+    group: int
+    power: float
+    metered: bool
     draw: tuple[int, int, int]  # mA on the grid phases
     demand: Demand | None
     pending: _Pending
@@ -328,6 +329,9 @@ class Memory:
     views: dict[str, _ConfigView] = field(default_factory=dict, compare=False, repr=False)
     state_views: dict[str, _StateView] = field(default_factory=dict, compare=False, repr=False)
     prepared: dict[str, _Prepared] = field(default_factory=dict, compare=False, repr=False)
+    # The group tree and its constraints, kept while the groups and the limits they come from
+    # stay the same: then the prepared entries' constraints are the very same object.
+    shapes: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
     def evse(self, dev_id: str) -> EvseMemory:
         return self.evses.get(dev_id, EMPTY_EVSE_MEMORY)
@@ -774,7 +778,16 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
     now = inp.now
     stale = inp.stale_after_s
     notes: list[str] = []
-    tree = build_group_tree(inp.groups, params.max_total_current)
+    shapes = memory.shapes
+    tree = shapes.get("tree")
+    if (
+        not isinstance(tree, GroupTree)
+        or shapes.get("groups") is not inp.groups
+        or shapes.get("max_total") != params.max_total_current
+    ):
+        tree = build_group_tree(inp.groups, params.max_total_current)
+        shapes.clear()
+        shapes.update(groups=inp.groups, max_total=params.max_total_current, tree=tree)
     notes.extend(tree.notes)
     n_groups = len(tree.ids)
     index = tree.index
@@ -787,7 +800,11 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         meters.grid_lost[g] or (not meters.has_grid[g] and meters.cons_lost[g])
         for g in range(n_groups)
     ]
-    cons_info = _constraints(params, tree, failed)
+    cons_key = (params.max_total_evse_current > 0, params.grid_fail_current, tuple(failed))
+    cons_info = shapes.get("constraints")
+    if not isinstance(cons_info, _Constraints) or shapes.get("constraints_key") != cons_key:
+        cons_info = _constraints(params, tree, failed)
+        shapes.update(constraints=cons_info, constraints_key=cons_key)
     chain_cons = cons_info.chain
     min_only = cons_info.min_only
 
@@ -859,6 +876,38 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
     for dev_id, ev in inp.evses.items():
         cfg = ev.config
         st = ev.state
+        pre = prepared.get(dev_id)
+        if (
+            pre is not None
+            and pre.config is cfg
+            and pre.state is st
+            and pre.constraints is cons_info
+            and pre.policy == policy
+        ):
+            age = ev.state_age_s
+            orig = old_get(dev_id)
+            if pre.memory is orig and age is not None and age <= stale:
+                if orig is not None:
+                    seen_old += 1
+                power = pre.power
+                cons_power += power
+                if dt > 0 and power > 0 and not pre.metered:
+                    energy[dev_id] = power * dt / 3600
+                acc = draw[pre.group]
+                d0, d1, d2 = pre.draw
+                acc[0] += d0
+                acc[1] += d1
+                acc[2] += d2
+                results[dev_id] = _PLACEHOLDER
+                entry = pre.pending
+                if pre.demand is not None:
+                    k = len(demands)
+                    demands.append(pre.demand)
+                    if entry[12] != k:
+                        entry = (*entry[:12], k, entry[13])
+                pending.append(entry)
+                continue
+        notes_before = len(notes)
         cv = views.get(dev_id)
         if cv is None or cv.config is not cfg:
             cv = views[dev_id] = _config_view(cfg)
@@ -903,34 +952,6 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             continue
         assert st is not None  # a view exists only for a state
         _, s, c0, c1, c2, _, rfid, power, metered, reports_max, measured = sv
-        pre = prepared.get(dev_id)
-        if (
-            pre is not None
-            and pre.view is cv
-            and pre.state_view is sv
-            and pre.memory is orig
-            and pre.group == g
-            and pre.min_only == min_only[g]
-            and pre.policy == policy
-            and pre.chain == chain_cons[g]
-        ):
-            cons_power += power
-            if dt > 0 and power > 0 and not metered:
-                energy[dev_id] = power * dt / 3600
-            acc = draw[g]
-            d0, d1, d2 = pre.draw
-            acc[0] += d0
-            acc[1] += d1
-            acc[2] += d2
-            results[dev_id] = _PLACEHOLDER
-            entry = pre.pending
-            if pre.demand is not None:
-                k = len(demands)
-                demands.append(pre.demand)
-                if entry[12] != k:
-                    entry = (*entry[:12], k, entry[13])
-            pending.append(entry)
-            continue
         # Session events only when something that starts or ends one may have happened.
         if (
             s != mem.last_state
@@ -1015,11 +1036,18 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                     capped, None, k, orig,
                 )  # fmt: skip
                 pending.append(made)
-                if m2 is mem and m2.stopped_at is None and m2.plugged_at is not None:
+                if (
+                    m2 is mem
+                    and m2.stopped_at is None
+                    and m2.plugged_at is not None
+                    # A note (an unknown group, an expression not evaluated) is made anew
+                    # each call: such an EVSE takes the long way.
+                    and len(notes) == notes_before
+                ):
                     # Made without the clock: valid as long as its inputs stay the same.
                     prepared[dev_id] = _new(
                         _Prepared,
-                        (cv, sv, orig, g, min_only[g], policy, chain_cons[g],
+                        (cfg, st, orig, cons_info, policy, g, power, metered,
                          _grid_draw(rot, c0, c1, c2), demands[k] if k >= 0 else None, made),
                     )  # fmt: skip
                 continue
@@ -1217,6 +1245,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             views=views,
             state_views=state_views,
             prepared=prepared,
+            shapes=shapes,
         ),
         grid_meter_lost=meters.has_grid[0] and meters.grid_lost[0],
         overdraft_cur=reported,

@@ -268,7 +268,10 @@ def _check_caches(inp: AllocationInput, result: Allocation) -> None:
     later = dataclasses.replace(inp, now=inp.now + 1)
     cached = allocate(later, result.memory)
     uncached = allocate(
-        later, dataclasses.replace(result.memory, views={}, state_views={}, prepared={})
+        later,
+        dataclasses.replace(
+            result.memory, views={}, state_views={}, prepared={}, shapes={}
+        ),
     )
     assert cached == uncached
     assert list(cached.evses.items()) == list(uncached.evses.items())
