@@ -222,6 +222,15 @@ class EvseMemory(NamedTuple):
     stopped_at: float | None = None
 
 
+# Field positions, for hot loops that read EvseMemory by index (literals, so that the type
+# checker knows each field's type; the assertion keeps them true).
+_M_PAUSED_SINCE: Final = 2
+_M_CHARGING: Final = 3
+_M_OVERRIDES: Final = 8
+assert EvseMemory._fields[2:4] + EvseMemory._fields[8:9] == (
+    "paused_since", "charging", "overrides"
+)
+
 EMPTY_EVSE_MEMORY: Final = EvseMemory()
 _IDLE_MEMORY: Final = EvseMemory(last_state=STATE_NO_VEHICLE)
 
@@ -298,7 +307,9 @@ class _Prepared(NamedTuple):
     group: int
     power: float
     metered: bool
-    draw: tuple[int, int, int]  # mA on the grid phases
+    draw_l1: int  # mA on the grid phases
+    draw_l2: int
+    draw_l3: int
     demand: Demand | None
     pending: _Pending
 
@@ -877,32 +888,35 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         cfg = ev.config
         st = ev.state
         pre = prepared.get(dev_id)
-        if (
-            pre is not None
-            and pre.config is cfg
-            and pre.state is st
-            and pre.constraints is cons_info
-            and pre.policy == policy
-        ):
+        if pre is not None:
+            # Unpacked at once: reading a NamedTuple's fields by name costs a descriptor call
+            # each, and this runs for most EVSEs on every call.
+            (p_cfg, p_st, p_mem, p_cons, p_policy, p_group, power, metered, d0, d1, d2,
+             p_demand, entry) = pre  # fmt: skip
             age = ev.state_age_s
             orig = old_get(dev_id)
-            if pre.memory is orig and age is not None and age <= stale:
+            if (
+                p_cfg is cfg
+                and p_st is st
+                and p_mem is orig
+                and p_cons is cons_info
+                and p_policy == policy
+                and age is not None
+                and age <= stale
+            ):
                 if orig is not None:
                     seen_old += 1
-                power = pre.power
                 cons_power += power
-                if dt > 0 and power > 0 and not pre.metered:
+                if dt > 0 and power > 0 and not metered:
                     energy[dev_id] = power * dt / 3600
-                acc = draw[pre.group]
-                d0, d1, d2 = pre.draw
+                acc = draw[p_group]
                 acc[0] += d0
                 acc[1] += d1
                 acc[2] += d2
                 results[dev_id] = _PLACEHOLDER
-                entry = pre.pending
-                if pre.demand is not None:
+                if p_demand is not None:
                     k = len(demands)
-                    demands.append(pre.demand)
+                    demands.append(p_demand)
                     if entry[12] != k:
                         entry = (*entry[:12], k, entry[13])
                 pending.append(entry)
@@ -1048,7 +1062,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                     prepared[dev_id] = _new(
                         _Prepared,
                         (cfg, st, orig, cons_info, policy, g, power, metered,
-                         _grid_draw(rot, c0, c1, c2), demands[k] if k >= 0 else None, made),
+                         *_grid_draw(rot, c0, c1, c2), demands[k] if k >= 0 else None, made),
                     )  # fmt: skip
                 continue
             vehicle = _Vehicle(dev_id, cfg, m2, g, local, gmask, max_cur, power, not enabled)
@@ -1177,22 +1191,24 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                     reason = R_LIMITED
         else:
             paused = reason in PAUSE_REASONS
-        since = mem.paused_since
+        # By position: a NamedTuple field read by name is a descriptor call (see _M_*).
+        since = mem[_M_PAUSED_SINCE]
+        charging = mem[_M_CHARGING]
         if current > 0:
-            if since is not None or not mem.charging:
+            if since is not None or not charging:
                 mem = mem._replace(paused_since=None, charging=True, stopped_at=None)
         elif paused:
-            if since is None or mem.charging:
+            if since is None or charging:
                 mem = mem._replace(
                     paused_since=now if since is None else since,
                     charging=False,
-                    stopped_at=now if mem.charging else mem.stopped_at,
+                    stopped_at=now if charging else mem.stopped_at,
                 )
-        elif since is not None or mem.charging:
+        elif since is not None or charging:
             # Switched off (override, authorisation), not paused: no minimum pause follows.
             mem = mem._replace(paused_since=None, charging=False)
-        since = mem.paused_since
-        ov = mem.overrides
+        since = mem[_M_PAUSED_SINCE]
+        ov = mem[_M_OVERRIDES]
         if observe:
             enabled_cmd, paused_cmd, current_cmd = True, False, max_cur
         else:
@@ -1203,7 +1219,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             (enabled, enabled_cmd, paused_cmd, current_cmd, current, target,
              int(now - since) if since is not None else 0, local, gmask, round(power), reason,
              needs_auth, False, user_id, 0 if ov is NO_OVERRIDES else ov.bits,
-             max_cur if ov.max_current is None else ov.max_current, now),
+             max_cur if ov is NO_OVERRIDES or ov.max_current is None else ov.max_current, now),
         )  # fmt: skip
         if mem is not old and mem != old:
             changed_mem[dev_id] = mem

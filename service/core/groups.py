@@ -41,6 +41,7 @@ The result for each demand is 0 or a current in [minimum, target]:
 from __future__ import annotations
 
 import heapq
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -150,6 +151,10 @@ class Demand(NamedTuple):
     target: int  # ≥ minimum
 
 
+# Demand.order for map(): by position, as a NamedTuple field read by name costs more.
+_ORDER = operator.itemgetter(1)
+
+
 # A tier: the demands of one priority, as classes of members with equal cell, minimum and
 # target (they need the same and get the same).
 _Tier = list[list[int]]
@@ -161,8 +166,9 @@ def share(budgets: Sequence[int], demands: Sequence[Demand], max_imbalance: int)
     if not demands:
         return current
     by_key: dict[tuple[int, int, int, int], list[int]] = {}
-    for i, d in enumerate(demands):
-        key = (d.prio, d.cell, d.minimum, d.target)
+    # Unpacked, not read by name: a NamedTuple field by name is a descriptor call each.
+    for i, (prio, _, cell, _, _, minimum, target) in enumerate(demands):
+        key = (prio, cell, minimum, target)
         members = by_key.get(key)
         if members is None:
             by_key[key] = [i]
@@ -284,7 +290,7 @@ def _minimums_in_order(
         for i in members:
             class_of[i] = c
         ordered.extend(members)
-    orders = [d.order for d in demands]
+    orders = list(map(_ORDER, demands))
     ordered.sort(key=orders.__getitem__)
     refused = [False] * len(info)
     counts = [0] * len(info)
