@@ -52,4 +52,7 @@ def configure_logging(level: str, fmt: Literal["text", "json"] = "text") -> logg
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # pymodbus logs every server start and client retry at INFO; our bridge logs what matters.
+    if logging.getLevelName(level.upper()) == logging.INFO:
+        logging.getLogger("pymodbus").setLevel(logging.WARNING)
     return handler
