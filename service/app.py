@@ -101,6 +101,25 @@ async def modbus_bridge(settings: Settings, target: MqttTarget) -> AsyncIterator
 
 
 @contextlib.asynccontextmanager
+async def http_input_bridge(
+    settings: Settings, target: MqttTarget, state: ServiceState
+) -> AsyncIterator[HttpInputBridge]:
+    """set_ajax_* in this process: a bridge like any other, with its own connection and only
+    the bus to the core."""
+    bridge = HttpInputBridge(Topics(settings.base_topic), registry=state.registry)
+    bus = make_bus(
+        settings,
+        target,
+        "http",
+        subscriptions=bridge.subscriptions(),
+        on_message=bridge.on_message,
+    )
+    async with bus:
+        bridge.attach(bus)
+        yield bridge
+
+
+@contextlib.asynccontextmanager
 async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
     store = Store(settings.data_dir)
     state = ServiceState.load(store, device_registry())
@@ -159,17 +178,9 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
                 dev_id: worker.poll_errors for dev_id, worker in bridge.workers.items()
             }
         stack.callback(link.close)
-        # set_ajax_* is a bridge like any other: its own connection, only the bus to the core.
-        http_input = HttpInputBridge(topics, registry=state.registry)
-        http_bus = make_bus(
-            settings,
-            target,
-            "http",
-            subscriptions=http_input.subscriptions(),
-            on_message=http_input.on_message,
-        )
-        await stack.enter_async_context(http_bus)
-        http_input.attach(http_bus)
+        http_input = None
+        if not settings.http_input_remote:
+            http_input = await stack.enter_async_context(http_input_bridge(settings, target, state))
         control = await stack.enter_async_context(
             ControlLoop(state, link, on_run=metrics.observe_run).running()
         )
