@@ -311,7 +311,8 @@ class _Prepared(NamedTuple):
     draw_l2: int
     draw_l3: int
     demand: Demand | None
-    pending: _Pending
+    pending: _Pending | None  # None for an EVSE without a vehicle: then `idle` is its verdict
+    idle: EvseResult | None
 
 
 def _grid_draw(rotation: int, c0: int, c1: int, c2: int) -> tuple[int, int, int]:
@@ -892,7 +893,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             # Unpacked at once: reading a NamedTuple's fields by name costs a descriptor call
             # each, and this runs for most EVSEs on every call.
             (p_cfg, p_st, p_mem, p_cons, p_policy, p_group, power, metered, d0, d1, d2,
-             p_demand, entry) = pre  # fmt: skip
+             p_demand, entry, idle) = pre  # fmt: skip
             age = ev.state_age_s
             orig = old_get(dev_id)
             if (
@@ -913,6 +914,10 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 acc[0] += d0
                 acc[1] += d1
                 acc[2] += d2
+                if entry is None:
+                    assert idle is not None
+                    results[dev_id] = _new(EvseResult, (*idle[:-1], now))
+                    continue
                 results[dev_id] = _PLACEHOLDER
                 if p_demand is not None:
                     k = len(demands)
@@ -1062,7 +1067,8 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                     prepared[dev_id] = _new(
                         _Prepared,
                         (cfg, st, orig, cons_info, policy, g, power, metered,
-                         *_grid_draw(rot, c0, c1, c2), demands[k] if k >= 0 else None, made),
+                         *_grid_draw(rot, c0, c1, c2), demands[k] if k >= 0 else None, made,
+                         None),
                     )  # fmt: skip
                 continue
             vehicle = _Vehicle(dev_id, cfg, m2, g, local, gmask, max_cur, power, not enabled)
@@ -1110,6 +1116,15 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 m2 = _IDLE_MEMORY
             if m2 != mem:
                 changed_mem[dev_id] = m2
+        elif (enabled or policy != -1) and m2.auth is None and len(notes) == notes_before:
+            # No vehicle (or an error) on unchanged memory: the same verdict next call, but
+            # for its ts. Many wallboxes of a car park are idle most of the time. (An RFID
+            # shown before plugging in waits in auth, and expires by the clock.)
+            prepared[dev_id] = _new(
+                _Prepared,
+                (cfg, st, orig, cons_info, policy, g, power, metered,
+                 *_grid_draw(rot, c0, c1, c2), None, None, results[dev_id]),
+            )  # fmt: skip
 
     # Group loads: what is not EVSE, bottom-up.
     draw_sub = sum_subtrees(tree, draw)
