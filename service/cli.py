@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -73,11 +75,32 @@ def _parser() -> argparse.ArgumentParser:
 Job = Callable[[asyncio.Event], Awaitable[None]]
 
 
+# How long an orderly stop may take before the process gives up on it: a service manager
+# (and a test) must be able to count on a stopped chargebus being gone.
+SHUTDOWN_GRACE_S = 15.0
+
+
+def _stop_requested(stop: asyncio.Event) -> None:
+    if stop.is_set():
+        return
+    stop.set()
+    # A thread, not the event loop: the loop may be what is stuck.
+    watchdog = threading.Timer(SHUTDOWN_GRACE_S, _shutdown_overdue)
+    watchdog.daemon = True
+    watchdog.start()
+
+
+def _shutdown_overdue() -> None:
+    log.error("stopping took over %.0f s: exiting now; where it was stuck:", SHUTDOWN_GRACE_S)
+    faulthandler.dump_traceback(all_threads=True)
+    os._exit(70)
+
+
 async def _until_signal(job: Job) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _stop_requested, stop)
     await job(stop)
 
 

@@ -36,6 +36,7 @@ def get_dev_info(port: int) -> dict[str, Any] | None:
 def test_the_demo_balances_two_simulated_wallboxes(tmp_path: Path) -> None:
     port = find_free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEBUS_")}
+    env["PYTHONFAULTHANDLER"] = "1"
     command = [
         sys.executable, "-m", "service", "demo", "--http-port", str(port),
         "--admin-password", "demo-pw", "--data-dir", str(tmp_path / "data"),
@@ -66,4 +67,10 @@ def test_the_demo_balances_two_simulated_wallboxes(tmp_path: Path) -> None:
         assert not grid["com_err"]
     finally:
         demo.send_signal(signal.SIGTERM)
-        assert demo.wait(timeout=20) == 0, log_path.read_text()
+        try:
+            code = demo.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            demo.wait(timeout=10)
+            raise AssertionError(f"the demo did not stop:\n{log_path.read_text()}") from None
+        assert code == 0, log_path.read_text()
