@@ -31,6 +31,7 @@ from service.settings import MqttTarget
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes, bool], None]
+STOP_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -102,8 +103,10 @@ class MqttBus:
                 )
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded: a broker that never answers the disconnect must not hold up the stop.
+            done, _ = await asyncio.wait({self._task}, timeout=STOP_TIMEOUT_S)
+            if not done:
+                log.warning("MQTT connection %s did not close in time", self._client_id)
 
     async def wait_connected(self, timeout: float) -> None:
         await asyncio.wait_for(self.connected.wait(), timeout)

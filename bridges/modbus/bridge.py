@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 DEFAULT_STALE_S = 9.0
 MAX_ERROR_BACKOFF_S = 30.0
 READBACK_S = 0.3
+STOP_TIMEOUT_S = 3.0
 
 
 def failsafe_control(failsafe_current: int) -> Control:
@@ -348,13 +349,14 @@ class ModbusBridge:
         try:
             yield self
         finally:
-            for dev_id in list(self.workers):
-                worker = self.workers[dev_id]
-                if worker.task is not None:
-                    worker.task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await worker.task
-                    worker.task = None
+            tasks = [w.task for w in self.workers.values() if w.task is not None]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                # Bounded: a device request stuck in a library must not hold up the stop.
+                await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
+            for worker in self.workers.values():
+                worker.task = None
             for task in list(self._rpc_tasks):
                 task.cancel()
             self.pool.close()
