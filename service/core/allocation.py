@@ -456,7 +456,7 @@ _Pending = tuple[
     int,
     int,
     int,
-    float,
+    int,  # W, measured (rounded)
     int,
     str,
     bool,
@@ -874,8 +874,8 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             k = demand(v.dev_id, v.config, w.memory, v.group, v.grid_mask, w.minimum, w.target)
         pending.append(
             (v.dev_id, v.config.device_enabled, w.memory, v.local_mask, v.grid_mask,
-             v.max_current, v.power, w.target, w.reason, w.needs_auth, w.capped_min, w.user_id,
-             k, old_get(v.dev_id))
+             v.max_current, round(v.power), w.target, w.reason, w.needs_auth, w.capped_min,
+             w.user_id, k, old_get(v.dev_id))
         )  # fmt: skip
 
     views = memory.views
@@ -1051,8 +1051,8 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                         )
                     )
                 made: _Pending = (
-                    dev_id, enabled, m2, local, gmask, max_cur, power, target, reason, False,
-                    capped, None, k, orig,
+                    dev_id, enabled, m2, local, gmask, max_cur, round(power), target, reason,
+                    False, capped, None, k, orig,
                 )  # fmt: skip
                 pending.append(made)
                 if (
@@ -1187,7 +1187,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
 
     observe = not params.lb_enabled
     for (
-        dev_id, enabled, mem, local, gmask, max_cur, power, target, reason, needs_auth, capped,
+        dev_id, enabled, mem, local, gmask, max_cur, watts, target, reason, needs_auth, capped,
         user_id, k, old,
     ) in pending:  # fmt: skip
         current = 0
@@ -1232,7 +1232,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         results[dev_id] = _new(
             EvseResult,
             (enabled, enabled_cmd, paused_cmd, current_cmd, current, target,
-             int(now - since) if since is not None else 0, local, gmask, round(power), reason,
+             int(now - since) if since is not None else 0, local, gmask, watts, reason,
              needs_auth, False, user_id, 0 if ov is NO_OVERRIDES else ov.bits,
              max_cur if ov is NO_OVERRIDES or ov.max_current is None else ov.max_current, now),
         )  # fmt: skip

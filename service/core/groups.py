@@ -273,7 +273,7 @@ def _minimums_in_order(
     tight = {s for s, v in need.items() if head[s] < v}
     admitted: list[tuple[Demand, int]] = []  # (a member, how many were admitted)
     ordered: list[int] = []
-    class_of: dict[int, int] = {}
+    class_of = [0] * len(demands)  # demand index -> its class (a list: faster than a dict)
     info: list[tuple[int, tuple[int, ...]]] = []  # per ordered class: minimum, tight slots
     firsts: list[Demand] = []
     for members in tier:
