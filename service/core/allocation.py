@@ -862,6 +862,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                     gmask,
                     minimum,
                     target,
+                    (cfg.prio, cell, minimum, target),
                 ),
             )
         )
@@ -1047,6 +1048,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                                 gmask,
                                 minimum,
                                 target,
+                                (prio, cell, minimum, target),
                             ),
                         )
                     )

@@ -149,6 +149,9 @@ class Demand(NamedTuple):
     mask: int  # grid phases
     minimum: int
     target: int  # ≥ minimum
+    # (prio, cell, minimum, target): the class share() puts it in; made once with the demand
+    # so that a demand kept from call to call is not keyed anew each time.
+    klass: tuple[int, int, int, int] | None = None
 
 
 # Demand.order for map(): by position, as a NamedTuple field read by name costs more.
@@ -167,8 +170,8 @@ def share(budgets: Sequence[int], demands: Sequence[Demand], max_imbalance: int)
         return current
     by_key: dict[tuple[int, int, int, int], list[int]] = {}
     # Unpacked, not read by name: a NamedTuple field by name is a descriptor call each.
-    for i, (prio, _, cell, _, _, minimum, target) in enumerate(demands):
-        key = (prio, cell, minimum, target)
+    for i, (prio, _, cell, _, _, minimum, target, klass) in enumerate(demands):
+        key = klass or (prio, cell, minimum, target)
         members = by_key.get(key)
         if members is None:
             by_key[key] = [i]
