@@ -325,6 +325,18 @@ def _grid_draw(rotation: int, c0: int, c1: int, c2: int) -> tuple[int, int, int]
     return out[0], out[1], out[2]
 
 
+@dataclass(slots=True)
+class _Shapes:
+    """The group tree and its constraints, kept while the groups and the limits they come
+    from stay the same: then the prepared entries' constraints are the very same object."""
+
+    groups: Sequence[GroupConfig] | None = None
+    max_total_current: int = 0
+    tree: GroupTree | None = None
+    constraints_key: tuple[bool, int, tuple[bool, ...]] | None = None
+    constraints: _Constraints | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Memory:
     """Everything carried from one call to the next; never changed, always returned anew."""
@@ -341,9 +353,7 @@ class Memory:
     views: dict[str, _ConfigView] = field(default_factory=dict, compare=False, repr=False)
     state_views: dict[str, _StateView] = field(default_factory=dict, compare=False, repr=False)
     prepared: dict[str, _Prepared] = field(default_factory=dict, compare=False, repr=False)
-    # The group tree and its constraints, kept while the groups and the limits they come from
-    # stay the same: then the prepared entries' constraints are the very same object.
-    shapes: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+    shapes: _Shapes = field(default_factory=lambda: _Shapes(), compare=False, repr=False)
 
     def evse(self, dev_id: str) -> EvseMemory:
         return self.evses.get(dev_id, EMPTY_EVSE_MEMORY)
@@ -791,15 +801,17 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
     stale = inp.stale_after_s
     notes: list[str] = []
     shapes = memory.shapes
-    tree = shapes.get("tree")
+    tree = shapes.tree
     if (
-        not isinstance(tree, GroupTree)
-        or shapes.get("groups") is not inp.groups
-        or shapes.get("max_total") != params.max_total_current
+        tree is None
+        or shapes.groups is not inp.groups
+        or shapes.max_total_current != params.max_total_current
     ):
         tree = build_group_tree(inp.groups, params.max_total_current)
-        shapes.clear()
-        shapes.update(groups=inp.groups, max_total=params.max_total_current, tree=tree)
+        shapes.groups, shapes.max_total_current, shapes.tree = (
+            inp.groups, params.max_total_current, tree,
+        )  # fmt: skip
+        shapes.constraints = None
     notes.extend(tree.notes)
     n_groups = len(tree.ids)
     index = tree.index
@@ -813,10 +825,10 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         for g in range(n_groups)
     ]
     cons_key = (params.max_total_evse_current > 0, params.grid_fail_current, tuple(failed))
-    cons_info = shapes.get("constraints")
-    if not isinstance(cons_info, _Constraints) or shapes.get("constraints_key") != cons_key:
-        cons_info = _constraints(params, tree, failed)
-        shapes.update(constraints=cons_info, constraints_key=cons_key)
+    cons_info = shapes.constraints
+    if cons_info is None or shapes.constraints_key != cons_key:
+        cons_info = shapes.constraints = _constraints(params, tree, failed)
+        shapes.constraints_key = cons_key
     chain_cons = cons_info.chain
     min_only = cons_info.min_only
 
@@ -987,14 +999,11 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         if dt > 0 and power > 0 and not metered:
             energy[dev_id] = power * dt / 3600
         # What it draws now, on the grid phases, to tell it apart from other load.
-        r = ROTATION[rot]
+        gd = _grid_draw(rot, c0, c1, c2)
         acc = draw[g]
-        if c0 > 0:
-            acc[r[0]] += c0
-        if c1 > 0:
-            acc[r[1]] += c1
-        if c2 > 0:
-            acc[r[2]] += c2
+        acc[0] += gd[0]
+        acc[1] += gd[1]
+        acc[2] += gd[2]
 
         if (s == 2 or s == 3 or s == 4) and (enabled or policy == 1):
             # Holds the EVSE's place so that results keep the input order.
@@ -1069,7 +1078,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                     prepared[dev_id] = _new(
                         _Prepared,
                         (cfg, st, orig, cons_info, policy, g, power, metered,
-                         *_grid_draw(rot, c0, c1, c2), demands[k] if k >= 0 else None, made,
+                         *gd, demands[k] if k >= 0 else None, made,
                          None),
                     )  # fmt: skip
                 continue
@@ -1125,7 +1134,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             prepared[dev_id] = _new(
                 _Prepared,
                 (cfg, st, orig, cons_info, policy, g, power, metered,
-                 *_grid_draw(rot, c0, c1, c2), None, None, results[dev_id]),
+                 *gd, None, None, results[dev_id]),
             )  # fmt: skip
 
     # Group loads: what is not EVSE, bottom-up.

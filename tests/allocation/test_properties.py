@@ -48,6 +48,7 @@ from service.core.allocation import (
     EvseInput,
     Memory,
     MeterInput,
+    _Shapes,
     allocate,
     override,
 )
@@ -270,7 +271,7 @@ def _check_caches(inp: AllocationInput, result: Allocation) -> None:
     uncached = allocate(
         later,
         dataclasses.replace(
-            result.memory, views={}, state_views={}, prepared={}, shapes={}
+            result.memory, views={}, state_views={}, prepared={}, shapes=_Shapes()
         ),
     )
     assert cached == uncached
