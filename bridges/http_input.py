@@ -27,16 +27,16 @@ from typing import Any, Literal
 
 import aiomqtt
 from aiohttp import web
-from multidict import MultiDict
 from pydantic import BaseModel, ValidationError
 
 from service.auth import FailureThrottle
 from service.bus import MqttBus
+from service.core.config_edit import describe_validation_error
 from service.core.device_types import DeviceKind, DeviceType, DeviceTypeRegistry, builtin_registry
 from service.core.models import EvseCommand, EvseState, MeterState
 from service.http.errors import error_response
 from service.http.request import basic_credentials
-from service.http.server import serve_http
+from service.http.server import read_parameters, serve_http
 from service.settings import Settings
 from service.topics import Topics
 
@@ -132,17 +132,9 @@ def _parse(
     try:
         checked = model.model_validate({**payload, "ts": 0.0})
     except ValidationError as exc:
-        raise InputError(400, _describe(exc)) from None
+        raise InputError(400, describe_validation_error(exc)) from None
     # The model's values (ints for currents, floats for voltages), only the fields given.
     return {**checked.model_dump(include=set(payload)), **extra}
-
-
-def _describe(exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"])
-        problems.append(f"{where}: {error['msg']}")
-    return "; ".join(problems)
 
 
 def _from_json(name: str, kind: FieldType, raw: Any) -> Any:
@@ -408,6 +400,33 @@ def _encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
+COMMANDS = frozenset({"set_ajax_meter", "set_ajax_evse"})
+
+
+def request_values(method: str, query: Mapping[str, str], body: bytes) -> tuple[Any, bool]:
+    """GET (or a POST without a body) gives the query parameters, a POST its JSON body.
+    → (values, from_query)."""
+    if method == "GET" or not body.strip():
+        return single_values(query), True
+    try:
+        return json.loads(body), False
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(400, f"body is not valid JSON: {exc}") from None
+
+
+async def serve(
+    bridge: HttpInputBridge, cmd: str, dev_id: str, values: Any, *, from_query: bool
+) -> Any:
+    """One set_ajax_* request's values through the bridge → what /cnf answers."""
+    if cmd == "set_ajax_meter":
+        return await bridge.set_ajax_meter(dev_id, values, from_query=from_query)
+    if cmd == "set_ajax_evse":
+        return await bridge.set_ajax_evse(dev_id, values, from_query=from_query)
+    raise InputError(
+        400, f"unknown cmd {cmd!r}: this bridge serves {' and '.join(sorted(COMMANDS))}"
+    )
+
+
 async def handle_request(
     bridge: HttpInputBridge,
     cmd: str,
@@ -416,24 +435,9 @@ async def handle_request(
     query: Mapping[str, str],
     body: bytes,
 ) -> Any:
-    """One set_ajax_* request: GET (or a POST without a body) takes the query parameters,
-    a POST its JSON body."""
-    values: Any
-    from_query = method == "GET" or not body.strip()
-    if from_query:
-        values = single_values(query)
-    else:
-        try:
-            values = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InputError(400, f"body is not valid JSON: {exc}") from None
-    if cmd == "set_ajax_meter":
-        return await bridge.set_ajax_meter(dev_id, values, from_query=from_query)
-    if cmd == "set_ajax_evse":
-        return await bridge.set_ajax_evse(dev_id, values, from_query=from_query)
-    raise InputError(
-        400, f"unknown cmd {cmd!r}: this bridge serves set_ajax_meter and set_ajax_evse"
-    )
+    """One set_ajax_* request as it came by HTTP."""
+    values, from_query = request_values(method, query, body)
+    return await serve(bridge, cmd, dev_id, values, from_query=from_query)
 
 
 # -- standalone: `chargebus bridge http` ----------------------------------------------------
@@ -469,12 +473,12 @@ async def _check_admin(request: web.Request) -> None:
 async def _handle_cnf(request: web.Request) -> web.Response:
     cmd = request.query.get("cmd", "")
     try:
-        if cmd not in ("set_ajax_meter", "set_ajax_evse"):
+        if cmd not in COMMANDS:
             raise InputError(
-                400, f"unknown cmd {cmd!r}: this bridge serves set_ajax_meter and set_ajax_evse"
+                400, f"unknown cmd {cmd!r}: this bridge serves {' and '.join(sorted(COMMANDS))}"
             )
         await _check_admin(request)
-        params, body = await _parameters(request)
+        params, body = await read_parameters(request)
         dev_ids = params.getall("dev_id", [])
         if len(dev_ids) != 1 or not dev_ids[0]:
             raise InputError(400, "give exactly one parameter 'dev_id'")
@@ -487,18 +491,6 @@ async def _handle_cnf(request: web.Request) -> web.Response:
     except web.HTTPRequestEntityTooLarge as exc:
         return error_response(413, f"request body too large: {exc.text}", cmd=cmd or None)
     return web.Response(text=json.dumps(answer), content_type="application/json")
-
-
-async def _parameters(request: web.Request) -> tuple[MultiDict[str], bytes]:
-    """As the service reads them: a form body adds parameters, any other body is JSON."""
-    params: MultiDict[str] = MultiDict(request.query)
-    if request.method != "POST" or not request.can_read_body:
-        return params, b""
-    if request.content_type == "application/x-www-form-urlencoded":
-        form = await request.post()
-        params.extend((k, v) for k, v in form.items() if isinstance(v, str))
-        return params, b""
-    return params, await request.read()
 
 
 def create_bridge_app(
@@ -522,7 +514,7 @@ async def run_http_bridge(settings: Settings, stop: asyncio.Event) -> None:
         await run_rpc_bridge(settings, stop)
         return
     # Imported here: service.app imports this module.
-    from service.app import make_bus
+    from service.app import http_input_bridge
 
     if not settings.admin_password:
         raise ValueError(
@@ -532,20 +524,12 @@ async def run_http_bridge(settings: Settings, stop: asyncio.Event) -> None:
     target = settings.mqtt_target()
     if target is None:
         raise ValueError("the HTTP-input bridge needs the broker's URL (CHARGEBUS_MQTT_URL)")
-    topics = Topics(settings.base_topic)
-    bridge = HttpInputBridge(topics)
     async with contextlib.AsyncExitStack() as stack:
-        # No will: the bridge holds no retained topic of its own. A client id of its own, so
-        # that it never takes over the connection of a service's in-process bridge.
-        bus = make_bus(
-            settings,
-            target,
-            "bridge-http",
-            subscriptions=bridge.subscriptions(),
-            on_message=bridge.on_message,
+        # A client id of its own, so that it never takes over the connection of a service's
+        # in-process bridge.
+        bridge = await stack.enter_async_context(
+            http_input_bridge(settings, target, role="bridge-http")
         )
-        await stack.enter_async_context(bus)
-        bridge.attach(bus)
         app = create_bridge_app(bridge, settings.admin_password, settings.max_body_bytes)
         port = await stack.enter_async_context(
             serve_http(app, settings.http_host, settings.http_port)

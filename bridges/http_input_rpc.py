@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bridges.http_input import HttpInputBridge, InputError, single_values
+from bridges.http_input import COMMANDS, HttpInputBridge, InputError, request_values, serve
 from service.bus import MqttBus
 from service.rpc_client import RpcClient, RpcTimeout, reply_prefix, request_topic
 from service.settings import Settings
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 HTTP_INPUT_BRIDGE = "http-input"
 SHARE_GROUP = "http-input"
-COMMANDS = frozenset({"set_ajax_meter", "set_ajax_evse"})
 # Longer than the bridge's own wait for the core's command (HttpInputBridge.answer_timeout),
 # so that the bridge's 504 reaches the client rather than a bare "no bridge answered".
 FORWARD_TIMEOUT = 5.0
@@ -47,17 +46,6 @@ def shared_subscription(topics: Topics) -> str:
 
 
 # -- the core's side -------------------------------------------------------------------------
-
-
-def request_values(method: str, query: Mapping[str, str], body: bytes) -> tuple[Any, bool]:
-    """As handle_request reads a request: GET (or a POST without a body) gives the query
-    parameters, a POST its JSON body. → (values, from_query)."""
-    if method == "GET" or not body.strip():
-        return single_values(query), True
-    try:
-        return json.loads(body), False
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(400, f"body is not valid JSON: {exc}") from None
 
 
 async def forward_request(
@@ -125,19 +113,12 @@ def parse_request(payload: bytes, allowed_reply_prefix: str) -> RemoteRequest | 
 
 async def dispatch(bridge: HttpInputBridge, request: RemoteRequest) -> tuple[int, Any]:
     """Runs a request through the bridge → (status, body) as /cnf would answer it."""
-    if request.cmd not in COMMANDS:
-        return 400, f"unknown cmd {request.cmd!r}: this bridge serves {', '.join(sorted(COMMANDS))}"
-    if not request.dev_id:
+    if not request.dev_id and request.cmd in COMMANDS:
         return 400, "missing parameter 'dev_id'"
     try:
-        if request.cmd == "set_ajax_meter":
-            body: Any = await bridge.set_ajax_meter(
-                request.dev_id, request.values, from_query=request.from_query
-            )
-        else:
-            body = await bridge.set_ajax_evse(
-                request.dev_id, request.values, from_query=request.from_query
-            )
+        body = await serve(
+            bridge, request.cmd, request.dev_id, request.values, from_query=request.from_query
+        )
     except InputError as exc:
         return exc.status, exc.message
     return 200, body

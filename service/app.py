@@ -102,15 +102,19 @@ async def modbus_bridge(settings: Settings, target: MqttTarget) -> AsyncIterator
 
 @contextlib.asynccontextmanager
 async def http_input_bridge(
-    settings: Settings, target: MqttTarget, state: ServiceState
+    settings: Settings,
+    target: MqttTarget,
+    registry: DeviceTypeRegistry | None = None,
+    *,
+    role: str = "http",
 ) -> AsyncIterator[HttpInputBridge]:
-    """set_ajax_* in this process: a bridge like any other, with its own connection and only
-    the bus to the core."""
-    bridge = HttpInputBridge(Topics(settings.base_topic), registry=state.registry)
+    """The HTTP-input bridge (set_ajax_*): a bridge like any other, with its own connection
+    and only the bus to the core. No will: it holds no retained topic of its own."""
+    bridge = HttpInputBridge(Topics(settings.base_topic), registry=registry)
     bus = make_bus(
         settings,
         target,
-        "http",
+        role,
         subscriptions=bridge.subscriptions(),
         on_message=bridge.on_message,
     )
@@ -180,7 +184,9 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         stack.callback(link.close)
         http_input = None
         if not settings.http_input_remote:
-            http_input = await stack.enter_async_context(http_input_bridge(settings, target, state))
+            http_input = await stack.enter_async_context(
+                http_input_bridge(settings, target, state.registry)
+            )
         control = await stack.enter_async_context(
             ControlLoop(state, link, on_run=metrics.observe_run).running()
         )

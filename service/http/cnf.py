@@ -394,25 +394,17 @@ def _authorise_user_override(
 async def _http_input(ctx: CnfContext, req: CnfRequest, cmd: str) -> Any:
     # Imported where used, so that only these two commands need the bridge's module loaded.
     from bridges.http_input import InputError, handle_request
-
-    if ctx.http_input_rpc is not None:
-        return await _remote_http_input(ctx.http_input_rpc, req, cmd)
-    if ctx.http_input is None:
-        raise ApiError(503, "the HTTP-input bridge is not running")
-    dev_id = req.required_text("dev_id", max_length=32)
-    try:
-        return await handle_request(ctx.http_input, cmd, dev_id, req.method, req.params, req.body)
-    except InputError as exc:
-        raise ApiError(exc.status, exc.message) from None
-
-
-async def _remote_http_input(rpc: RpcClient, req: CnfRequest, cmd: str) -> Any:
-    from bridges.http_input import InputError
     from bridges.http_input_rpc import forward_request
 
     dev_id = req.required_text("dev_id", max_length=32)
     try:
-        return await forward_request(rpc, cmd, dev_id, req.method, req.params, req.body)
+        if ctx.http_input_rpc is not None:
+            return await forward_request(
+                ctx.http_input_rpc, cmd, dev_id, req.method, req.params, req.body
+            )
+        if ctx.http_input is None:
+            raise ApiError(503, "the HTTP-input bridge is not running")
+        return await handle_request(ctx.http_input, cmd, dev_id, req.method, req.params, req.body)
     except InputError as exc:
         raise ApiError(exc.status, exc.message) from None
 

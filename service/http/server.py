@@ -28,7 +28,8 @@ class HttpPortTaken(RuntimeError):
     pass
 
 
-async def _parameters(request: web.Request) -> tuple[MultiDict[str], bytes]:
+async def read_parameters(request: web.Request) -> tuple[MultiDict[str], bytes]:
+    """The query parameters, plus a form body's; any other body is returned as it is."""
     params: MultiDict[str] = MultiDict(request.query)
     body = b""
     if request.method == "POST" and request.can_read_body:
@@ -66,7 +67,7 @@ async def handle_cnf(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT_KEY]
     cmd = request.query.get("cmd", "")
     try:
-        params, body = await _parameters(request)
+        params, body = await read_parameters(request)
         cmd = params.get("cmd", "")
         if not cmd:
             raise ApiError(400, "missing parameter 'cmd'")

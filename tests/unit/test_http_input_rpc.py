@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bridges.http_input import InputError
-from bridges.http_input_rpc import parse_request, request_values, shared_subscription
+from bridges.http_input import InputError, request_values
+from bridges.http_input_rpc import parse_request, shared_subscription
 from service.rpc_client import RpcReply, parse_reply, reply_prefix
 from service.topics import Topics
 
