@@ -66,7 +66,6 @@ class DeviceWorker:
     errors_in_row: int = 0
     polls: int = 0
     poll_errors: int = 0
-    last_poll_s: float = 0.0
 
 
 @dataclass
@@ -101,7 +100,6 @@ class ModbusBridge:
         self.stats = BridgeStats()
         self._keep_latencies = keep_latencies
         self._bus: MqttBus | None = None
-        self._started = clock()
         self._rpc_tasks: set[asyncio.Task[None]] = set()
 
     # -- topics ------------------------------------------------------------------------------
@@ -322,7 +320,6 @@ class ModbusBridge:
                 log.warning("%s: %s", spec.dev_id, exc)
         elapsed = time.perf_counter() - started
         worker.polls += 1
-        worker.last_poll_s = elapsed
         self.stats.polls += 1
         if self._keep_latencies:
             self.stats.latencies.append(elapsed)
@@ -341,7 +338,6 @@ class ModbusBridge:
     @contextlib.asynccontextmanager
     async def running(self, bus: MqttBus) -> AsyncIterator[ModbusBridge]:
         self._bus = bus
-        self._started = self.clock()
         bus.hold_retained(self.status_topic, b"online")
         for worker in self.workers.values():
             worker.heard_at = self.clock()

@@ -74,8 +74,6 @@ class ModbusConnection:
         self._wait = wait_exponential_jitter(multiplier=0.2, max=max_backoff, jitter=0.2)
         self._failures = 0
         self._retry_at = 0.0
-        self.requests = 0
-        self.errors = 0
 
     def _new_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         # reconnect_delay=0: the backoff is ours, pymodbus must not reconnect behind our back.
@@ -120,7 +118,6 @@ class ModbusConnection:
 
     def _failed(self) -> None:
         self._failures += 1
-        self.errors += 1
         state = RetryCallState(Retrying(), None, (), {})
         state.attempt_number = self._failures
         self._retry_at = self._clock() + self._wait(state)
@@ -131,7 +128,6 @@ class ModbusConnection:
         """Runs one request under the connection's lock; raises ModbusError on any failure."""
         async with self._lock:
             client = await self._connected()
-            self.requests += 1
             try:
                 response = await asyncio.wait_for(call(client), self.timeout + 0.5)
             except (TimeoutError, OSError, ModbusException) as exc:
@@ -140,7 +136,6 @@ class ModbusConnection:
                 self._failed()
                 raise ModbusError(f"{self.endpoint}: {type(exc).__name__}: {exc}") from exc
             if response.isError():
-                self.errors += 1
                 raise ModbusError(f"{self.endpoint}: device answered {response}")
             self._failures = 0
             return response
