@@ -9,7 +9,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -22,19 +22,11 @@ from service.settings import MqttTarget, Settings
 from tests.broker import MosquittoBroker, find_free_port
 from tests.integration.conftest import Api
 from tests.integration.mqtt_observer import MqttObserver
+from tests.integration.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
 HOST = "127.0.0.1"
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 def device(info: Any, dev_id: str) -> dict[str, Any]:
@@ -95,7 +87,7 @@ async def test_poll_state_command_register_and_read_back(
     # A smaller fuse: the command and the register follow.
     await api.set_params({"max_total_current": 7_000})
     await eventually(
-        lambda: asyncio.sleep(0, pb.limit_ma == 7_000), "the register follows the new limit"
+        lambda: pb.limit_ma == 7_000, "the register follows the new limit"
     )
 
 
@@ -220,12 +212,12 @@ async def test_failsafe_when_the_core_stops(
                     }
                 )
                 await eventually(
-                    lambda: asyncio.sleep(0, pb.limit_ma == 12_000 and pb.charging_enabled),
+                    lambda: pb.limit_ma == 12_000 and pb.charging_enabled,
                     "the core's 12 A reach the wallbox",
                 )
             # The core said goodbye ("offline"): the bridge applies the fail-safe on its own.
             await eventually(
-                lambda: asyncio.sleep(0, pb.limit_ma == 8_000), "the fail-safe current applies"
+                lambda: pb.limit_ma == 8_000, "the fail-safe current applies"
             )
             state = await seen.wait(
                 f"{base_topic}/devices/E1/state", lambda m: bool(m.json().get("failsafe"))

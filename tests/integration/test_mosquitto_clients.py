@@ -12,8 +12,7 @@ import asyncio
 import json
 import shutil
 import subprocess
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +22,7 @@ from service.app import RunningService
 from service.settings import Settings
 from tests.broker import BrokerAddress
 from tests.integration.conftest import Api
+from tests.integration.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -161,14 +161,6 @@ def clear_retained(mqtt_broker: BrokerAddress, base_topic: str) -> Iterator[None
 @pytest.fixture
 def clients(mqtt_broker: BrokerAddress) -> Clients:
     return Clients(mqtt_broker)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {WAIT_S:g} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 async def device_config(api: Api, dev_id: str) -> dict[str, Any] | None:

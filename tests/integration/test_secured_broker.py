@@ -19,9 +19,8 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +35,7 @@ from pydantic import ValidationError
 from service.app import running_service
 from service.settings import Settings
 from tests.broker import MosquittoBroker, find_free_port, find_mosquitto
+from tests.integration.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 MOSQUITTO_CONF = REPO / "mosquitto" / "mosquitto.conf"
@@ -355,13 +355,6 @@ async def _status_goes_online_then_offline(broker: SecuredBroker, settings: Sett
         await asyncio.to_thread(home.wait_for, status, b"offline")
 
 
-async def _eventually(check: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_chargebus_core_runs_on_the_secured_broker(
     broker: SecuredBroker, tmp_path: Path
 ) -> None:
@@ -381,7 +374,7 @@ async def test_the_in_process_bridges_work_on_the_core_login(
         await state.set_params({"devices": [{"dev_type": "evse_ajax", "dev_id": "E1"}]})
         bridge = running.cnf.http_input
         assert bridge is not None
-        await _eventually(lambda: bridge.device_kind("E1") == "evse")
+        await eventually(lambda: bridge.device_kind("E1") == "evse", "the bridge knows E1")
         answer = await bridge.set_ajax_evse("E1", {"state": 2}, from_query=False)
         assert answer["device_enabled"] is True
         assert state.runtime["E1"].state is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -15,6 +15,7 @@ from bridges.modbus.register_map import decode, decode_int, encode
 from bridges.sim.car import Car, CarState
 from bridges.sim.server import SimSite, run_sim, simulated_site
 from tests.broker import LOOPBACK, find_free_port
+from tests.integration.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -60,15 +61,6 @@ async def grid_currents_a(grid: AsyncModbusTcpClient) -> list[float]:
     )
     assert not response.isError(), response
     return [sdm.float_at(response.registers, a) for a in sdm.CURRENTS]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    try:
-        async with asyncio.timeout(WAIT_S):
-            while not await check():
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        pytest.fail(f"not reached within {WAIT_S} s: {what}")
 
 
 async def test_identity_registers(running: Running) -> None:
