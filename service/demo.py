@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from bridges.sim.car import Car
-from bridges.sim.server import simulated_site
-from service.app import device_registry, running_service
+from bridges.sim.server import SimSite, simulated_site
+from service.app import RunningService, device_registry, running_service
 from service.embedded_broker import free_port
 from service.settings import Settings
 from service.state import ServiceState
@@ -80,7 +81,7 @@ async def configure(data_dir: Path, devices: list[dict[str, Any]]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_demo(settings: Settings) -> Any:
+async def running_demo(settings: Settings) -> AsyncIterator[tuple[RunningService, SimSite]]:
     ports = [free_port(HOST) for _ in range(2)]
     grid_port = free_port(HOST)
     cars: list[Car | None] = [Car(phases=3, ramp_ma_per_s=3000), Car(phases=1, ramp_ma_per_s=3000)]
