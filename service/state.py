@@ -316,8 +316,10 @@ class ServiceState:
                 runtime.set_com_err(False, now)
             evse = result.evses.get(dev_id)
             if evse is not None:
-                # Every field but the trailing `ts` (which moves with each run) is shown.
-                if runtime.result is None or evse[:-1] != runtime.result[:-1]:
+                # A verdict that did not change is mostly the very same object.
+                if runtime.result is None or (
+                    evse is not runtime.result and evse != runtime.result
+                ):
                     changed.add(dev_id)
                 runtime.result = evse
         if result.energy_wh:

@@ -107,7 +107,6 @@ from service.core.charging_rules import (
 )
 from service.core.groups import Demand, GroupTree, build_group_tree, share, sum_subtrees
 from service.core.models import (
-    EvseCommand,
     EvseConfig,
     EvseState,
     GroupConfig,
@@ -353,6 +352,9 @@ class Memory:
     views: dict[str, _ConfigView] = field(default_factory=dict, compare=False, repr=False)
     state_views: dict[str, _StateView] = field(default_factory=dict, compare=False, repr=False)
     prepared: dict[str, _Prepared] = field(default_factory=dict, compare=False, repr=False)
+    # The last result of each EVSE that neither the clock nor a change of its memory went
+    # into, with the pending entry and current it came from.
+    settled: dict[str, _Settled] = field(default_factory=dict, compare=False, repr=False)
     shapes: _Shapes = field(default_factory=lambda: _Shapes(), compare=False, repr=False)
 
     def evse(self, dev_id: str) -> EvseMemory:
@@ -379,17 +381,6 @@ class EvseResult(NamedTuple):
     user_id: str | None
     overrides: int  # bit field, see authorization
     ov_cur: int  # the override cap, or the maximum current when there is none
-    ts: float
-
-    @property
-    def command(self) -> EvseCommand:
-        return EvseCommand.model_construct(
-            device_enabled=self.device_enabled,
-            charging_enabled=self.charging_enabled,
-            paused=self.paused,
-            charging_current=self.charging_current,
-            ts=self.ts,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,10 +446,11 @@ class _Vehicle(NamedTuple):
     disabled_min: bool  # device disabled under disable_policy 1
 
 
-# Between demand and result, per EVSE with a vehicle: dev_id, config, memory, local mask,
-# grid mask, maximum, power, target, reason ("" = shares), needs_auth, capped at the minimum,
-# user id, index of its demand (-1 = none), the memory the call began with. A plain tuple:
-# this is the hot path.
+# Between demand and result, per EVSE with a vehicle: dev_id, device_enabled, memory, local
+# mask, grid mask, maximum, power, target, reason ("" = shares), needs_auth, capped at the
+# minimum, user id, the memory the call began with. A plain tuple: this is the hot path. It
+# holds no index into this call's demands (those go alongside), so that an EVSE whose inputs
+# stay the same hands on the very same tuple from call to call.
 _Pending = tuple[
     str,
     bool,  # device_enabled
@@ -472,9 +464,11 @@ _Pending = tuple[
     bool,
     bool,
     str | None,
-    int,
     EvseMemory | None,
 ]
+
+# A result with what it was made from: pending entry, current, observation mode.
+_Settled = tuple[_Pending, int, bool, EvseResult]
 
 
 class _Wish(NamedTuple):
@@ -493,14 +487,14 @@ class _Wish(NamedTuple):
 _new = tuple.__new__
 
 _PLACEHOLDER: Final = EvseResult(
-    False, False, False, 0, 0, 0, 0, 0, 0, 0, "", False, False, None, 0, 0, 0.0
+    False, False, False, 0, 0, 0, 0, 0, 0, 0, "", False, False, None, 0, 0
 )  # fmt: skip
 
 
-def _off_result(config: EvseConfig, now: float, reason: str) -> EvseResult:
+def _off_result(config: EvseConfig, reason: str) -> EvseResult:
     return EvseResult(
         config.device_enabled, False, False, 0, 0, 0, 0, 0, 0, 0, reason, False, False, None,
-        0, 0, now,
+        0, 0,
     )  # fmt: skip
 
 
@@ -836,6 +830,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
     fixed = [[0, 0, 0] for _ in range(n_groups)]
     results: dict[str, EvseResult] = {}
     pending: list[_Pending] = []
+    demand_of: list[int] = []  # per pending entry: the index of its demand, -1 = none
     deferred: list[_Vehicle] = []
     demands: list[Demand] = []
     cells: dict[int, tuple[int, ...]] = {}
@@ -888,16 +883,19 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         pending.append(
             (v.dev_id, v.config.device_enabled, w.memory, v.local_mask, v.grid_mask,
              v.max_current, round(v.power), w.target, w.reason, w.needs_auth, w.capped_min,
-             w.user_id, k, old_get(v.dev_id))
+             w.user_id, old_get(v.dev_id))
         )  # fmt: skip
+        demand_of.append(k)
 
     views = memory.views
     state_views = memory.state_views
     prepared = memory.prepared
+    settled = memory.settled
     if len(views) > 2 * len(inp.evses) + 64:
         views = {d: v for d, v in views.items() if d in inp.evses}
         state_views = {d: v for d, v in state_views.items() if d in inp.evses}
         prepared = {d: v for d, v in prepared.items() if d in inp.evses}
+        settled = {d: v for d, v in settled.items() if d in inp.evses}
     for dev_id, ev in inp.evses.items():
         cfg = ev.config
         st = ev.state
@@ -929,14 +927,14 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 acc[2] += d2
                 if entry is None:
                     assert idle is not None
-                    results[dev_id] = _new(EvseResult, (*idle[:-1], now))
+                    results[dev_id] = idle
                     continue
                 results[dev_id] = _PLACEHOLDER
-                if p_demand is not None:
-                    k = len(demands)
+                if p_demand is None:
+                    demand_of.append(-1)
+                else:
+                    demand_of.append(len(demands))
                     demands.append(p_demand)
-                    if entry[12] != k:
-                        entry = (*entry[:12], k, entry[13])
                 pending.append(entry)
                 continue
         notes_before = len(notes)
@@ -952,7 +950,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             mem = orig
             seen_old += 1
         if not enabled and policy == 0:
-            results[dev_id] = _off_result(cfg, now, R_DISABLED)
+            results[dev_id] = _off_result(cfg, R_DISABLED)
             continue
         g = index_get(group_id)
         if g is None:
@@ -977,7 +975,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 acc[p] += max_cur
             results[dev_id] = EvseResult(
                 enabled, False, False, 0, 0, 0, 0, local, gmask, 0, R_COM_ERR,
-                False, True, None, mem.overrides.bits, 0, now,
+                False, True, None, mem.overrides.bits, 0,
             )  # fmt: skip
             if mem.charging:
                 changed_mem[dev_id] = mem._replace(charging=False)
@@ -1063,9 +1061,10 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                     )
                 made: _Pending = (
                     dev_id, enabled, m2, local, gmask, max_cur, round(power), target, reason,
-                    False, capped, None, k, orig,
+                    False, capped, None, orig,
                 )  # fmt: skip
                 pending.append(made)
+                demand_of.append(k)
                 if (
                     m2 is mem
                     and m2.stopped_at is None
@@ -1109,7 +1108,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                     acc[p] += max_cur
             results[dev_id] = EvseResult(
                 False, True, False, max_cur, counted, max_cur, 0, local, gmask, round(power),
-                R_UNLIMITED, False, False, None, m2.overrides.bits, max_cur, now,
+                R_UNLIMITED, False, False, None, m2.overrides.bits, max_cur,
             )  # fmt: skip
         else:
             ov = m2.overrides
@@ -1118,7 +1117,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 (enabled, True, False, 0, 0, 0, 0, local, gmask, round(power),
                  R_NO_VEHICLE if s == STATE_NO_VEHICLE else R_ERROR, False, False,
                  auth.user_id if auth is not None else None,
-                 0 if ov is NO_OVERRIDES else ov.bits, 0, now),
+                 0 if ov is NO_OVERRIDES else ov.bits, 0),
             )  # fmt: skip
         if m2.paused_since is not None or m2.charging or m2.stopped_at is not None:
             m2 = m2._replace(paused_since=None, charging=False, stopped_at=None)
@@ -1197,13 +1196,16 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
     currents = share(budgets, demands, params.max_imbalance)
 
     observe = not params.lb_enabled
-    for (
-        dev_id, enabled, mem, local, gmask, max_cur, watts, target, reason, needs_auth, capped,
-        user_id, k, old,
-    ) in pending:  # fmt: skip
-        current = 0
+    settled_get = settled.get
+    for entry, k in zip(pending, demand_of, strict=True):
+        current = currents[k] if k >= 0 else 0
+        last = settled_get(entry[0])
+        if last is not None and last[0] is entry and last[1] == current and last[2] == observe:
+            results[entry[0]] = last[3]
+            continue
+        (dev_id, enabled, mem, local, gmask, max_cur, watts, target, reason, needs_auth, capped,
+         user_id, old) = entry  # fmt: skip
         if k >= 0:
-            current = currents[k]
             if current == 0:
                 reason = R_NO_CURRENT
                 paused = True
@@ -1240,14 +1242,19 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         else:
             enabled_cmd = reason != R_AUTH and reason != R_OVERRIDE
             paused_cmd, current_cmd = paused, current
-        results[dev_id] = _new(
+        result = results[dev_id] = _new(
             EvseResult,
             (enabled, enabled_cmd, paused_cmd, current_cmd, current, target,
              int(now - since) if since is not None else 0, local, gmask, watts, reason,
              needs_auth, False, user_id, 0 if ov is NO_OVERRIDES else ov.bits,
-             max_cur if ov is NO_OVERRIDES or ov.max_current is None else ov.max_current, now),
+             max_cur if ov is NO_OVERRIDES or ov.max_current is None else ov.max_current),
         )  # fmt: skip
-        if mem is not old and mem != old:
+        if mem is old:
+            if since is None:
+                # Neither the clock nor a change of memory went into it: the same entry (the
+                # very object, so the same inputs) with the same current gives it again.
+                settled[dev_id] = (entry, current, observe, result)
+        elif mem != old:
             changed_mem[dev_id] = mem
 
     if observe:
@@ -1287,6 +1294,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             views=views,
             state_views=state_views,
             prepared=prepared,
+            settled=settled,
             shapes=shapes,
         ),
         grid_meter_lost=meters.has_grid[0] and meters.grid_lost[0],

@@ -159,7 +159,6 @@ def evse_info(
 ) -> dict[str, Any]:
     info = _common(config, runtime, registry, now)
     state = runtime.state if isinstance(runtime.state, EvseState) else None
-    command = runtime.command
     currents = state.current if state is not None else [0, 0, 0]
     voltages = state.voltage if state is not None else [230.0, 230.0, 230.0]
     if state is not None and state.power_w is not None:
@@ -175,21 +174,20 @@ def evse_info(
     )
     max_cur = config.max_charging_cur if isinstance(config.max_charging_cur, int) else 0
     result = runtime.result
+    # The command sent is the last run's verdict; before the first run there is none.
+    set_current = -1
     if result is not None:
         charging_enabled = result.charging_enabled
         paused, pause_time, reason = result.paused, result.pause_time, result.reason
         # What the allocation assumes the EVSE uses; before it ever ran, what it measured.
         phases = result.phases or phases
         needs_auth, overrides, ov_cur = result.needs_auth, result.overrides, result.ov_cur
-        allocated = result.charging_current
+        allocated = set_current = result.charging_current
     else:
-        charging_enabled = (
-            command.charging_enabled if command is not None else config.device_enabled
-        )
-        paused = command.paused if command is not None else False
-        pause_time, reason = 0, ""
+        charging_enabled = config.device_enabled
+        paused, pause_time, reason = False, 0, ""
         needs_auth, overrides, ov_cur = bool(config.users), 0, max_cur
-        allocated = command.charging_current if command is not None else 0
+        allocated = 0
     info.update(
         is_evse=True,
         charging_enabled=charging_enabled,
@@ -206,7 +204,7 @@ def evse_info(
         current_l2=currents[1],
         current_l3=currents[2],
         max_power=round(max_cur * 230 * 3 / 1000),
-        last_set_charging_cur=command.charging_current if command is not None else -1,
+        last_set_charging_cur=set_current,
         lreason=reason,
         status=reason,
         needs_auth=needs_auth,
@@ -218,7 +216,7 @@ def evse_info(
             "pp_state": "",
             "charging": evse_state in (3, 4),
             "current": allocated,
-            "set_current": command.charging_current if command is not None else 0,
+            "set_current": max(0, set_current),
             "enabled": charging_enabled,
             "phases": bin(phases).count("1"),
             "pause_reason": reason if paused else "",

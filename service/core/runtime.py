@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from service.core.allocation import EvseResult
-from service.core.models import EvseCommand, EvseState, MeterState
+from service.core.models import EvseState, MeterState
 
 
 @dataclass(slots=True)
@@ -21,11 +21,6 @@ class DeviceRuntime:
     result: EvseResult | None = None
     # When the core first looked for this device's data (set on the first run).
     watched_since: float | None = None
-
-    @property
-    def command(self) -> EvseCommand | None:
-        """The command the last run gave this EVSE (None for meters and before it)."""
-        return self.result.command if self.result is not None else None
 
     def record_state(self, state: EvseState | MeterState, now: float) -> None:
         self.state = state

@@ -19,7 +19,6 @@ from service.core.allocation import (
     stale_after_s,
 )
 from service.core.models import (
-    EvseCommand,
     EvseConfig,
     EvseState,
     MeterConfig,
@@ -57,19 +56,6 @@ def run(
         stale_after_s=9.0,
     )
     return allocate(inp, memory or Memory())
-
-
-def test_command_property() -> None:
-    result = run({"E1": evse("E1", used_phases=7)}).evses["E1"]
-    command = result.command
-    assert isinstance(command, EvseCommand)
-    assert command.model_dump() == {
-        "device_enabled": True,
-        "charging_enabled": True,
-        "paused": False,
-        "charging_current": 16_000,
-        "ts": NOW,
-    }
 
 
 def test_the_given_memory_is_never_changed() -> None:

@@ -271,7 +271,7 @@ def _check_caches(inp: AllocationInput, result: Allocation) -> None:
     uncached = allocate(
         later,
         dataclasses.replace(
-            result.memory, views={}, state_views={}, prepared={}, shapes=_Shapes()
+            result.memory, views={}, state_views={}, prepared={}, settled={}, shapes=_Shapes()
         ),
     )
     assert cached == uncached

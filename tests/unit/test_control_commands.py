@@ -18,7 +18,7 @@ def result(current: int, *, enabled: bool = True, paused: bool = False) -> EvseR
         device_enabled=True, charging_enabled=enabled, paused=paused,
         charging_current=current, current=current, target=current, pause_time=0, phases=7,
         grid_phases=7, cur_charging_power=0, reason="ok", needs_auth=False, com_err=False,
-        user_id=None, overrides=0, ov_cur=current, ts=NOW,
+        user_id=None, overrides=0, ov_cur=current,
     )  # fmt: skip
 
 

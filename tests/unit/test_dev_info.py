@@ -198,7 +198,7 @@ def test_evse_info_command_fields(registry: DeviceTypeRegistry) -> None:
         device_enabled=True, charging_enabled=False, paused=True, charging_current=6000,
         current=6000, target=6000, pause_time=0, phases=7, grid_phases=7, cur_charging_power=0,
         reason="min_pause", needs_auth=False, com_err=False, user_id=None, overrides=0,
-        ov_cur=6000, ts=NOW,
+        ov_cur=6000,
     )  # fmt: skip
     info = evse_info(make_evse(), runtime, registry, NOW)
     assert info["charging_enabled"] is False
