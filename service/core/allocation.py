@@ -269,7 +269,7 @@ class _StateView(NamedTuple):
     rfid: str
     power: float  # W: reported, else from currents and voltages
     metered: bool  # reports its own energy (total_energy)
-    reports_max: bool  # reports a max_charging_current of its own
+    reported_max: int | None  # a max_charging_current of its own (0 counts as none)
     measured_phases: int  # bit mask of the phases drawing at least LEARN_THRESHOLD_MA
 
 
@@ -289,7 +289,7 @@ def _state_view(st: EvseState) -> _StateView:
     return _new(
         _StateView,
         (st, st.state, c0, c1, c2, st.com_err or st.state == STATE_OFFLINE, st.rfid, power,
-         st.total_energy is not None, bool(st.max_charging_current), measured),
+         st.total_energy is not None, st.max_charging_current or None, measured),
     )  # fmt: skip
 
 
@@ -312,16 +312,46 @@ class _Prepared(NamedTuple):
     demand: Demand | None
     pending: _Pending | None  # None for an EVSE without a vehicle: then `idle` is its verdict
     idle: EvseResult | None
+    rotation: int  # phase_rotation, to place the draw of a new state
 
 
 def _grid_draw(rotation: int, c0: int, c1: int, c2: int) -> tuple[int, int, int]:
     """An EVSE's positive currents moved onto the grid phases."""
     out = [0, 0, 0]
     r = ROTATION[rotation]
-    for local, c in enumerate((c0, c1, c2)):
-        if c > 0:
-            out[r[local]] += c
+    if c0 > 0:
+        out[r[0]] += c0
+    if c1 > 0:
+        out[r[1]] += c1
+    if c2 > 0:
+        out[r[2]] += c2
     return out[0], out[1], out[2]
+
+
+def _same_verdict(old: _StateView, new: _StateView) -> bool:
+    """Whether a new state of an EVSE leaves what the allocation decides for it as it was:
+    only its measurements moved (currents, voltages, power), not its state, error, RFID,
+    metering, reported maximum or the phases it draws on."""
+    return old[1] == new[1] and old[5:7] == new[5:7] and old[8:] == new[8:]
+
+
+def _refreshed(pre: _Prepared, view: _StateView) -> _Prepared:
+    """A prepared entry carried over to a new state of the same verdict (see _same_verdict):
+    what it draws and its power are the new state's."""
+    (config, _, memory, constraints, policy, group, _, metered, _, _, _, demand, entry, idle,
+     rotation) = pre  # fmt: skip
+    power = view[7]
+    watts = round(power)
+    if entry is not None and entry[6] != watts:
+        entry = (*entry[:6], watts, *entry[7:])
+    if idle is not None and idle[9] != watts:
+        idle = idle._replace(cur_charging_power=watts)
+    d0, d1, d2 = _grid_draw(rotation, view[2], view[3], view[4])
+    return _new(
+        _Prepared,
+        (config, view[0], memory, constraints, policy, group, power, metered, d0, d1, d2,
+         demand, entry, idle, rotation),
+    )  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -904,18 +934,31 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             # Unpacked at once: reading a NamedTuple's fields by name costs a descriptor call
             # each, and this runs for most EVSEs on every call.
             (p_cfg, p_st, p_mem, p_cons, p_policy, p_group, power, metered, d0, d1, d2,
-             p_demand, entry, idle) = pre  # fmt: skip
+             p_demand, entry, idle, rot) = pre  # fmt: skip
             age = ev.state_age_s
             orig = old_get(dev_id)
-            if (
+            valid = (
                 p_cfg is cfg
-                and p_st is st
                 and p_mem is orig
                 and p_cons is cons_info
                 and p_policy == policy
                 and age is not None
                 and age <= stale
-            ):
+            )
+            if valid and p_st is not st:
+                # A new state. In operation most of them only report moved measurements:
+                # then the verdict holds, with the new figures.
+                valid = False
+                old_view = state_views.get(dev_id)
+                if st is not None and old_view is not None and old_view[0] is p_st:
+                    view = state_views[dev_id] = _state_view(st)
+                    if _same_verdict(old_view, view):
+                        pre = prepared[dev_id] = _refreshed(pre, view)
+                        power, d0, d1, d2, entry, idle = (
+                            pre[6], pre[8], pre[9], pre[10], pre[12], pre[13],
+                        )  # fmt: skip
+                        valid = True
+            if valid:
                 if orig is not None:
                     seen_old += 1
                 cons_power += power
@@ -981,7 +1024,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 changed_mem[dev_id] = mem._replace(charging=False)
             continue
         assert st is not None  # a view exists only for a state
-        _, s, c0, c1, c2, _, rfid, power, metered, reports_max, measured = sv
+        _, s, c0, c1, c2, _, rfid, power, metered, reported_max, measured = sv
         # Session events only when something that starts or ends one may have happened.
         if (
             s != mem.last_state
@@ -1006,7 +1049,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         if (s == 2 or s == 3 or s == 4) and (enabled or policy == 1):
             # Holds the EVSE's place so that results keep the input order.
             results[dev_id] = _PLACEHOLDER
-            if static_max is not None and not reports_max:
+            if static_max is not None and not reported_max:
                 max_cur = static_max
             else:
                 max_cur, fallback = resolve_max_current(cfg, st, variables)
@@ -1069,8 +1112,10 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                     m2 is mem
                     and m2.stopped_at is None
                     and m2.plugged_at is not None
-                    # A note (an unknown group, an expression not evaluated) is made anew
-                    # each call: such an EVSE takes the long way.
+                    # A maximum given as an expression reads the params' cm_vars, and a note
+                    # (an unknown group) is made anew each call: such an EVSE takes the long
+                    # way.
+                    and static_max is not None
                     and len(notes) == notes_before
                 ):
                     # Made without the clock: valid as long as its inputs stay the same.
@@ -1078,7 +1123,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                         _Prepared,
                         (cfg, st, orig, cons_info, policy, g, power, metered,
                          *gd, demands[k] if k >= 0 else None, made,
-                         None),
+                         None, rot),
                     )  # fmt: skip
                 continue
             vehicle = _Vehicle(dev_id, cfg, m2, g, local, gmask, max_cur, power, not enabled)
@@ -1133,7 +1178,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             prepared[dev_id] = _new(
                 _Prepared,
                 (cfg, st, orig, cons_info, policy, g, power, metered,
-                 *gd, None, None, results[dev_id]),
+                 *gd, None, None, results[dev_id], rot),
             )  # fmt: skip
 
     # Group loads: what is not EVSE, bottom-up.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -253,3 +254,25 @@ def test_a_non_finite_power_falls_back_to_the_currents(bad: float) -> None:
 def test_stale_after() -> None:
     assert stale_after_s(Params()) == 9.0  # 3 cycles of 3000 ms
     assert stale_after_s(Params(stale_time=20_000)) == 20.0
+
+
+def test_a_maximum_given_as_an_expression_follows_the_variables_from_call_to_call() -> None:
+    # The same objects in every call (as in the service) but for the params: only the
+    # params' cm_vars move.
+    inp = AllocationInput(
+        params=Params(max_total_current=32_000, cm_vars={"limit": 10}),
+        groups=[],
+        evses={"E1": evse("E1", max_charging_cur="limit * 1000", used_phases=7)},
+        meters={},
+        users=USERS,
+        now=NOW,
+        stale_after_s=9.0,
+    )
+    memory = Memory()
+    for k in range(3):
+        result = allocate(dataclasses.replace(inp, now=NOW + 3 * k), memory)
+        assert result.evses["E1"].charging_current == 10_000
+        memory = result.memory
+    params = inp.params.model_copy(update={"cm_vars": {"limit": 12}})
+    changed = allocate(dataclasses.replace(inp, params=params, now=NOW + 9), memory)
+    assert changed.evses["E1"].charging_current == 12_000

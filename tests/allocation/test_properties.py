@@ -259,23 +259,42 @@ def _run(scenario: dict[str, Any]) -> None:
         )
         result = allocate(inp, memory)
         _check(inp, memory, result, scenario["seed"])
-        _check_caches(inp, result)
+        _check_caches(inp, result, scenario["seed"])
         memory = result.memory
 
 
-def _check_caches(inp: AllocationInput, result: Allocation) -> None:
-    """The per-object views and prepared entries carried in the memory are a cache only: the
-    next call with the same objects answers as it would without them."""
-    later = dataclasses.replace(inp, now=inp.now + 1)
-    cached = allocate(later, result.memory)
-    uncached = allocate(
-        later,
-        dataclasses.replace(
-            result.memory, views={}, state_views={}, prepared={}, settled={}, shapes=_Shapes()
-        ),
-    )
-    assert cached == uncached
-    assert list(cached.evses.items()) == list(uncached.evses.items())
+def _check_caches(inp: AllocationInput, result: Allocation, seed: int) -> None:
+    """The per-object views, prepared entries and settled results carried in the memory are a
+    cache only: the next call answers as it would without them, with the same state objects
+    and with new ones (most only with moved measurements, as in operation)."""
+    rng = random.Random(seed)
+    moved: dict[str, EvseInput] = {}
+    for dev_id, ev in inp.evses.items():
+        state = ev.state
+        if state is not None and rng.random() < 0.7:
+            update: dict[str, Any] = {
+                "current": [max(0, c + rng.randint(-800, 800)) for c in state.current],
+                "ts": state.ts + 1,
+            }
+            if rng.random() < 0.1:
+                update["state"] = rng.randint(1, 6)
+            if rng.random() < 0.1:
+                update["max_charging_current"] = rng.choice([None, 0, 6_000, 20_000])
+            state = state.model_copy(update=update)
+        moved[dev_id] = dataclasses.replace(ev, state=state)
+    for later in (
+        dataclasses.replace(inp, now=inp.now + 1),
+        dataclasses.replace(inp, now=inp.now + 1, evses=moved),
+    ):
+        cached = allocate(later, result.memory)
+        uncached = allocate(
+            later,
+            dataclasses.replace(
+                result.memory, views={}, state_views={}, prepared={}, settled={}, shapes=_Shapes()
+            ),
+        )
+        assert cached == uncached
+        assert list(cached.evses.items()) == list(uncached.evses.items())
 
 
 def _check(inp: AllocationInput, memory: Memory, result: Allocation, seed: int) -> None:
