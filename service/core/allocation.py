@@ -105,7 +105,14 @@ from service.core.charging_rules import (
     minute_of_week,
     numeric_variables,
 )
-from service.core.groups import Demand, GroupTree, build_group_tree, share, sum_subtrees
+from service.core.groups import (
+    Demand,
+    GroupTree,
+    build_group_tree,
+    class_key,
+    share,
+    sum_subtrees,
+)
 from service.core.models import (
     EvseConfig,
     EvseState,
@@ -294,9 +301,11 @@ def _state_view(st: EvseState) -> _StateView:
 
 
 class _Prepared(NamedTuple):
-    """What the loop over the EVSEs made of one EVSE in the common case (no users, rules,
-    overrides), with everything it was made from. When none of that changed and nothing in it
-    depended on the clock, the next call takes it as it is."""
+    """What the loop over the EVSEs made of one EVSE, with everything it was made from. When
+    none of that changed, the next call takes it as it is: in the common case (no users,
+    rules or overrides) its pending entry, for an EVSE without a vehicle its verdict, and for
+    one with users, rules or overrides the vehicle whose wish is made anew each call (it
+    reads the clock)."""
 
     config: EvseConfig
     state: EvseState
@@ -313,6 +322,8 @@ class _Prepared(NamedTuple):
     pending: _Pending | None  # None for an EVSE without a vehicle: then `idle` is its verdict
     idle: EvseResult | None
     rotation: int  # phase_rotation, to place the draw of a new state
+    vehicle: _Vehicle | None
+    users: Mapping[str, User]  # the phases of an RFID come from its user
 
 
 def _grid_draw(rotation: int, c0: int, c1: int, c2: int) -> tuple[int, int, int]:
@@ -339,18 +350,20 @@ def _refreshed(pre: _Prepared, view: _StateView) -> _Prepared:
     """A prepared entry carried over to a new state of the same verdict (see _same_verdict):
     what it draws and its power are the new state's."""
     (config, _, memory, constraints, policy, group, _, metered, _, _, _, demand, entry, idle,
-     rotation) = pre  # fmt: skip
+     rotation, vehicle, users) = pre  # fmt: skip
     power = view[7]
     watts = round(power)
     if entry is not None and entry[6] != watts:
         entry = (*entry[:6], watts, *entry[7:])
     if idle is not None and idle[9] != watts:
         idle = idle._replace(cur_charging_power=watts)
+    if vehicle is not None:
+        vehicle = vehicle._replace(power=power)
     d0, d1, d2 = _grid_draw(rotation, view[2], view[3], view[4])
     return _new(
         _Prepared,
         (config, view[0], memory, constraints, policy, group, power, metered, d0, d1, d2,
-         demand, entry, idle, rotation),
+         demand, entry, idle, rotation, vehicle, users),
     )  # fmt: skip
 
 
@@ -899,7 +912,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                     gmask,
                     minimum,
                     target,
-                    (cfg.prio, cell, minimum, target),
+                    class_key(cfg.prio, cell, minimum, target),
                 ),
             )
         )
@@ -934,12 +947,13 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             # Unpacked at once: reading a NamedTuple's fields by name costs a descriptor call
             # each, and this runs for most EVSEs on every call.
             (p_cfg, p_st, p_mem, p_cons, p_policy, p_group, power, metered, d0, d1, d2,
-             p_demand, entry, idle, rot) = pre  # fmt: skip
+             p_demand, entry, idle, rot, vehicle, p_users) = pre  # fmt: skip
             age = ev.state_age_s
             orig = old_get(dev_id)
             valid = (
                 p_cfg is cfg
                 and p_mem is orig
+                and p_users is users
                 and p_cons is cons_info
                 and p_policy == policy
                 and age is not None
@@ -954,8 +968,8 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                     view = state_views[dev_id] = _state_view(st)
                     if _same_verdict(old_view, view):
                         pre = prepared[dev_id] = _refreshed(pre, view)
-                        power, d0, d1, d2, entry, idle = (
-                            pre[6], pre[8], pre[9], pre[10], pre[12], pre[13],
+                        power, d0, d1, d2, entry, idle, vehicle = (
+                            pre[6], pre[8], pre[9], pre[10], pre[12], pre[13], pre[15],
                         )  # fmt: skip
                         valid = True
             if valid:
@@ -969,8 +983,15 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 acc[1] += d1
                 acc[2] += d2
                 if entry is None:
-                    assert idle is not None
-                    results[dev_id] = idle
+                    if idle is not None:
+                        results[dev_id] = idle
+                        continue
+                    assert vehicle is not None
+                    results[dev_id] = _PLACEHOLDER
+                    if _has_rules(vehicle, users):
+                        deferred.append(vehicle)
+                    else:
+                        add_wish(_wish(vehicle, users, None, min_only[p_group], now))
                     continue
                 results[dev_id] = _PLACEHOLDER
                 if p_demand is None:
@@ -1098,7 +1119,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                                 gmask,
                                 minimum,
                                 target,
-                                (prio, cell, minimum, target),
+                                class_key(prio, cell, minimum, target),
                             ),
                         )
                     )
@@ -1123,10 +1144,17 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                         _Prepared,
                         (cfg, st, orig, cons_info, policy, g, power, metered,
                          *gd, demands[k] if k >= 0 else None, made,
-                         None, rot),
+                         None, rot, None, users),
                     )  # fmt: skip
                 continue
             vehicle = _Vehicle(dev_id, cfg, m2, g, local, gmask, max_cur, power, not enabled)
+            if m2 is mem and static_max is not None and len(notes) == notes_before:
+                # Users, rules or overrides: the vehicle is kept, its wish is made anew.
+                prepared[dev_id] = _new(
+                    _Prepared,
+                    (cfg, st, orig, cons_info, policy, g, power, metered, *gd, None, None,
+                     None, rot, vehicle, users),
+                )  # fmt: skip
             if _has_rules(vehicle, users):
                 deferred.append(vehicle)
             else:
@@ -1178,7 +1206,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             prepared[dev_id] = _new(
                 _Prepared,
                 (cfg, st, orig, cons_info, policy, g, power, metered,
-                 *gd, None, None, results[dev_id], rot),
+                 *gd, None, None, results[dev_id], rot, None, users),
             )  # fmt: skip
 
     # Group loads: what is not EVSE, bottom-up.

@@ -149,9 +149,15 @@ class Demand(NamedTuple):
     mask: int  # grid phases
     minimum: int
     target: int  # ≥ minimum
-    # (prio, cell, minimum, target): the class share() puts it in; made once with the demand
-    # so that a demand kept from call to call is not keyed anew each time.
-    klass: tuple[int, int, int, int] | None = None
+    # The class share() puts it in, "prio cell minimum target", made once with the demand: a
+    # string keeps its hash, so a demand kept from call to call is not hashed anew each time.
+    # None: share() keys it by those four numbers.
+    klass: str | None = None
+
+
+def class_key(prio: int, cell: int, minimum: int, target: int) -> str:
+    """Demand.klass: demands with equal keys need the same and get the same."""
+    return f"{prio} {cell} {minimum} {target}"
 
 
 # Demand.order for map(): by position, as a NamedTuple field read by name costs more.
@@ -168,7 +174,7 @@ def share(budgets: Sequence[int], demands: Sequence[Demand], max_imbalance: int)
     current = [0] * len(demands)
     if not demands:
         return current
-    by_key: dict[tuple[int, int, int, int], list[int]] = {}
+    by_key: dict[str | tuple[int, int, int, int], list[int]] = {}
     # Unpacked, not read by name: a NamedTuple field by name is a descriptor call each.
     for i, (prio, _, cell, _, _, minimum, target, klass) in enumerate(demands):
         key = klass or (prio, cell, minimum, target)
@@ -178,10 +184,11 @@ def share(budgets: Sequence[int], demands: Sequence[Demand], max_imbalance: int)
         else:
             members.append(i)
     tiers: dict[int, _Tier] = {}
-    for key, members in by_key.items():
-        tier = tiers.get(key[0])
+    for members in by_key.values():
+        prio = demands[members[0]][0]
+        tier = tiers.get(prio)
         if tier is None:
-            tiers[key[0]] = [members]
+            tiers[prio] = [members]
         else:
             tier.append(members)
     prios = sorted(tiers, reverse=True)
