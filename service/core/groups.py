@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import heapq
 import operator
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -162,6 +163,7 @@ def class_key(prio: int, cell: int, minimum: int, target: int) -> str:
 
 # Demand.order for map(): by position, as a NamedTuple field read by name costs more.
 _ORDER = operator.itemgetter(1)
+_KLASS = operator.itemgetter(7)
 
 
 # A tier: the demands of one priority, as classes of members with equal cell, minimum and
@@ -174,15 +176,13 @@ def share(budgets: Sequence[int], demands: Sequence[Demand], max_imbalance: int)
     current = [0] * len(demands)
     if not demands:
         return current
-    by_key: dict[str | tuple[int, int, int, int], list[int]] = {}
-    # Unpacked, not read by name: a NamedTuple field by name is a descriptor call each.
-    for i, (prio, _, cell, _, _, minimum, target, klass) in enumerate(demands):
-        key = klass or (prio, cell, minimum, target)
-        members = by_key.get(key)
-        if members is None:
-            by_key[key] = [i]
-        else:
-            members.append(i)
+    # Keyed by Demand.klass, read in C; demands made without one are keyed by its numbers.
+    keys: list[object] = list(map(_KLASS, demands))
+    if None in keys:
+        keys = [d.klass or (d.prio, d.cell, d.minimum, d.target) for d in demands]
+    by_key: defaultdict[object, list[int]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        by_key[key].append(i)
     tiers: dict[int, _Tier] = {}
     for members in by_key.values():
         prio = demands[members[0]][0]
