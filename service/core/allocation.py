@@ -310,11 +310,10 @@ class _Prepared(NamedTuple):
     config: EvseConfig
     state: EvseState
     memory: EvseMemory | None
-    constraints: _Constraints  # the group tree and its limits it was made under
-    policy: int
+    context: _Context  # what else it was made under
     group: int
     power: float
-    metered: bool
+    soft_power: float  # W the soft meter counts: power without an energy reading, else 0
     draw_l1: int  # mA on the grid phases
     draw_l2: int
     draw_l3: int
@@ -323,7 +322,19 @@ class _Prepared(NamedTuple):
     idle: EvseResult | None
     rotation: int  # phase_rotation, to place the draw of a new state
     vehicle: _Vehicle | None
+
+
+class _Context(NamedTuple):
+    """What a prepared entry depends on beyond its EVSE, one object while none of it changes
+    (see _Shapes), so that a single identity test covers it."""
+
+    constraints: _Constraints  # the group tree and its limits
+    policy: int  # disable_policy
     users: Mapping[str, User]  # the phases of an RFID come from its user
+
+
+def _soft_power(power: float, metered: bool) -> float:
+    return power if power > 0 and not metered else 0.0
 
 
 def _grid_draw(rotation: int, c0: int, c1: int, c2: int) -> tuple[int, int, int]:
@@ -349,8 +360,8 @@ def _same_verdict(old: _StateView, new: _StateView) -> bool:
 def _refreshed(pre: _Prepared, view: _StateView) -> _Prepared:
     """A prepared entry carried over to a new state of the same verdict (see _same_verdict):
     what it draws and its power are the new state's."""
-    (config, _, memory, constraints, policy, group, _, metered, _, _, _, demand, entry, idle,
-     rotation, vehicle, users) = pre  # fmt: skip
+    (config, _, memory, context, group, _, _, _, _, _, demand, entry, idle, rotation,
+     vehicle) = pre  # fmt: skip
     power = view[7]
     watts = round(power)
     if entry is not None and entry[6] != watts:
@@ -362,8 +373,8 @@ def _refreshed(pre: _Prepared, view: _StateView) -> _Prepared:
     d0, d1, d2 = _grid_draw(rotation, view[2], view[3], view[4])
     return _new(
         _Prepared,
-        (config, view[0], memory, constraints, policy, group, power, metered, d0, d1, d2,
-         demand, entry, idle, rotation, vehicle, users),
+        (config, view[0], memory, context, group, power, _soft_power(power, view[8]), d0, d1,
+         d2, demand, entry, idle, rotation, vehicle),
     )  # fmt: skip
 
 
@@ -377,6 +388,7 @@ class _Shapes:
     tree: GroupTree | None = None
     constraints_key: tuple[bool, int, tuple[bool, ...]] | None = None
     constraints: _Constraints | None = None
+    context: _Context | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -868,6 +880,16 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         shapes.constraints_key = cons_key
     chain_cons = cons_info.chain
     min_only = cons_info.min_only
+    policy = params.disable_policy
+    users = inp.users
+    context = shapes.context
+    if (
+        context is None
+        or context.constraints is not cons_info
+        or context.policy != policy
+        or context.users is not users
+    ):
+        context = shapes.context = _Context(cons_info, policy, users)
 
     draw = [[0, 0, 0] for _ in range(n_groups)]
     fixed = [[0, 0, 0] for _ in range(n_groups)]
@@ -879,7 +901,6 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
     cells: dict[int, tuple[int, ...]] = {}
     old_mem = memory.evses
     old_get = old_mem.get
-    seen_old = 0
     # Collected here and merged at the end: most calls change few EVSEs' memory.
     changed_mem: dict[str, EvseMemory] = {}
     energy: dict[str, float] = {}
@@ -887,8 +908,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
     dt = 0.0
     if memory.last_now is not None:
         dt = min(max(0.0, now - memory.last_now), stale)
-    policy = params.disable_policy
-    users = inp.users
+    hours = dt / 3600
     rfids = RfidIndex(users)
     index_get = index.get
 
@@ -946,16 +966,14 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         if pre is not None:
             # Unpacked at once: reading a NamedTuple's fields by name costs a descriptor call
             # each, and this runs for most EVSEs on every call.
-            (p_cfg, p_st, p_mem, p_cons, p_policy, p_group, power, metered, d0, d1, d2,
-             p_demand, entry, idle, rot, vehicle, p_users) = pre  # fmt: skip
+            (p_cfg, p_st, p_mem, p_context, p_group, power, soft, d0, d1, d2, p_demand, entry,
+             idle, rot, vehicle) = pre  # fmt: skip
             age = ev.state_age_s
             orig = old_get(dev_id)
             valid = (
                 p_cfg is cfg
                 and p_mem is orig
-                and p_users is users
-                and p_cons is cons_info
-                and p_policy == policy
+                and p_context is context
                 and age is not None
                 and age <= stale
             )
@@ -968,16 +986,13 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                     view = state_views[dev_id] = _state_view(st)
                     if _same_verdict(old_view, view):
                         pre = prepared[dev_id] = _refreshed(pre, view)
-                        power, d0, d1, d2, entry, idle, vehicle = (
-                            pre[6], pre[8], pre[9], pre[10], pre[12], pre[13], pre[15],
-                        )  # fmt: skip
+                        (_, _, _, _, _, power, soft, d0, d1, d2, _, _, idle, _,
+                         vehicle) = pre  # fmt: skip
                         valid = True
             if valid:
-                if orig is not None:
-                    seen_old += 1
                 cons_power += power
-                if dt > 0 and power > 0 and not metered:
-                    energy[dev_id] = power * dt / 3600
+                if soft and hours:
+                    energy[dev_id] = soft * hours
                 acc = draw[p_group]
                 acc[0] += d0
                 acc[1] += d1
@@ -1008,11 +1023,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         (_, enabled, group_id, rot, used_phases, simple, min_floor, min_cur, pause_min,
          prio, static_max) = cv  # fmt: skip
         orig = old_get(dev_id)
-        if orig is None:
-            mem = EMPTY_EVSE_MEMORY
-        else:
-            mem = orig
-            seen_old += 1
+        mem = EMPTY_EVSE_MEMORY if orig is None else orig
         if not enabled and policy == 0:
             results[dev_id] = _off_result(cfg, R_DISABLED)
             continue
@@ -1058,8 +1069,9 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         else:
             m2 = mem
         cons_power += power
-        if dt > 0 and power > 0 and not metered:
-            energy[dev_id] = power * dt / 3600
+        soft = _soft_power(power, metered)
+        if soft and hours:
+            energy[dev_id] = soft * hours
         # What it draws now, on the grid phases, to tell it apart from other load.
         gd = _grid_draw(rot, c0, c1, c2)
         acc = draw[g]
@@ -1142,9 +1154,9 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                     # Made without the clock: valid as long as its inputs stay the same.
                     prepared[dev_id] = _new(
                         _Prepared,
-                        (cfg, st, orig, cons_info, policy, g, power, metered,
+                        (cfg, st, orig, context, g, power, soft,
                          *gd, demands[k] if k >= 0 else None, made,
-                         None, rot, None, users),
+                         None, rot, None),
                     )  # fmt: skip
                 continue
             vehicle = _Vehicle(dev_id, cfg, m2, g, local, gmask, max_cur, power, not enabled)
@@ -1152,8 +1164,8 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 # Users, rules or overrides: the vehicle is kept, its wish is made anew.
                 prepared[dev_id] = _new(
                     _Prepared,
-                    (cfg, st, orig, cons_info, policy, g, power, metered, *gd, None, None,
-                     None, rot, vehicle, users),
+                    (cfg, st, orig, context, g, power, soft, *gd, None, None,
+                     None, rot, vehicle),
                 )  # fmt: skip
             if _has_rules(vehicle, users):
                 deferred.append(vehicle)
@@ -1205,8 +1217,8 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             # shown before plugging in waits in auth, and expires by the clock.)
             prepared[dev_id] = _new(
                 _Prepared,
-                (cfg, st, orig, cons_info, policy, g, power, metered,
-                 *gd, None, None, results[dev_id], rot, None, users),
+                (cfg, st, orig, context, g, power, soft,
+                 *gd, None, None, results[dev_id], rot, None),
             )  # fmt: skip
 
     # Group loads: what is not EVSE, bottom-up.
@@ -1341,10 +1353,12 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 )
 
     new_mem: Mapping[str, EvseMemory] = old_mem
-    if changed_mem or seen_old != len(old_mem):
+    # EVSEs that are gone (the key views compare in C).
+    gone = not old_mem.keys() <= inp.evses.keys()
+    if changed_mem or gone:
         merged = dict(old_mem)
         merged.update(changed_mem)
-        if seen_old != len(old_mem):
+        if gone:
             # EVSEs that are gone are forgotten.
             merged = {d: m for d, m in merged.items() if d in inp.evses}
         new_mem = merged
