@@ -986,7 +986,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                     view = state_views[dev_id] = _state_view(st)
                     if _same_verdict(old_view, view):
                         pre = prepared[dev_id] = _refreshed(pre, view)
-                        (_, _, _, _, _, power, soft, d0, d1, d2, _, _, idle, _,
+                        (_, _, _, _, _, power, soft, d0, d1, d2, _, entry, idle, _,
                          vehicle) = pre  # fmt: skip
                         valid = True
             if valid:
