@@ -288,7 +288,7 @@ def _minimums_in_order(
     firsts: list[Demand] = []
     for members in tier:
         d0 = demands[members[0]]
-        mine = tuple(s for s in d0.slots if s in tight)
+        mine = tuple(filter(tight.__contains__, d0.slots))
         if not mine:
             for i in members:
                 current[i] = d0.minimum
@@ -390,7 +390,8 @@ def _fill_tier(
         d0 = demands[members[0]]
         if d0.target <= d0.minimum:
             continue
-        these = [i for i in members if current[i]]
+        # filter() in C: a comprehension is a function call of its own, once per class.
+        these = list(filter(current.__getitem__, members))
         if these:
             classes.append(
                 _Class(d0.slots, PHASES_OF[d0.mask], d0.mask, d0.minimum, d0.target, len(these))
