@@ -42,9 +42,11 @@ from __future__ import annotations
 
 import heapq
 import operator
-from collections import defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress
+from operator import not_
 from typing import NamedTuple
 
 from service.core.models import GroupConfig
@@ -265,6 +267,10 @@ def _minimums(
         _minimums_in_order(head, demands, tier, need, current, loads)
 
 
+# Below this many EVSEs that surely fit, _minimums_in_order goes one by one.
+_BULK = 16
+
+
 def _minimums_in_order(
     head: list[int],
     demands: Sequence[Demand],
@@ -279,6 +285,10 @@ def _minimums_in_order(
     checked against those alone, and the other slots are charged in bulk afterwards. Classes
     that load no tight slot are admitted whole, in any order. Budgets only shrink here, so
     once one EVSE does not fit, no later one with the same cell and minimum will.
+
+    While every tight slot has room for `room` more of the largest minimum that loads it, the
+    next `room` EVSEs all fit, whoever they are: they are admitted in bulk (in C, by map and
+    Counter). Only the stretch before a slot runs out goes one by one.
     """
     tight = {s for s, v in need.items() if head[s] < v}
     admitted: list[tuple[Demand, int]] = []  # (a member, how many were admitted)
@@ -286,17 +296,21 @@ def _minimums_in_order(
     class_of = [0] * len(demands)  # demand index -> its class (a list: faster than a dict)
     info: list[tuple[int, tuple[int, ...]]] = []  # per ordered class: minimum, tight slots
     firsts: list[Demand] = []
+    largest: dict[int, int] = {}  # tight slot -> the largest minimum that loads it (>= 1)
     for members in tier:
         d0 = demands[members[0]]
+        minimum = d0.minimum
         mine = tuple(filter(tight.__contains__, d0.slots))
         if not mine:
             for i in members:
-                current[i] = d0.minimum
+                current[i] = minimum
             admitted.append((d0, len(members)))
             continue
         c = len(info)
-        info.append((d0.minimum, mine))
+        info.append((minimum, mine))
         firsts.append(d0)
+        for s in mine:
+            largest[s] = max(largest.get(s, 1), minimum)
         for i in members:
             class_of[i] = c
         ordered.extend(members)
@@ -304,20 +318,40 @@ def _minimums_in_order(
     ordered.sort(key=orders.__getitem__)
     refused = [False] * len(info)
     counts = [0] * len(info)
-    for i in ordered:
-        c = class_of[i]
-        if refused[c]:
+    minimum_of = [m for m, _ in info]  # per class
+    k = 0
+    while k < len(ordered):
+        room = min(head[s] // m for s, m in largest.items())
+        if room >= _BULK:
+            chunk = ordered[k : k + room]
+            k += room
+            classes = list(map(class_of.__getitem__, chunk))
+            if any(refused):
+                keep = list(map(refused.__getitem__, classes))
+                chunk = list(compress(chunk, map(not_, keep)))
+                classes = list(compress(classes, map(not_, keep)))
+            deque(map(current.__setitem__, chunk, map(minimum_of.__getitem__, classes)), 0)
+            for c, n in Counter(classes).items():
+                minimum, mine = info[c]
+                for s in mine:
+                    head[s] -= minimum * n
+                counts[c] += n
             continue
-        minimum, mine = info[c]
-        for s in mine:
-            if head[s] < minimum:
-                refused[c] = True
-                break
-        else:
+        for i in ordered[k : k + _BULK]:
+            c = class_of[i]
+            if refused[c]:
+                continue
+            minimum, mine = info[c]
             for s in mine:
-                head[s] -= minimum
-            current[i] = minimum
-            counts[c] += 1
+                if head[s] < minimum:
+                    refused[c] = True
+                    break
+            else:
+                for s in mine:
+                    head[s] -= minimum
+                current[i] = minimum
+                counts[c] += 1
+        k += _BULK
     admitted.extend((d0, n) for d0, n in zip(firsts, counts, strict=True) if n)
     for d0, n in admitted:
         amount = d0.minimum * n

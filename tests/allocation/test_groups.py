@@ -174,3 +174,45 @@ def test_classes_change_nothing(
         if current:
             by_key.setdefault((d.prio, d.mask, d.minimum, d.target), set()).add(current)
     assert all(len(v) == 1 for v in by_key.values())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 7),
+            st.sampled_from([1, 6000, 8000, 10_000]),
+            st.integers(0, 2),
+            st.booleans(),
+            st.integers(0, 50),
+        ),
+        min_size=60,
+        max_size=400,
+    ),
+    # Each phase's budget as a share of what all minimums on it need: mostly a tier that does
+    # not fit as a whole but has room for long stretches (which share() admits in bulk).
+    st.lists(st.floats(-0.01, 1.1), min_size=3, max_size=3),
+)
+def test_who_gets_a_minimum_is_decided_one_by_one_in_priority_order(
+    spec: list[tuple[int, int, int, bool, int]], fractions: list[float]
+) -> None:
+    """Without a balance limit, the EVSEs that get current are exactly those that a plain
+    walk in priority order admits: each takes its minimum when that fits on every phase it
+    loads. (share() admits long stretches in bulk; this is the walk it must agree with.)"""
+    demands = [
+        Demand(prio, (0 if charging else 1, float(plugged), f"E{i:03}"), mask, PHASES_OF[mask],
+               mask, minimum, 32_000)
+        for i, (mask, minimum, prio, charging, plugged) in enumerate(spec)
+    ]  # fmt: skip
+    needs = [sum(d.minimum for d in demands if d.mask >> p & 1) for p in range(3)]
+    budgets = [int(f * n) for f, n in zip(fractions, needs, strict=True)]
+    got = share(budgets, demands, 0)
+    head = list(budgets)
+    admitted: set[int] = set()
+    for i in sorted(range(len(demands)), key=lambda k: (-demands[k].prio, demands[k].order)):
+        d = demands[i]
+        if all(head[p] >= d.minimum for p in d.slots):
+            for p in d.slots:
+                head[p] -= d.minimum
+            admitted.add(i)
+    assert {i for i, current in enumerate(got) if current} == admitted
