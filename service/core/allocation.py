@@ -350,31 +350,45 @@ def _grid_draw(rotation: int, c0: int, c1: int, c2: int) -> tuple[int, int, int]
     return out[0], out[1], out[2]
 
 
-def _same_verdict(old: _StateView, new: _StateView) -> bool:
-    """Whether a new state of an EVSE leaves what the allocation decides for it as it was:
-    only its measurements moved (currents, voltages, power), not its state, error, RFID,
-    metering, reported maximum or the phases it draws on."""
-    return old[1] == new[1] and old[5:7] == new[5:7] and old[8:] == new[8:]
-
-
-def _refreshed(pre: _Prepared, view: _StateView) -> _Prepared:
-    """A prepared entry carried over to a new state of the same verdict (see _same_verdict):
-    what it draws and its power are the new state's."""
+def _refreshed(pre: _Prepared, old: _StateView, new: _StateView) -> _Prepared | None:
+    """A prepared entry carried over to a new state, when that leaves what the allocation
+    decides for the EVSE as it was: only its measurements moved (currents, voltages, power),
+    not its state, error, RFID, metering, reported maximum or the phases it draws on. What
+    it draws and its power are the new state's. None: the new state needs the long way."""
+    # Field by field, not by slices: this runs for every new state of a busy site.
+    if (
+        old[1] != new[1]
+        or old[5] != new[5]
+        or old[6] != new[6]
+        or old[8] != new[8]
+        or old[9] != new[9]
+        or old[10] != new[10]
+    ):
+        return None
     (config, _, memory, context, group, _, _, _, _, _, demand, entry, idle, rotation,
      vehicle) = pre  # fmt: skip
-    power = view[7]
+    state, _, c0, c1, c2, _, _, power, metered, _, _ = new
     watts = round(power)
     if entry is not None and entry[6] != watts:
-        entry = (*entry[:6], watts, *entry[7:])
+        e0, e1, e2, e3, e4, e5, _, e7, e8, e9, e10, e11, e12 = entry
+        entry = (e0, e1, e2, e3, e4, e5, watts, e7, e8, e9, e10, e11, e12)
     if idle is not None and idle[9] != watts:
         idle = idle._replace(cur_charging_power=watts)
     if vehicle is not None:
         vehicle = vehicle._replace(power=power)
-    d0, d1, d2 = _grid_draw(rotation, view[2], view[3], view[4])
+    draw = [0, 0, 0]
+    r = ROTATION[rotation]
+    if c0 > 0:
+        draw[r[0]] += c0
+    if c1 > 0:
+        draw[r[1]] += c1
+    if c2 > 0:
+        draw[r[2]] += c2
     return _new(
         _Prepared,
-        (config, view[0], memory, context, group, power, _soft_power(power, view[8]), d0, d1,
-         d2, demand, entry, idle, rotation, vehicle),
+        (config, state, memory, context, group, power,
+         power if power > 0 and not metered else 0.0, draw[0], draw[1], draw[2], demand,
+         entry, idle, rotation, vehicle),
     )  # fmt: skip
 
 
@@ -984,10 +998,11 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 old_view = state_views.get(dev_id)
                 if st is not None and old_view is not None and old_view[0] is p_st:
                     view = state_views[dev_id] = _state_view(st)
-                    if _same_verdict(old_view, view):
-                        pre = prepared[dev_id] = _refreshed(pre, view)
+                    fresh = _refreshed(pre, old_view, view)
+                    if fresh is not None:
+                        pre = prepared[dev_id] = fresh
                         (_, _, _, _, _, power, soft, d0, d1, d2, _, entry, idle, _,
-                         vehicle) = pre  # fmt: skip
+                         vehicle) = fresh  # fmt: skip
                         valid = True
             if valid:
                 cons_power += power
