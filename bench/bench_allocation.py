@@ -9,12 +9,14 @@ rules and users; a grid meter, consumption meters, max_imbalance and a total EVS
 
 Each timed call gets the memory of the previous one and a clock 3 s later, and runs as the
 service runs it (service.control_loop: gc.freeze() once the configuration is loaded, the
-collector paused during each run). Three kinds of run, each timed on its own:
+collector paused during each run). Four kinds of run, each timed on its own:
 
 * timer: nothing arrived since the last run; the cycle timer runs it (time rules, staleness).
-* operation: what a run in operation sees. A new grid-meter reading, which moves the main
-  group's budget, and new states from 5 % of the EVSEs with moved currents (the runs of a
-  site where every EVSE reports each second, coalesced as the control loop does).
+* meter: a new grid-meter reading moves the main group's budget (the reduction that
+  bench_end_to_end.py times through the broker).
+* operation: a busy site. The new grid-meter reading, and new states from 5 % of the EVSEs
+  with moved currents (the runs of a site where every EVSE reports each second, coalesced
+  as the control loop does).
 * all new: every EVSE sent a new state since the last run (after a broker reconnect, or runs
   rarer than the reports). Only the measurements moved, as is usual from one poll to the next.
 
@@ -144,7 +146,7 @@ def build(n: int) -> AllocationInput:
     )
 
 
-KINDS = ("timer", "operation", "all new")
+KINDS = ("timer", "meter", "operation", "all new")
 
 
 def moved(state: EvseState, k: int) -> EvseState:
@@ -168,7 +170,11 @@ def inputs_for(inp: AllocationInput, kind: str, runs: int) -> list[AllocationInp
                 update={"current": [c + delta for c in grid.state.current]}
             )
             meters = {**inp.meters, "M1": MeterInput(grid.config, reading, 1.0)}
-            reporting = ids if kind == "all new" else ids[k % 20 :: 20]
+            reporting: list[str] = []
+            if kind == "operation":
+                reporting = ids[k % 20 :: 20]
+            elif kind == "all new":
+                reporting = ids
             evses = dict(evses)
             for dev_id in reporting:
                 ev = evses[dev_id]
