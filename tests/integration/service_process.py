@@ -89,9 +89,19 @@ class ServiceProcess(ChargebusProcess):
 
     def wait_ready(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
+        restarts = 3
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
+                if restarts and f"HTTP port {self.http_port} on 127.0.0.1 is taken" in self.log():
+                    # The port was free when it was chosen, but it is only a number until the
+                    # service binds it: another process of the test (or the next port choice,
+                    # which the OS may answer alike) can take it meanwhile. Another port.
+                    restarts -= 1
+                    self.http_port = find_free_port()
+                    self.env["CHARGEBUS_HTTP_PORT"] = str(self.http_port)
+                    self.start()
+                    continue
                 raise RuntimeError(f"service exited with {self.process.returncode}: {self.log()}")
             try:
                 with urllib.request.urlopen(f"{self.url}?cmd=get_params", timeout=2) as resp:
