@@ -36,7 +36,7 @@ from service.core.device_types import DeviceKind, DeviceType, DeviceTypeRegistry
 from service.core.models import EvseCommand, EvseState, MeterState
 from service.http.errors import error_response
 from service.http.request import basic_credentials
-from service.http.server import read_parameters, serve_http
+from service.http.server import http_listener, read_parameters, serve_http
 from service.settings import Settings
 from service.topics import Topics
 
@@ -525,15 +525,14 @@ async def run_http_bridge(settings: Settings, stop: asyncio.Event) -> None:
     if target is None:
         raise ValueError("the HTTP-input bridge needs the broker's URL (CHARGEBUS_MQTT_URL)")
     async with contextlib.AsyncExitStack() as stack:
+        listener = stack.enter_context(http_listener(settings.http_host, settings.http_port))
         # A client id of its own, so that it never takes over the connection of a service's
         # in-process bridge.
         bridge = await stack.enter_async_context(
             http_input_bridge(settings, target, role="bridge-http")
         )
         app = create_bridge_app(bridge, settings.admin_password, settings.max_body_bytes)
-        port = await stack.enter_async_context(
-            serve_http(app, settings.http_host, settings.http_port)
-        )
+        port = await stack.enter_async_context(serve_http(app, listener))
         log.info(
             "HTTP-input bridge ready: http://%s:%d/cnf, MQTT %s, base topic %r",
             settings.http_host,

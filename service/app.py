@@ -23,7 +23,7 @@ from service.diag_log import DiagLogging
 from service.embedded_broker import embedded_broker
 from service.ha_link import HaDiscovery
 from service.http.cnf import CnfContext
-from service.http.server import create_app, serve_http
+from service.http.server import create_app, http_listener, serve_http
 from service.metrics import Metrics
 from service.modbus_rpc import ModbusRpcClient
 from service.mqtt_link import MqttLink
@@ -150,6 +150,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         http_rpc.on_message(topic, payload, retained)
 
     async with contextlib.AsyncExitStack() as stack:
+        listener = stack.enter_context(http_listener(settings.http_host, settings.http_port))
         target = settings.mqtt_target()
         if target is None:
             target = await stack.enter_async_context(
@@ -203,9 +204,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         )
         stack.callback(ctx.diag.stop)
         app = create_app(ctx, settings.max_body_bytes, metrics)
-        http_port = await stack.enter_async_context(
-            serve_http(app, settings.http_host, settings.http_port)
-        )
+        http_port = await stack.enter_async_context(serve_http(app, listener))
         # What exists now (configuration, models, modules) lives as long as the process: out
         # of the collector's sight, a full collection no longer stalls a run for milliseconds.
         gc.collect()

@@ -7,7 +7,8 @@ import contextlib
 import errno
 import json
 import logging
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -179,26 +180,36 @@ def create_app(
     return app
 
 
-@contextlib.asynccontextmanager
-async def serve_http(app: web.Application, host: str, port: int) -> AsyncIterator[int]:
-    """Serves `app` until the block ends; yields the bound port (useful with port 0)."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+@contextlib.contextmanager
+def http_listener(host: str, port: int) -> Iterator[socket.socket]:
+    """The HTTP port, bound and listening now, closed when the block ends.
+
+    Taken first, before the broker and the bridges start: a port in use then stops the
+    process at once, with nothing to shut down. (A half-started embedded broker could hold
+    up the exit.)"""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
     try:
-        await site.start()
+        sock = socket.create_server((host, port), family=family)
     except OSError as exc:
-        await runner.cleanup()
         if exc.errno == errno.EADDRINUSE:
             raise HttpPortTaken(
                 f"HTTP port {port} on {host} is taken; choose another with "
                 f"CHARGEBUS_HTTP_PORT or --http-port"
             ) from exc
         raise
+    with sock:
+        yield sock
+
+
+@contextlib.asynccontextmanager
+async def serve_http(app: web.Application, listener: socket.socket) -> AsyncIterator[int]:
+    """Serves `app` on a socket from http_listener until the block ends; yields its port
+    (useful with port 0)."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.SockSite(runner, listener)
     try:
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        bound = int(sockets[0].getsockname()[1]) if sockets else port
-        yield bound
+        await site.start()
+        yield int(listener.getsockname()[1])
     finally:
         await runner.cleanup()

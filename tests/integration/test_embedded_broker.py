@@ -57,3 +57,25 @@ def test_an_explicitly_configured_taken_port_is_explained(tmp_path: Path) -> Non
             log = service.log()
     assert f"port {port} on 127.0.0.1 is taken" in log
     assert f"CHARGEBUS_MQTT_URL=mqtt://127.0.0.1:{port}" in log
+
+
+def test_the_http_port_is_taken_before_the_broker_starts(tmp_path: Path) -> None:
+    # Checked first, so a taken HTTP port stops the process at once: a broker and a bus
+    # already started would have to be shut down, and a half-started embedded broker could
+    # hold that up for good. Both ports taken: the HTTP port is the one reported.
+    with socket.socket() as http_taken, socket.socket() as mqtt_taken:
+        for sock in (http_taken, mqtt_taken):
+            sock.bind(("127.0.0.1", 0))
+            sock.listen()
+        http_port, mqtt_port = http_taken.getsockname()[1], mqtt_taken.getsockname()[1]
+        service = ServiceProcess(
+            tmp_path / "data",
+            tmp_path / "log",
+            {"CHARGEBUS_MQTT_URL": "", "CHARGEBUS_EMBEDDED_BROKER_PORT": str(mqtt_port)},
+        )
+        service.env["CHARGEBUS_HTTP_PORT"] = str(http_port)
+        with service:
+            assert service.wait_exit(timeout=10) == 2
+        log = service.log()
+    assert f"HTTP port {http_port} on 127.0.0.1 is taken" in log
+    assert f"port {mqtt_port} on 127.0.0.1 is taken" not in log
