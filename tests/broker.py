@@ -19,6 +19,7 @@ import contextlib
 import importlib
 import ipaddress
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -81,12 +82,43 @@ class BrokerAddress:
         self.controller.restart()
 
 
+# Ports handed out by find_free_port in this process: none is handed out twice.
+_HANDED_OUT: set[int] = set()
+_PICK = random.Random(f"{os.getpid()}-{time.time_ns()}")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def find_free_port(host: str = LOOPBACK) -> int:
-    """A TCP port on ``host`` that was free a moment ago (the OS picks it)."""
+    """A TCP port on ``host`` that was free a moment ago, for a server a test starts.
+
+    Chosen below the OS's ephemeral range: a port the OS picks for bind(0) comes from the
+    range it also gives every outgoing connection, so a client connecting between the choice
+    and the server's bind could take it (seen: a core that found its HTTP port taken).
+    """
+    low, _ = _ephemeral_range()
+    for _ in range(200):
+        port = _PICK.randrange(max(1024, low - 12_000), low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+    _HANDED_OUT.add(chosen)
+    return chosen
 
 
 def is_loopback(host: str) -> bool:

@@ -262,3 +262,11 @@ def test_find_free_port_can_be_bound(free_port: int) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", free_port))
     assert find_free_port() > 0
+
+
+def test_free_ports_are_distinct_and_outside_the_range_of_outgoing_connections() -> None:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low, high = (int(v) for v in f.read().split())
+    ports = [find_free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert all(1024 <= p < low for p in ports), (low, high)
