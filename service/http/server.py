@@ -181,35 +181,43 @@ def create_app(
 
 
 @contextlib.contextmanager
-def http_listener(host: str, port: int) -> Iterator[socket.socket]:
-    """The HTTP port, bound and listening now, closed when the block ends.
+def http_listener(host: str, port: int) -> Iterator[list[socket.socket]]:
+    """The HTTP port, bound and listening now on every address of `host` (a name such as
+    localhost may have an IPv4 and an IPv6 one), closed when the block ends.
 
     Taken first, before the broker and the bridges start: a port in use then stops the
     process at once, with nothing to shut down. (A half-started embedded broker could hold
     up the exit.)"""
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    try:
-        sock = socket.create_server((host, port), family=family)
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise HttpPortTaken(
-                f"HTTP port {port} on {host} is taken; choose another with "
-                f"CHARGEBUS_HTTP_PORT or --http-port"
-            ) from exc
-        raise
-    with sock:
-        yield sock
+    families = dict.fromkeys(
+        info[0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    )
+    with contextlib.ExitStack() as stack:
+        sockets: list[socket.socket] = []
+        for family in families:
+            # Port 0: the first address picks one, and the others take the same.
+            chosen = int(sockets[0].getsockname()[1]) if sockets else port
+            try:
+                sock = socket.create_server((host, chosen), family=family)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise HttpPortTaken(
+                        f"HTTP port {chosen} on {host} is taken; choose another with "
+                        f"CHARGEBUS_HTTP_PORT or --http-port"
+                    ) from exc
+                raise
+            sockets.append(stack.enter_context(sock))
+        yield sockets
 
 
 @contextlib.asynccontextmanager
-async def serve_http(app: web.Application, listener: socket.socket) -> AsyncIterator[int]:
-    """Serves `app` on a socket from http_listener until the block ends; yields its port
+async def serve_http(app: web.Application, listeners: list[socket.socket]) -> AsyncIterator[int]:
+    """Serves `app` on the sockets from http_listener until the block ends; yields the port
     (useful with port 0)."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.SockSite(runner, listener)
     try:
-        await site.start()
-        yield int(listener.getsockname()[1])
+        for sock in listeners:
+            await web.SockSite(runner, sock).start()
+        yield int(listeners[0].getsockname()[1])
     finally:
         await runner.cleanup()
