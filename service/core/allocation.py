@@ -376,19 +376,10 @@ def _refreshed(pre: _Prepared, old: _StateView, new: _StateView) -> _Prepared | 
         idle = idle._replace(cur_charging_power=watts)
     if vehicle is not None:
         vehicle = vehicle._replace(power=power)
-    draw = [0, 0, 0]
-    r = ROTATION[rotation]
-    if c0 > 0:
-        draw[r[0]] += c0
-    if c1 > 0:
-        draw[r[1]] += c1
-    if c2 > 0:
-        draw[r[2]] += c2
     return _new(
         _Prepared,
-        (config, state, memory, context, group, power,
-         power if power > 0 and not metered else 0.0, draw[0], draw[1], draw[2], demand,
-         entry, idle, rotation, vehicle),
+        (config, state, memory, context, group, power, _soft_power(power, metered),
+         *_grid_draw(rotation, c0, c1, c2), demand, entry, idle, rotation, vehicle),
     )  # fmt: skip
 
 
