@@ -18,6 +18,16 @@ from tests.integration.mqtt_observer import MqttObserver
 
 ADMIN_PASSWORD = "test-admin-pw"
 
+# The devices most tests configure through set_params: one HTTP-input wallbox, one grid meter.
+GARAGE_EVSE: dict[str, Any] = {
+    "dev_type": "evse_ajax",
+    "dev_id": "E1",
+    "name": "Garage",
+    "min_charging_cur": 6000,
+    "max_charging_cur": 16000,
+}
+GRID_METER: dict[str, Any] = {"dev_type": "meter_ajax", "dev_id": "M1", "name": "Grid", "role": 3}
+
 
 @pytest.fixture
 def base_topic() -> str:

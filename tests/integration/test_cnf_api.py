@@ -8,20 +8,13 @@ import json
 import pytest
 
 from service.app import RunningService
-from tests.integration.conftest import Api, basic_auth
+from tests.integration.conftest import GARAGE_EVSE, GRID_METER, Api, basic_auth
 from tests.integration.mqtt_observer import MqttObserver
 
 pytestmark = pytest.mark.integration
 
-EVSE = {
-    "dev_type": "evse_ajax",
-    "dev_id": "E1",
-    "name": "Garage",
-    "min_charging_cur": 6000,
-    "max_charging_cur": 16000,
-    "prio": 2,
-}
-METER = {"dev_type": "meter_ajax", "dev_id": "M1", "name": "Grid", "role": 3}
+EVSE = {**GARAGE_EVSE, "prio": 2}
+METER = GRID_METER
 
 
 async def test_get_dev_info_has_the_spec_shape(api: Api) -> None:

@@ -14,20 +14,14 @@ import pytest
 from service.app import RunningService, running_service
 from service.settings import Settings
 from tests.broker import BrokerAddress
-from tests.integration.conftest import Api
+from tests.integration.conftest import GARAGE_EVSE, GRID_METER, Api
 from tests.integration.mqtt_observer import MqttObserver, Seen
 from tests.unit.test_ha_discovery import render
 
 pytestmark = pytest.mark.integration
 
-EVSE = {
-    "dev_type": "evse_ajax",
-    "dev_id": "E1",
-    "name": "Garage",
-    "min_charging_cur": 6000,
-    "max_charging_cur": 16000,
-}
-METER = {"dev_type": "meter_ajax", "dev_id": "M1", "name": "Grid", "role": 3}
+EVSE = GARAGE_EVSE
+METER = GRID_METER
 
 
 @pytest.fixture

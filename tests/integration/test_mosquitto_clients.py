@@ -21,18 +21,12 @@ import pytest
 from service.app import RunningService
 from service.settings import Settings
 from tests.broker import BrokerAddress
-from tests.integration.conftest import Api
+from tests.integration.conftest import GARAGE_EVSE, Api
 from tests.integration.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
-EVSE = {
-    "dev_type": "evse_ajax",
-    "dev_id": "E1",
-    "name": "Garage",
-    "min_charging_cur": 6000,
-    "max_charging_cur": 16000,
-}
+EVSE = GARAGE_EVSE
 COMMAND_KEYS = {
     "device_enabled",
     "charging_enabled",
