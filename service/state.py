@@ -19,7 +19,14 @@ from pydantic import ValidationError
 
 from service.core import allocation as core
 from service.core import config_edit
-from service.core.allocation import Allocation, AllocationInput, EvseInput, Memory, MeterInput
+from service.core.allocation import (
+    Allocation,
+    AllocationCache,
+    AllocationInput,
+    EvseInput,
+    Memory,
+    MeterInput,
+)
 from service.core.authorization import RfidResult
 from service.core.config_edit import ConfigEdit, EditError, describe_validation_error
 from service.core.dev_info import device_info, params_info, redact_device
@@ -70,6 +77,8 @@ class ServiceState:
         self._lock = asyncio.Lock()
         # The load balancer's memory between runs and its last result (see control_loop).
         self.memory = Memory()
+        # The allocation's caches, handed to every run (the control loop runs one at a time).
+        self.allocation_cache = AllocationCache()
         self.allocation: Allocation | None = None
         # Soft-meter energy counted since the counters were last written to disk.
         self.energy_dirty = False

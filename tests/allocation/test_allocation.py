@@ -10,11 +10,11 @@ import pytest
 from service.core.allocation import (
     OVERDRAFT_HOLD_S,
     PREAUTH_S,
+    AllocationCache,
     AllocationInput,
     EvseInput,
     Memory,
     MeterInput,
-    allocate,
     enter_rfid,
     override,
     stale_after_s,
@@ -28,6 +28,7 @@ from service.core.models import (
     RfidEntry,
     User,
 )
+from tests.allocation.checker import checked_allocate
 
 NOW = 1_700_000_000.0
 USERS = {"u1": User(id="u1", rfids=[RfidEntry(id="R1")])}
@@ -56,7 +57,17 @@ def run(
         now=now,
         stale_after_s=9.0,
     )
-    return allocate(inp, memory or Memory())
+    return checked_allocate(inp, memory or Memory(), _Runs.cache)
+
+
+class _Runs:
+    cache = AllocationCache()
+
+
+@pytest.fixture(autouse=True)
+def _new_cache() -> None:
+    """Each test carries a cache of its own from run to run, as the service does."""
+    _Runs.cache = AllocationCache()
 
 
 def test_the_given_memory_is_never_changed() -> None:
@@ -270,9 +281,11 @@ def test_a_maximum_given_as_an_expression_follows_the_variables_from_call_to_cal
     )
     memory = Memory()
     for k in range(3):
-        result = allocate(dataclasses.replace(inp, now=NOW + 3 * k), memory)
+        result = checked_allocate(dataclasses.replace(inp, now=NOW + 3 * k), memory, _Runs.cache)
         assert result.evses["E1"].charging_current == 10_000
         memory = result.memory
     params = inp.params.model_copy(update={"cm_vars": {"limit": 12}})
-    changed = allocate(dataclasses.replace(inp, params=params, now=NOW + 9), memory)
+    changed = checked_allocate(
+        dataclasses.replace(inp, params=params, now=NOW + 9), memory, _Runs.cache
+    )
     assert changed.evses["E1"].charging_current == 12_000

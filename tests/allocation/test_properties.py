@@ -44,11 +44,11 @@ from service.core.allocation import (
     R_NO_CURRENT,
     R_UNLIMITED,
     Allocation,
+    AllocationCache,
     AllocationInput,
     EvseInput,
     Memory,
     MeterInput,
-    _Shapes,
     allocate,
     override,
 )
@@ -63,10 +63,10 @@ from service.core.models import (
     RfidEntry,
     User,
 )
+from tests.allocation.checker import assert_limits, checked_allocate, group_loads
 from tests.allocation.reference import (
     Budgets,
     assumed_local,
-    budgets,
     fresh,
     grid_phases,
     grid_phases_of_rotation,
@@ -235,6 +235,7 @@ def scenarios(draw: st.DrawFn, max_evses: int) -> dict[str, Any]:
 
 def _run(scenario: dict[str, Any]) -> None:
     memory = Memory()
+    cache = AllocationCache()
     now = 1_700_000_000.0
     for delta, states, events in scenario["steps"]:
         now += delta
@@ -257,16 +258,18 @@ def _run(scenario: dict[str, Any]) -> None:
             now=now,
             stale_after_s=STALE,
         )
-        result = allocate(inp, memory)
+        result = checked_allocate(inp, memory, cache)
         _check(inp, memory, result, scenario["seed"])
-        _check_caches(inp, result, scenario["seed"])
+        _check_caches(inp, result, scenario["seed"], cache)
         memory = result.memory
 
 
-def _check_caches(inp: AllocationInput, result: Allocation, seed: int) -> None:
-    """The per-object views, prepared entries and settled results carried in the memory are a
-    cache only: the next call answers as it would without them, with the same state objects
-    and with new ones (most only with moved measurements, as in operation)."""
+def _check_caches(
+    inp: AllocationInput, result: Allocation, seed: int, cache: AllocationCache
+) -> None:
+    """The per-object views, verdicts and settled results kept in the cache are a cache
+    only: the next call answers as it would without them, with the same state objects and
+    with new ones (most only with moved measurements, as in operation)."""
     rng = random.Random(seed)
     moved: dict[str, EvseInput] = {}
     for dev_id, ev in inp.evses.items():
@@ -286,15 +289,7 @@ def _check_caches(inp: AllocationInput, result: Allocation, seed: int) -> None:
         dataclasses.replace(inp, now=inp.now + 1),
         dataclasses.replace(inp, now=inp.now + 1, evses=moved),
     ):
-        cached = allocate(later, result.memory)
-        uncached = allocate(
-            later,
-            dataclasses.replace(
-                result.memory, views={}, state_views={}, prepared={}, settled={}, shapes=_Shapes()
-            ),
-        )
-        assert cached == uncached
-        assert list(cached.evses.items()) == list(uncached.evses.items())
+        checked_allocate(later, result.memory, cache)
 
 
 def _check(inp: AllocationInput, memory: Memory, result: Allocation, seed: int) -> None:
@@ -318,12 +313,9 @@ def _check(inp: AllocationInput, memory: Memory, result: Allocation, seed: int) 
     assert list(result.evses) == list(inp.evses)
 
     params = inp.params
-    # The active overdraft: at least what the main grid meter shows above the limit now, and
-    # never more than that or what was already active.
-    overdraw = _main_overdraw(inp)
-    assert result.overdraft_active >= overdraw
-    assert result.overdraft_active <= max(overdraw, memory.overdraft)
-    ref = budgets(inp, memory, result.overdraft_active)
+    # (1) limits, (5) balance, and the active overdraft: at least what the main grid meter
+    # shows above the limit now, and never more than that or what was already active.
+    ref = assert_limits(inp, memory, result)
 
     balanced: dict[str, tuple[int, list[int]]] = {}  # dev_id → current, grid phases
     for dev_id, res in result.evses.items():
@@ -368,43 +360,7 @@ def _check(inp: AllocationInput, memory: Memory, result: Allocation, seed: int) 
             before = memory.evse(dev_id).paused_since
             assert before is not None and inp.now - before < cfg.pause_min_time
 
-    # (1) limits.
-    loads = _loads(ref, balanced)
-    for group, per_phase in loads.items():
-        for p in range(3):
-            base = ref.non_evse[group][p] + ref.fixed[group][p]
-            if base <= ref.limit[group]:
-                assert per_phase[p] + base <= ref.limit[group], (group, p, per_phase, base)
-            else:
-                assert per_phase[p] == 0, (group, p, "over-limit base, yet EVSEs charge")
-    total = loads[0]
-    if ref.evse_cap > 0:
-        for p in range(3):
-            if ref.fixed_total[p] <= ref.evse_cap:
-                assert total[p] + ref.fixed_total[p] <= ref.evse_cap
-            else:
-                assert total[p] == 0
-    for group, failed in ref.failed.items():
-        if not failed:
-            continue
-        below = [d for d in balanced if ref.subtree(group, ref.group_of[d])]
-        if ref.fail_current > 0:
-            for p in range(3):
-                drawn = sum(balanced[d][0] for d in below if p in balanced[d][1])
-                fixed = ref.fixed[group][p]
-                if fixed <= ref.fail_current:
-                    assert drawn + fixed <= ref.fail_current
-                else:
-                    assert drawn == 0
-        else:
-            for d in below:
-                cfg = inp.evses[d].config
-                assert balanced[d][0] == max(cfg.min_charging_cur, cfg.battery_save_threshold, 1)
-
-    # (5) balance.
     phase_load = [sum(c for c, ph in balanced.values() if p in ph) for p in range(3)]
-    if params.max_imbalance > 0:
-        assert max(phase_load) - min(phase_load) <= params.max_imbalance, phase_load
 
     # (3) priority.
     reasons = {res.reason for res in result.evses.values()}
@@ -438,38 +394,10 @@ def _check(inp: AllocationInput, memory: Memory, result: Allocation, seed: int) 
         )
 
 
-def _main_overdraw(inp: AllocationInput) -> int:
-    readings = [0, 0, 0]
-    found = False
-    for m in inp.meters.values():
-        cfg = m.config
-        group = cfg.group if cfg.group in {g.id for g in inp.groups} else 0
-        if not cfg.device_enabled or cfg.role != 3 or group != 0:
-            continue
-        if not fresh(m.state, m.state_age_s, inp.stale_after_s) or m.state is None:
-            return 0
-        found = True
-        sign = -1 if cfg.invert else 1
-        for local, phase in enumerate(grid_phases_of_rotation(cfg.phase_rotation)):
-            readings[phase] += sign * m.state.current[local]
-    if not found:
-        return 0
-    return max(0, max(readings) - inp.params.max_total_current)
-
-
-def _loads(ref: Budgets, balanced: dict[str, tuple[int, list[int]]]) -> dict[int, list[int]]:
-    loads = {g: [0, 0, 0] for g in ref.limit}
-    for dev_id, (current, phases) in balanced.items():
-        for g in ref.chain(ref.group_of[dev_id]):
-            for p in phases:
-                loads[g][p] += current
-    return loads
-
-
 def _violates(
     inp: AllocationInput, ref: Budgets, allocation: dict[str, tuple[int, list[int]]]
 ) -> bool:
-    loads = _loads(ref, allocation)
+    loads = group_loads(ref, allocation)
     for group, per_phase in loads.items():
         for p in range(3):
             base = ref.non_evse[group][p] + ref.fixed[group][p]

@@ -45,6 +45,7 @@ import pytest
 
 from service.core.allocation import (
     Allocation,
+    AllocationCache,
     AllocationInput,
     EvseInput,
     Memory,
@@ -62,6 +63,7 @@ from service.core.models import (
     Params,
     User,
 )
+from tests.allocation.checker import checked_allocate
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 FILES = sorted(SCENARIOS.glob("*.json"))
@@ -135,6 +137,7 @@ def test_scenario(path: Path) -> None:
     stale = float(scenario.get("stale_after_s", 9))
     offset = int(scenario.get("utc_offset_s", 0))
     memory = Memory()
+    cache = AllocationCache()  # carried from step to step, as the service does
     assert scenario["steps"], f"{path.name} has no steps"
     for number, step in enumerate(scenario["steps"], 1):
         where = f"{path.stem} step {number}"
@@ -170,7 +173,7 @@ def test_scenario(path: Path) -> None:
             stale_after_s=stale,
             utc_offset_s=offset,
         )
-        allocation = allocate(inp, memory)
+        allocation = checked_allocate(inp, memory, cache)
         assert allocate(inp, memory) == allocation, f"{where}: not deterministic"
         memory = allocation.memory
         expected: dict[str, Any] = step.get("expect", {})

@@ -1,0 +1,248 @@
+"""Stage 1 and 3: the meters, and the budgets they leave for the balanced EVSEs.
+
+`read_meters` sums the fresh meters per group and finds the groups whose load is unknown;
+`constraints` turns the group tree into the limits (slots) that sharing must keep; after the
+verdicts (which say what the EVSEs draw and what counts as fixed load), `group_budgets`
+computes for every constraint and phase
+
+    budget(g) = limit(g) - non_evse(g) - fixed(g)
+
+as the package docstring defines it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from service.core.allocation.model import (
+    NOMINAL_VOLTAGE,
+    OVERDRAFT_HOLD_S,
+    ROLE_CONSUMPTION,
+    ROLE_GRID,
+    ROLE_PRODUCTION,
+    AllocationInput,
+    Memory,
+    MeterInput,
+    fresh,
+)
+from service.core.groups import GroupTree
+from service.core.models import Params
+from service.core.phases import ROTATION
+
+_ROLES = (ROLE_CONSUMPTION, ROLE_PRODUCTION, ROLE_GRID)
+
+
+class Meters(NamedTuple):
+    grid: list[list[int]]  # per group, grid phase: Σ fresh grid meters
+    has_grid: list[bool]
+    grid_lost: list[bool]
+    cons: list[list[int]]  # per group: Σ fresh consumption meters
+    cons_lost: list[bool]
+    production: int  # Σ over phases of fresh production meters
+
+    def failed(self) -> list[bool]:
+        """Per group: its load is unknown (its grid meter is lost, or without one a
+        consumption meter is)."""
+        return [
+            lost or (not has and cons_lost)
+            for lost, has, cons_lost in zip(
+                self.grid_lost, self.has_grid, self.cons_lost, strict=True
+            )
+        ]
+
+    @property
+    def main_grid_lost(self) -> bool:
+        return self.has_grid[0] and self.grid_lost[0]
+
+
+def read_meters(
+    inp: AllocationInput, index: Mapping[int, int], notes: list[str], com_err: set[str]
+) -> Meters:
+    """The fresh meters summed per group and grid phase; stale ones go to `com_err` and mark
+    their group's reading as lost."""
+    n = len(index)
+    meters = Meters(
+        [[0, 0, 0] for _ in range(n)], [False] * n, [False] * n,
+        [[0, 0, 0] for _ in range(n)], [False] * n, 0,
+    )  # fmt: skip
+    production = 0
+    for dev_id, meter in inp.meters.items():
+        if not meter.config.device_enabled:
+            continue
+        is_fresh = fresh(meter.state, meter.state_age_s, inp.stale_after_s)
+        if not is_fresh:
+            com_err.add(dev_id)
+        if meter.config.role in _ROLES:
+            production += _add_meter(meters, dev_id, meter, is_fresh, index, notes)
+    return meters._replace(production=production)
+
+
+def _add_meter(
+    meters: Meters,
+    dev_id: str,
+    meter: MeterInput,
+    is_fresh: bool,
+    index: Mapping[int, int],
+    notes: list[str],
+) -> int:
+    """Adds a consumption or grid meter's reading to its group; returns what a production
+    meter produces (0 for the others)."""
+    cfg = meter.config
+    role = cfg.role
+    g = index.get(cfg.group)
+    if g is None:
+        notes.append(f"{dev_id}: group {cfg.group} does not exist; using group 0")
+        g = 0
+    if role == ROLE_GRID:
+        meters.has_grid[g] = True
+    state = meter.state
+    if not is_fresh or state is None:
+        if role == ROLE_GRID:
+            meters.grid_lost[g] = True
+        elif role == ROLE_CONSUMPTION:
+            meters.cons_lost[g] = True
+        return 0
+    sign = -1 if cfg.invert else 1
+    c = state.current
+    if role == ROLE_PRODUCTION:
+        return max(0, sign * (c[0] + c[1] + c[2]))
+    rot = ROTATION[cfg.phase_rotation]
+    acc = meters.grid[g] if role == ROLE_GRID else meters.cons[g]
+    acc[rot[0]] += sign * c[0]
+    acc[rot[1]] += sign * c[1]
+    acc[rot[2]] += sign * c[2]
+    return 0
+
+
+class Constraints(NamedTuple):
+    """The limits sharing must keep: one slot of three phases per group, then one for
+    `max_total_evse_current` and one per failed group for `grid_fail_current`."""
+
+    total: int
+    evse_cap: int  # constraint index of max_total_evse_current, -1 = none
+    fail_cap: dict[int, int]  # failed group index → its grid_fail_current constraint
+    chain: list[tuple[int, ...]]  # per group: the constraints its EVSEs load
+    min_only: list[bool]  # per group: only minimum currents below it
+
+
+def constraints(params: Params, tree: GroupTree, failed: list[bool]) -> Constraints:
+    n_groups = len(tree.ids)
+    count = n_groups
+    evse_cap = -1
+    if params.max_total_evse_current > 0:
+        evse_cap = count
+        count += 1
+    fail_cap: dict[int, int] = {}
+    if params.grid_fail_current > 0:
+        for g in range(n_groups):
+            if failed[g]:
+                fail_cap[g] = count
+                count += 1
+    chain: list[tuple[int, ...]] = []
+    min_only: list[bool] = []
+    for g in range(n_groups):
+        groups = tree.chains[g]
+        extra = [fail_cap[a] for a in groups if a in fail_cap]
+        if evse_cap >= 0:
+            extra.append(evse_cap)
+        chain.append(groups + tuple(extra))
+        min_only.append(params.grid_fail_current <= 0 and any(failed[a] for a in groups))
+    return Constraints(count, evse_cap, fail_cap, chain, min_only)
+
+
+def overdraft(
+    params: Params, memory: Memory, meters: Meters, now: float
+) -> tuple[int, float, int]:
+    """The active reduction of the main limit, until when it holds, and overdraft_cur."""
+    overdraw = 0
+    if meters.has_grid[0] and not meters.grid_lost[0]:
+        overdraw = max(0, max(meters.grid[0]) - params.max_total_current)
+    active = memory.overdraft if now < memory.overdraft_until else 0
+    until = memory.overdraft_until
+    if params.overdraft_cur < memory.overdraft_reported:
+        active = 0  # the history was reset: end the reduction too
+    if overdraw > 0:
+        # Each overdraw, even a smaller one, restarts the hold of the larger amount.
+        active = max(active, overdraw)
+        until = now + OVERDRAFT_HOLD_S
+    elif active == 0:
+        until = 0.0
+    return active, until, max(params.overdraft_cur, overdraw)
+
+
+def non_evse_loads(
+    tree: GroupTree, meters: Meters, draw_sub: list[list[int]]
+) -> list[list[int]]:
+    """Per group and grid phase, the load that is not an EVSE's, bottom-up: a fresh grid
+    meter's reading minus what the EVSEs below draw, else the consumption meters plus the
+    groups directly below. Never below 0 (export lends no budget)."""
+    n_groups = len(tree.ids)
+    non_evse = [[0, 0, 0] for _ in range(n_groups)]
+    below = [[0, 0, 0] for _ in range(n_groups)]  # Σ non_evse of the groups directly below
+    for g in tree.bottom_up:
+        ne = non_evse[g]
+        if meters.has_grid[g] and not meters.grid_lost[g]:
+            gr, dr = meters.grid[g], draw_sub[g]
+            for p in range(3):
+                ne[p] = max(0, gr[p] - dr[p])
+        else:
+            co, bl = meters.cons[g], below[g]
+            for p in range(3):
+                ne[p] = max(0, co[p] + bl[p])
+        parent = tree.parent[g]
+        if parent >= 0:
+            bp = below[parent]
+            bp[0] += ne[0]
+            bp[1] += ne[1]
+            bp[2] += ne[2]
+    return non_evse
+
+
+class Budgets(NamedTuple):
+    slots: list[int]  # per constraint and grid phase: what the balanced EVSEs may draw
+    per_group: dict[int, tuple[int, int, int]]  # group id → its EVSE budget
+    available_power: int  # W the balanced EVSEs may draw below the main group
+
+
+def group_budgets(
+    params: Params,
+    tree: GroupTree,
+    cons: Constraints,
+    non_evse: list[list[int]],
+    fixed_sub: list[list[int]],
+    active_overdraft: int,
+) -> Budgets:
+    slots = [0] * (cons.total * 3)
+    per_group: dict[int, tuple[int, int, int]] = {}
+    main_limit = params.max_total_current - params.reserve_current - active_overdraft
+    for g in range(len(tree.ids)):
+        limit = main_limit if g == 0 else tree.limits[g]
+        ne, fx = non_evse[g], fixed_sub[g]
+        b = (limit - ne[0] - fx[0], limit - ne[1] - fx[1], limit - ne[2] - fx[2])
+        slots[g * 3 : g * 3 + 3] = b
+        per_group[tree.ids[g]] = b
+    if cons.evse_cap >= 0:
+        k = cons.evse_cap
+        cap, fx = params.max_total_evse_current, fixed_sub[0]
+        slots[k * 3 : k * 3 + 3] = (cap - fx[0], cap - fx[1], cap - fx[2])
+    for g, k in cons.fail_cap.items():
+        cap, fx = params.grid_fail_current, fixed_sub[g]
+        slots[k * 3 : k * 3 + 3] = (cap - fx[0], cap - fx[1], cap - fx[2])
+    root = slots[0:3]
+    if cons.evse_cap >= 0:
+        k = cons.evse_cap
+        root = [min(a, b) for a, b in zip(root, slots[k * 3 : k * 3 + 3], strict=True)]
+    available = sum(max(0, b) for b in root) * NOMINAL_VOLTAGE // 1000
+    return Budgets(slots, per_group, available)
+
+
+def solar_surplus(meters: Meters, draw_sub: list[list[int]]) -> int:
+    """The surplus the charging rules see (total over the phases): what the EVSEs draw minus
+    the main grid meter's reading, or without one production minus consumption; 0 while
+    the main grid meter is lost."""
+    if meters.has_grid[0]:
+        if meters.grid_lost[0]:
+            return 0
+        return max(0, sum(draw_sub[0]) - sum(meters.grid[0]))
+    return max(0, meters.production - sum(sum(c) for c in meters.cons))

@@ -1,0 +1,213 @@
+"""What the allocation reads and returns: its input, the memory it carries from run to run,
+its results, the reason codes and the constants of the rules it applies.
+
+Everything here is immutable. `Memory` is what one run hands to the next (sessions, pauses,
+learned phases, overdraft) and compares by value; the caches that speed up a run live apart,
+in `AllocationCache` (see cache.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, NamedTuple
+
+from service.core.authorization import NO_OVERRIDES, Overrides, SessionAuth
+from service.core.charging_rules import RuleState, evaluate_expression
+from service.core.models import (
+    EvseConfig,
+    EvseState,
+    GroupConfig,
+    MeterConfig,
+    MeterState,
+    Params,
+    User,
+)
+
+OVERDRAFT_HOLD_S: Final = 300.0
+# A card presented while no vehicle is connected authorises the vehicle that arrives within
+# this time (swipe first, then plug in).
+PREAUTH_S: Final = 60.0
+FALLBACK_MAX_CURRENT: Final = 16_000
+MAX_EVSE_CURRENT: Final = 80_000
+NOMINAL_VOLTAGE: Final = 230
+
+VEHICLE_STATES: Final = frozenset((2, 3, 4))
+CHARGING_STATES: Final = frozenset((3, 4))
+STATE_NO_VEHICLE: Final = 1
+STATE_ERROR: Final = 5
+STATE_OFFLINE: Final = 6
+
+ROLE_CONSUMPTION: Final = 1
+ROLE_PRODUCTION: Final = 2
+ROLE_GRID: Final = 3
+
+# Reason codes (EvseResult.reason).
+R_OK: Final = "ok"  # gets its target
+R_LIMITED: Final = "limited"  # gets less than its target
+R_GRID_LOST: Final = "grid_lost"  # limited to its minimum: grid meter lost
+R_NO_CURRENT: Final = "no_current"  # paused: its minimum does not fit
+R_MIN_PAUSE: Final = "min_pause"  # paused: pause_min_time not over yet
+R_RULE: Final = "rule"  # paused: the charging rules ask for less than the minimum
+R_BATTERY_SAVE: Final = "battery_save"  # paused: target below battery_save_threshold
+R_TARGET: Final = "target"  # paused: override mamps or maximum below the minimum
+R_AUTH: Final = "auth"  # waits for a PIN/RFID
+R_OVERRIDE: Final = "override"  # charging switched off (override C)
+R_NO_VEHICLE: Final = "no_vehicle"
+R_ERROR: Final = "error"
+R_COM_ERR: Final = "com_err"
+R_DISABLED: Final = "disabled"  # device disabled, disable_policy 0
+R_UNLIMITED: Final = "unlimited"  # device disabled, disable_policy -1
+
+PAUSE_REASONS: Final = frozenset((R_NO_CURRENT, R_MIN_PAUSE, R_RULE, R_BATTERY_SAVE, R_TARGET))
+# EVSEs that observation mode (lb_enabled false) commands at their maximum although the
+# allocation gave them nothing to share.
+OBSERVED_AT_MAXIMUM: Final = frozenset((R_NO_VEHICLE, R_ERROR, R_COM_ERR, R_DISABLED))
+
+
+# --- input ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EvseInput:
+    config: EvseConfig
+    state: EvseState | None = None
+    state_age_s: float | None = None  # None: never heard
+
+
+@dataclass(frozen=True, slots=True)
+class MeterInput:
+    config: MeterConfig
+    state: MeterState | None = None
+    state_age_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationInput:
+    params: Params
+    groups: Sequence[GroupConfig]
+    evses: Mapping[str, EvseInput]
+    meters: Mapping[str, MeterInput]
+    users: Mapping[str, User]
+    now: float  # unix s
+    stale_after_s: float  # see stale_after_s(params)
+    utc_offset_s: int = 0  # local time for charging rules = now + utc_offset_s
+
+
+def stale_after_s(params: Params) -> float:
+    """How old a state may be before it counts as a communication error: `stale_time`, or
+    three cycles when that is 0 (the params' documented default)."""
+    return (params.stale_time or 3 * params.cycle_time) / 1000
+
+
+def fresh(state: EvseState | MeterState | None, age: float | None, stale: float) -> bool:
+    return state is not None and age is not None and age <= stale and not state.com_err
+
+
+# --- memory -----------------------------------------------------------------------------
+
+
+class EvseMemory(NamedTuple):
+    """What the allocation keeps per EVSE between calls."""
+
+    last_state: int | None = None  # last fresh EVSE state
+    plugged_at: float | None = None
+    paused_since: float | None = None
+    charging: bool = False  # got current in the last call
+    learned_phases: int = 0  # EVSE-local mask, 0 = not learned
+    auth: SessionAuth | None = None
+    auth_at: float | None = None
+    seen_rfid: str = ""  # the state's rfid field, once acted upon
+    overrides: Overrides = NO_OVERRIDES
+    evse_rule: RuleState | None = None
+    user_rule: RuleState | None = None
+    # When it last stopped charging for a pause: pause_min_time counts from here. A vehicle
+    # that has not charged yet (waiting for its first current) is not held back by it.
+    stopped_at: float | None = None
+
+
+EMPTY_EVSE_MEMORY: Final = EvseMemory()
+# The memory of an EVSE without a vehicle, shared by all of them.
+IDLE_MEMORY: Final = EvseMemory(last_state=STATE_NO_VEHICLE)
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """Everything carried from one call to the next; never changed, always returned anew.
+    Two memories are equal when they hold the same values."""
+
+    evses: Mapping[str, EvseMemory] = field(default_factory=dict)
+    last_now: float | None = None
+    overdraft: int = 0  # active reduction of the main limit, mA
+    overdraft_until: float = 0.0
+    overdraft_reported: int = 0
+
+    def evse(self, dev_id: str) -> EvseMemory:
+        return self.evses.get(dev_id, EMPTY_EVSE_MEMORY)
+
+
+# --- output -----------------------------------------------------------------------------
+
+
+class EvseResult(NamedTuple):
+    device_enabled: bool
+    charging_enabled: bool
+    paused: bool
+    charging_current: int  # commanded, mA
+    current: int  # allocated by load balancing (differs from the command when observing)
+    target: int  # what the EVSE asked for, mA
+    pause_time: int  # s
+    phases: int  # EVSE-local phases assumed
+    grid_phases: int
+    cur_charging_power: int  # W, measured
+    reason: str
+    needs_auth: bool
+    com_err: bool
+    user_id: str | None
+    overrides: int  # bit field, see authorization
+    ov_cur: int  # the override cap, or the maximum current when there is none
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    evses: Mapping[str, EvseResult]
+    cons_evse_power: int  # W
+    avail_evse_power: int  # W
+    budget_per_phase: Mapping[int, tuple[int, int, int]]  # group id → EVSE budget, mA
+    memory: Memory
+    grid_meter_lost: bool
+    overdraft_cur: int  # largest overdraft seen: write back into params.overdraft_cur
+    overdraft_active: int  # subtracted from the main limit in this call
+    com_err: frozenset[str]  # devices (meters, EVSEs) without fresh data
+    energy_wh: Mapping[str, float]  # soft-meter energy since the last call
+    notes: tuple[str, ...]
+
+
+# --- rules shared by the stages ---------------------------------------------------------
+
+
+def resolve_max_current(
+    config: EvseConfig, state: EvseState | None, variables: Mapping[str, float]
+) -> tuple[int, bool]:
+    """An EVSE's maximum current and whether a fallback replaced its expression."""
+    raw = config.max_charging_cur
+    fallback = False
+    if isinstance(raw, int):
+        value = raw
+    else:
+        evaluated = evaluate_expression(raw, variables)
+        if evaluated is None:
+            fallback = True
+            reported = state.max_charging_current if state is not None else None
+            value = reported if reported else FALLBACK_MAX_CURRENT
+        else:
+            value = evaluated
+    if state is not None and state.max_charging_current:
+        value = min(value, state.max_charging_current)
+    return max(0, min(value, MAX_EVSE_CURRENT)), fallback
+
+
+def effective_minimum(config: EvseConfig) -> int:
+    """The least current an EVSE charges with: `min_charging_cur`, raised to the
+    `battery_save_threshold`; a minimum of 0 counts as 1 mA (an EVSE given current charges)."""
+    return max(config.min_charging_cur, config.battery_save_threshold, 1)

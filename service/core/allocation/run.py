@@ -1,0 +1,322 @@
+"""`allocate()`: the stages of one run, in order (see the package docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from service.core.allocation.budgets import (
+    Meters,
+    group_budgets,
+    non_evse_loads,
+    overdraft,
+    read_meters,
+    solar_surplus,
+)
+from service.core.allocation.cache import AllocationCache, Prepared
+from service.core.allocation.model import (
+    OBSERVED_AT_MAXIMUM,
+    Allocation,
+    AllocationInput,
+    EvseMemory,
+    EvseResult,
+    Memory,
+    resolve_max_current,
+)
+from service.core.allocation.sessions import conclude
+from service.core.allocation.verdict import Site, Verdict, classify, refreshed
+from service.core.allocation.wishes import Vehicle, Wish, demand_for, has_rules, make_wish
+from service.core.authorization import RfidIndex
+from service.core.charging_rules import RuleContext, minute_of_week, numeric_variables
+from service.core.groups import Demand, share, sum_subtrees
+from service.core.models import EvseState
+from service.core.phases import PHASE_COUNT
+
+# Holds a vehicle's place in the results until sharing has decided, so that results keep
+# the input order.
+_PLACEHOLDER: Final = EvseResult(
+    False, False, False, 0, 0, 0, 0, 0, 0, 0, "", False, False, None, 0, 0
+)  # fmt: skip
+
+
+def allocate(
+    inp: AllocationInput, memory: Memory, cache: AllocationCache | None = None
+) -> Allocation:
+    """One run: the commands for `inp`, and the memory for the next run. `cache`: the
+    caller's AllocationCache, handed to every run (the result is the same without it, only
+    slower: None makes everything anew)."""
+    if cache is None:
+        cache = AllocationCache()
+    params = inp.params
+    now = inp.now
+    notes: list[str] = []
+    com_err: set[str] = set()
+    # 1. Meters, and the context every verdict is made under.
+    tree = cache.group_tree(inp.groups, params.max_total_current)
+    notes.extend(tree.notes)
+    meters = read_meters(inp, tree.index, notes, com_err)
+    context = cache.context(params, tree, meters.failed(), inp.users)
+    variables = numeric_variables(params.cm_vars)
+    site = Site(
+        context, now, variables, RfidIndex(inp.users), notes, cache.views, cache.state_views
+    )
+    # 2. Each EVSE's verdict (and the wishes that read neither the clock nor the sun).
+    cache.forget_gone(inp.evses)
+    survey = Survey.empty(len(tree.ids), com_err)
+    survey.take_verdicts(inp, memory, site, cache.verdicts)
+    # 3. Budgets, now that what the EVSEs draw and the fixed loads are known.
+    draw_sub = sum_subtrees(tree, survey.draw)
+    active, until, reported = overdraft(params, memory, meters, now)
+    budgets = group_budgets(
+        params, tree, context.constraints, non_evse_loads(tree, meters, draw_sub),
+        sum_subtrees(tree, survey.fixed), active,
+    )  # fmt: skip
+    # 4. The wishes that charging rules shape, now that the solar figures are known.
+    if survey.deferred:
+        survey.wishes_with_rules(inp, site, meters, solar_surplus(meters, draw_sub))
+    # 5. Sharing: minimums by priority, then water-filling.
+    currents = share(budgets.slots, survey.demands, params.max_imbalance)
+    # 6. Sessions: reasons, pauses and results after sharing.
+    observe = not params.lb_enabled
+    conclude(
+        survey.wishes, survey.demand_of, currents, now, observe, cache.settled,
+        survey.results, survey.changed_mem,
+    )  # fmt: skip
+    if observe:
+        _observed_at_maximum(inp, survey.results, variables)
+    return Allocation(
+        evses=survey.results,
+        cons_evse_power=round(survey.cons_power),
+        avail_evse_power=budgets.available_power,
+        budget_per_phase=budgets.per_group,
+        memory=Memory(
+            evses=_merged(memory.evses, survey.changed_mem, inp.evses),
+            last_now=now,
+            overdraft=active,
+            overdraft_until=until,
+            overdraft_reported=reported,
+        ),
+        grid_meter_lost=meters.main_grid_lost,
+        overdraft_cur=reported,
+        overdraft_active=active,
+        com_err=frozenset(com_err),
+        energy_wh=survey.energy,
+        notes=tuple(notes),
+    )
+
+
+@dataclass(slots=True)
+class Survey:
+    """What the EVSEs' verdicts add up to: draws and fixed loads per group and grid phase,
+    results of the EVSEs that do not share, the wishes and demands of those that do."""
+
+    draw: list[list[int]]
+    fixed: list[list[int]]
+    com_err: set[str]
+    results: dict[str, EvseResult]
+    wishes: list[Wish]
+    demand_of: list[int]  # per wish: the index of its demand, -1 = it does not share
+    demands: list[Demand]
+    deferred: list[Vehicle]  # vehicles whose wish the charging rules shape
+    changed_mem: dict[str, EvseMemory]  # most runs change few EVSEs' memory
+    energy: dict[str, float]
+    cons_power: float = 0.0
+
+    @classmethod
+    def empty(cls, n_groups: int, com_err: set[str]) -> Survey:
+        return cls(
+            [[0, 0, 0] for _ in range(n_groups)], [[0, 0, 0] for _ in range(n_groups)],
+            com_err, {}, [], [], [], [], {}, {},
+        )  # fmt: skip
+
+    def take_verdicts(
+        self, inp: AllocationInput, memory: Memory, site: Site, verdicts: dict[str, Prepared]
+    ) -> None:
+        """Every EVSE's verdict, cached or made anew, added up. The hot loop of a run."""
+        old_get = memory.evses.get
+        verdicts_get = verdicts.get
+        stale = inp.stale_after_s
+        context = site.context
+        elapsed = 0.0
+        if memory.last_now is not None:
+            elapsed = min(max(0.0, site.now - memory.last_now), stale)
+        hours = elapsed / 3600
+        draw, results, energy = self.draw, self.results, self.energy
+        wishes, demand_of, demands = self.wishes, self.demand_of, self.demands
+        power_sum = 0.0
+        for dev_id, ev in inp.evses.items():
+            orig = old_get(dev_id)
+            age = ev.state_age_s
+            is_fresh = age is not None and age <= stale
+            entry = verdicts_get(dev_id)
+            verdict = None
+            # A cached verdict holds while what it was made from is the very same, and the
+            # state is still fresh.
+            if (
+                entry is not None
+                and is_fresh
+                and entry[0] is ev.config
+                and entry[3] is orig
+                and entry[4] is context
+            ):
+                verdict = entry[5]
+                if entry[1] is not ev.state:
+                    verdict = _carried_over(dev_id, entry, ev.state, site, verdicts)
+            if verdict is None:
+                verdict = _made(dev_id, ev.state, classify(dev_id, ev, orig, is_fresh, site),
+                                orig, site, verdicts)  # fmt: skip
+            (g, power, soft, d0, d1, d2, fixed, changed, result, vehicle, wish, demand,
+             lost) = verdict  # fmt: skip
+            power_sum += power
+            if soft and hours:
+                energy[dev_id] = soft * hours
+            acc = draw[g]
+            acc[0] += d0
+            acc[1] += d1
+            acc[2] += d2
+            if result is not None:
+                results[dev_id] = result
+                if fixed is not None or changed is not None or lost:
+                    self._take_rest(dev_id, g, fixed, changed, lost)
+                continue
+            results[dev_id] = _PLACEHOLDER
+            if wish is not None:
+                # add_wish, inline: most vehicles come here in most runs.
+                wishes.append(wish)
+                if demand is None:
+                    demand_of.append(-1)
+                else:
+                    demand_of.append(len(demands))
+                    demands.append(demand)
+            else:
+                assert vehicle is not None  # a verdict is a result, a wish or a vehicle
+                self.vehicle_wish(vehicle, site)
+        self.cons_power = power_sum
+
+    def _take_rest(
+        self,
+        dev_id: str,
+        g: int,
+        fixed: tuple[int, int, int] | None,
+        changed: EvseMemory | None,
+        lost: bool,
+    ) -> None:
+        """The rarer parts of a verdict: fixed load, a changed memory, a lost EVSE."""
+        if fixed is not None:
+            acc = self.fixed[g]
+            acc[0] += fixed[0]
+            acc[1] += fixed[1]
+            acc[2] += fixed[2]
+        if changed is not None:
+            self.changed_mem[dev_id] = changed
+        if lost:
+            self.com_err.add(dev_id)
+
+    def add_wish(self, wish: Wish, demand: Demand | None) -> None:
+        self.wishes.append(wish)
+        if demand is None:
+            self.demand_of.append(-1)
+        else:
+            self.demand_of.append(len(self.demands))
+            self.demands.append(demand)
+
+    def vehicle_wish(self, vehicle: Vehicle, site: Site) -> None:
+        """The wish of a vehicle made in this run: now, or after all EVSEs are read when
+        charging rules shape it."""
+        ctx = site.context
+        if has_rules(vehicle, ctx.users):
+            self.deferred.append(vehicle)
+        else:
+            self._wish(vehicle, site, None)
+
+    def wishes_with_rules(
+        self, inp: AllocationInput, site: Site, meters: Meters, surplus: int
+    ) -> None:
+        """The deferred wishes, with the solar figures (totals over the phases, per phase
+        the vehicle uses)."""
+        week_minute = minute_of_week(site.now, inp.utc_offset_s)
+        for vehicle in self.deferred:
+            n = PHASE_COUNT[vehicle.local_mask]
+            rules = RuleContext(
+                week_minute, vehicle.max_current, meters.production // n, surplus // n,
+                site.variables,
+            )  # fmt: skip
+            self._wish(vehicle, site, rules)
+
+    def _wish(self, vehicle: Vehicle, site: Site, rules: RuleContext | None) -> None:
+        ctx = site.context
+        g = vehicle.group
+        cons = ctx.constraints
+        wish, minimum = make_wish(vehicle, ctx.users, rules, cons.min_only[g], site.now)
+        demand = None
+        if not wish.reason:
+            demand = demand_for(vehicle, wish, minimum, cons.chain[g], ctx.cells, site.now)
+        self.add_wish(wish, demand)
+
+
+def _carried_over(
+    dev_id: str,
+    entry: Prepared,
+    st: EvseState | None,
+    site: Site,
+    verdicts: dict[str, Prepared],
+) -> Verdict | None:
+    """A cached verdict carried over to a new state of its EVSE that only moved its
+    measurements; None when the new state needs a verdict of its own."""
+    config, _, old_view, orig, context, verdict = entry
+    if st is None or old_view is None:
+        return None
+    view = site.state_view(dev_id, st)
+    moved = refreshed(verdict, old_view, view, site.views[dev_id].rotation)
+    if moved is not None:
+        verdicts[dev_id] = (config, st, view, orig, context, moved)
+    return moved
+
+
+def _made(
+    dev_id: str,
+    st: EvseState | None,
+    made: tuple[Verdict, bool],
+    orig: EvseMemory | None,
+    site: Site,
+    verdicts: dict[str, Prepared],
+) -> Verdict:
+    """A verdict made anew, kept in the cache when it may be."""
+    verdict, keep = made
+    if keep:
+        view = site.state_views.get(dev_id) if st is not None else None
+        verdicts[dev_id] = (site.views[dev_id].config, st, view, orig, site.context, verdict)
+    return verdict
+
+
+def _observed_at_maximum(
+    inp: AllocationInput, results: dict[str, EvseResult], variables: Mapping[str, float]
+) -> None:
+    """Observation (lb_enabled false): the EVSEs that share nothing are commanded at their
+    maximum too (the computed figures stay visible)."""
+    for dev_id, res in results.items():
+        if res.reason in OBSERVED_AT_MAXIMUM:
+            ev = inp.evses[dev_id]
+            max_cur, _ = resolve_max_current(ev.config, ev.state, variables)
+            results[dev_id] = res._replace(
+                charging_enabled=True, paused=False, charging_current=max_cur
+            )
+
+
+def _merged(
+    old: Mapping[str, EvseMemory],
+    changed: dict[str, EvseMemory],
+    evses: Mapping[str, object],
+) -> Mapping[str, EvseMemory]:
+    """The EVSEs' memory for the next run: the old one (the very same mapping when nothing
+    changed) with the changes, without EVSEs that are gone."""
+    # EVSEs that are gone (the key views compare in C).
+    gone = not old.keys() <= evses.keys()
+    if not changed and not gone:
+        return old
+    merged = dict(old)
+    merged.update(changed)
+    if gone:
+        merged = {d: m for d, m in merged.items() if d in evses}
+    return merged

@@ -1,0 +1,329 @@
+"""Stage 2: each EVSE's verdict, before any current is shared.
+
+`classify` is the one function that says what an EVSE is in this run:
+
+* switched off (device disabled, `disable_policy` 0): not counted at all;
+* lost (no fresh state, state 6, com_err): counts as drawing its maximum (fixed load);
+* without a vehicle, or in error: gets 0;
+* disabled under `disable_policy` -1 ("unlimited"): its maximum, counted as fixed load while
+  a vehicle may draw it;
+* a vehicle that may ask for current: a `Vehicle`, with its wish already made when no clock
+  and no charging rule go into it (wishes.make_wish), else made later in the run.
+
+Every verdict also says what the EVSE draws now (to tell it apart from other load), its
+power, and its memory after the state's session events. A verdict that depends on nothing
+but its EVSE's configuration, state, memory and the run's `Context` may be cached (see
+cache.py); `classify` says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from service.core.allocation.budgets import Constraints
+from service.core.allocation.events import after_state, may_start_or_end_a_session
+from service.core.allocation.model import (
+    EMPTY_EVSE_MEMORY,
+    IDLE_MEMORY,
+    R_COM_ERR,
+    R_DISABLED,
+    R_ERROR,
+    R_NO_VEHICLE,
+    R_UNLIMITED,
+    STATE_NO_VEHICLE,
+    VEHICLE_STATES,
+    EvseInput,
+    EvseMemory,
+    EvseResult,
+    resolve_max_current,
+)
+from service.core.allocation.views import (
+    ConfigView,
+    StateView,
+    config_view,
+    grid_draw,
+    new,
+    same_verdict,
+    soft_power,
+    state_view,
+)
+from service.core.allocation.wishes import (
+    Vehicle,
+    Wish,
+    demand_for,
+    make_wish,
+    reads_the_clock,
+)
+from service.core.authorization import NO_OVERRIDES, RfidIndex
+from service.core.groups import Demand
+from service.core.models import EvseConfig, EvseState, User
+from service.core.phases import GRID_MASK, PHASES_OF, assumed_mask
+
+
+class Context(NamedTuple):
+    """What a verdict depends on beyond its EVSE. The cache keeps one object while none of
+    it changes, so that a single identity test covers it."""
+
+    constraints: Constraints  # the group tree's limits (and min_only per group)
+    group_index: Mapping[int, int]  # group id → its index in the group tree
+    policy: int  # disable_policy
+    users: Mapping[str, User]  # an RFID's phases come from its user
+    cells: dict[int, tuple[int, ...]]  # slots per (group, grid phases), made on demand
+
+
+@dataclass(slots=True)
+class Site:
+    """What every verdict of one run is made under."""
+
+    context: Context
+    now: float
+    variables: Mapping[str, float]  # the params' cm_vars, for expressions
+    rfids: RfidIndex
+    notes: list[str]
+    views: dict[str, ConfigView]  # cached, see cache.py
+    state_views: dict[str, StateView]
+
+    def config_view(self, dev_id: str, cfg: EvseConfig) -> ConfigView:
+        cv = self.views.get(dev_id)
+        if cv is None or cv.config is not cfg:
+            cv = self.views[dev_id] = config_view(cfg)
+        return cv
+
+    def state_view(self, dev_id: str, st: EvseState) -> StateView:
+        sv = self.state_views.get(dev_id)
+        if sv is None or sv.state is not st:
+            sv = self.state_views[dev_id] = state_view(st)
+        return sv
+
+    def max_current(self, dev_id: str, cfg: EvseConfig, st: EvseState | None) -> int:
+        """resolve_max_current, with a note when a fallback replaced the expression."""
+        max_cur, fallback = resolve_max_current(cfg, st, self.variables)
+        if fallback:
+            self.notes.append(f"{dev_id}: max_charging_cur not evaluated; using {max_cur} mA")
+        return max_cur
+
+
+# Positions of the fields that refreshed() rebuilds from slices (the assertion keeps them true).
+assert Wish._fields[6] == "watts" and EvseResult._fields[9] == "cur_charging_power"
+assert Vehicle._fields[7] == "power"
+
+
+class Verdict(NamedTuple):
+    """What one EVSE is in this run, before any current is shared."""
+
+    group: int  # index in the group tree
+    power: float  # W it draws now
+    soft_power: float  # W the soft meter counts (no energy reading of its own), else 0
+    draw_l1: int  # mA it draws now, on the grid phases
+    draw_l2: int
+    draw_l3: int
+    fixed: tuple[int, int, int] | None  # mA it counts as fixed load, on the grid phases
+    memory: EvseMemory | None  # its new memory, when it changed (not for a vehicle)
+    result: EvseResult | None  # its result: it takes no part in sharing
+    vehicle: Vehicle | None  # a vehicle that may ask for current
+    wish: Wish | None  # its wish already made (no clock or rule goes into it)
+    demand: Demand | None  # what that wish asks of sharing (None: it does not share)
+    com_err: bool
+
+
+_NOTHING = (0.0, 0.0, 0, 0, 0)
+
+
+def classify(
+    dev_id: str, ev: EvseInput, orig: EvseMemory | None, is_fresh: bool, site: Site
+) -> tuple[Verdict, bool]:
+    """The verdict of one EVSE (`orig`: its memory, None when it has none; `is_fresh`: its
+    state's age is within the staleness age), and whether it may be cached: whether it
+    depends on nothing but the EVSE's configuration, state and memory objects and the
+    site's context (no clock, no variables, no note, no change of memory)."""
+    cfg = ev.config
+    cv = site.config_view(dev_id, cfg)
+    ctx = site.context
+    mem = EMPTY_EVSE_MEMORY if orig is None else orig
+    if not cv.enabled and ctx.policy == 0:
+        # Not read, not counted: what it still draws shows up as other load.
+        result = EvseResult(
+            False, False, False, 0, 0, 0, 0, 0, 0, 0, R_DISABLED, False, False, None, 0, 0
+        )  # fmt: skip
+        return Verdict(0, *_NOTHING, None, None, result, None, None, None, False), False
+    notes_before = len(site.notes)
+    g = ctx.group_index.get(cv.group)
+    if g is None:
+        site.notes.append(f"{dev_id}: group {cv.group} does not exist; using group 0")
+        g = 0
+    st = ev.state
+    sv = None if st is None else site.state_view(dev_id, st)
+    if sv is None or not is_fresh or sv.bad:
+        return _lost(dev_id, cfg, cv, st, mem, g, site), False
+    m2 = mem
+    if may_start_or_end_a_session(mem, sv.s, sv.rfid, sv.measured):
+        m2 = after_state(dev_id, mem, sv.state, site.now, cfg, site.rfids)
+    # A maximum given as an expression reads the params' cm_vars.
+    keep = m2 is mem and len(site.notes) == notes_before
+    if sv.s in VEHICLE_STATES and (cv.enabled or ctx.policy == 1):
+        verdict = _vehicle(dev_id, cv, sv, m2, orig, g, site)
+        return verdict, keep and cv.static_max is not None
+    unlimited = not cv.enabled and ctx.policy == -1
+    verdict = _not_sharing(dev_id, cv, sv, mem, m2, g, unlimited, site)
+    # An RFID shown before plugging in waits in auth, and expires by the clock.
+    keep = keep and verdict.memory is None and m2.auth is None
+    return verdict, keep and (not unlimited or cv.static_max is not None)
+
+
+def _local_mask(cv: ConfigView, mem: EvseMemory, site: Site) -> int:
+    return assumed_mask(cv.used_phases, site.rfids.phases(mem.auth), mem.learned_phases)
+
+
+def _on_phases(grid_mask: int, amount: int) -> tuple[int, int, int]:
+    phases = PHASES_OF[grid_mask]
+    return (
+        amount if 0 in phases else 0,
+        amount if 1 in phases else 0,
+        amount if 2 in phases else 0,
+    )
+
+
+def _lost(
+    dev_id: str,
+    cfg: EvseConfig,
+    cv: ConfigView,
+    st: EvseState | None,
+    mem: EvseMemory,
+    g: int,
+    site: Site,
+) -> Verdict:
+    """No fresh state: assume it draws its maximum on the phases it may use."""
+    max_cur = site.max_current(dev_id, cfg, st)
+    local = _local_mask(cv, mem, site)
+    gmask = GRID_MASK[cv.rotation][local]
+    result = EvseResult(
+        cv.enabled, False, False, 0, 0, 0, 0, local, gmask, 0, R_COM_ERR, False, True, None,
+        mem.overrides.bits, 0,
+    )  # fmt: skip
+    changed = mem._replace(charging=False) if mem.charging else None
+    fixed = _on_phases(gmask, max_cur)
+    return Verdict(g, *_NOTHING, fixed, changed, result, None, None, None, True)
+
+
+def _vehicle(
+    dev_id: str,
+    cv: ConfigView,
+    sv: StateView,
+    m2: EvseMemory,
+    orig: EvseMemory | None,
+    g: int,
+    site: Site,
+) -> Verdict:
+    """A vehicle that may ask for current; its wish is made here when it reads neither the
+    clock nor the solar figures."""
+    cfg = cv.config
+    if cv.static_max is not None and not sv.reported_max:
+        max_cur = cv.static_max
+    else:
+        max_cur = site.max_current(dev_id, cfg, sv.state)
+    local = _local_mask(cv, m2, site)
+    gmask = GRID_MASK[cv.rotation][local]
+    power = sv.power
+    vehicle = Vehicle(dev_id, cfg, m2, g, local, gmask, max_cur, power, not cv.enabled, orig)
+    ctx = site.context
+    wish = demand = None
+    if not reads_the_clock(vehicle, ctx.users):
+        constraints = ctx.constraints
+        wish, minimum = make_wish(vehicle, ctx.users, None, constraints.min_only[g], site.now)
+        if not wish.reason:
+            demand = demand_for(
+                vehicle, wish, minimum, constraints.chain[g], ctx.cells, site.now
+            )
+    draw = grid_draw(cv.rotation, sv.c0, sv.c1, sv.c2)
+    return new(
+        Verdict,
+        (g, power, soft_power(power, sv.metered), *draw, None, None, None, vehicle, wish,
+         demand, False),
+    )  # fmt: skip
+
+
+def _not_sharing(
+    dev_id: str,
+    cv: ConfigView,
+    sv: StateView,
+    mem: EvseMemory,
+    m2: EvseMemory,
+    g: int,
+    unlimited: bool,
+    site: Site,
+) -> Verdict:
+    """No vehicle, an error, or (`unlimited`) a disabled device under disable_policy -1:
+    its maximum, outside the balancing, counted as load while a vehicle may draw it."""
+    local = _local_mask(cv, m2, site)
+    gmask = GRID_MASK[cv.rotation][local]
+    watts = round(sv.power)
+    fixed = None
+    if unlimited:
+        max_cur = site.max_current(dev_id, cv.config, sv.state)
+        counted = 0
+        if sv.s in VEHICLE_STATES:
+            counted = max_cur
+            fixed = _on_phases(gmask, max_cur)
+        result = EvseResult(
+            False, True, False, max_cur, counted, max_cur, 0, local, gmask, watts, R_UNLIMITED,
+            False, False, None, m2.overrides.bits, max_cur,
+        )  # fmt: skip
+    else:
+        auth = m2.auth
+        ov = m2.overrides
+        result = new(
+            EvseResult,
+            (cv.enabled, True, False, 0, 0, 0, 0, local, gmask, watts,
+             R_NO_VEHICLE if sv.s == STATE_NO_VEHICLE else R_ERROR, False, False,
+             auth.user_id if auth is not None else None,
+             0 if ov is NO_OVERRIDES else ov.bits, 0),
+        )  # fmt: skip
+    draw = grid_draw(cv.rotation, sv.c0, sv.c1, sv.c2)
+    return new(
+        Verdict,
+        (g, sv.power, soft_power(sv.power, sv.metered), *draw, fixed,
+         _settled_memory(mem, m2), result, None, None, None, False),
+    )  # fmt: skip
+
+
+def _settled_memory(mem: EvseMemory, m2: EvseMemory) -> EvseMemory | None:
+    """The memory of an EVSE that does not share: no pause, not charging. None when it
+    equals `mem`."""
+    if m2.paused_since is not None or m2.charging or m2.stopped_at is not None:
+        m2 = m2._replace(paused_since=None, charging=False, stopped_at=None)
+    if m2 is mem:
+        return None
+    if m2 == IDLE_MEMORY:
+        m2 = IDLE_MEMORY
+    return None if m2 == mem else m2
+
+
+def refreshed(verdict: Verdict, old: StateView, new_view: StateView, rotation: int) -> (
+    Verdict | None
+):
+    """A cached verdict carried over to a new state that only moved its measurements (see
+    views.same_verdict): what it draws and its power are the new state's. None: the new
+    state needs a verdict of its own."""
+    if not same_verdict(old, new_view):
+        return None
+    power = new_view.power
+    watts = round(power)
+    # Rebuilt from slices, not by _replace (a Python-level call): this runs for every new
+    # state of a busy site.
+    wish = verdict.wish
+    if wish is not None and wish[6] != watts:
+        wish = new(Wish, (*wish[:6], watts, *wish[7:]))
+    result = verdict.result
+    if result is not None and result[9] != watts:
+        result = new(EvseResult, (*result[:9], watts, *result[10:]))
+    vehicle = verdict.vehicle
+    if vehicle is not None:
+        vehicle = new(Vehicle, (*vehicle[:7], power, *vehicle[8:]))
+    draw = grid_draw(rotation, new_view.c0, new_view.c1, new_view.c2)
+    return new(
+        Verdict,
+        (verdict.group, power, soft_power(power, new_view.metered), *draw, verdict.fixed,
+         None, result, vehicle, wish, verdict.demand, False),
+    )  # fmt: skip
