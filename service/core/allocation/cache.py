@@ -50,10 +50,16 @@ class AllocationCache:
     _context: Context | None = None
 
     def group_tree(self, groups: Sequence[GroupConfig], main_limit: int) -> GroupTree:
+        """The group tree, kept while the groups (the same object, or equal ones) and the
+        main limit stay the same."""
         tree = self._tree
-        if tree is None or self._groups is not groups or self._main_limit != main_limit:
+        if self._groups is not groups:
+            if tree is not None and self._groups != groups:
+                tree = None
+            self._groups = groups
+        if tree is None or self._main_limit != main_limit:
             tree = self._tree = build_group_tree(groups, main_limit)
-            self._groups, self._main_limit = groups, main_limit
+            self._main_limit = main_limit
             self._constraints = None
         return tree
 
