@@ -261,6 +261,17 @@ class Installation(StrictModel):
         return self
 
 
+# Bounds of the measurements a bridge may report. Beyond them a value is a fault, not a
+# reading, and sums of many (a run adds up every EVSE's power) must stay finite: two powers
+# of 1e308 W made every run fail with OverflowError. An EVSE: 80 A on three phases at up to
+# 1000 V is 240 kW, so 1 MW leaves room for DC chargers; a meter: 2000 A on three phases
+# (the current fields' bound) at 1000 V is 6 MW, so 100 MW. Energy: 1 TWh; time: year 5138.
+MAX_EVSE_POWER_W = 1_000_000.0
+MAX_METER_POWER_W = 100_000_000.0
+MAX_ENERGY_WH = 1e12
+MAX_TS = 1e11
+
+
 class EvseState(BaseModel):
     """Measurements an EVSE bridge publishes on devices/{id}/state."""
 
@@ -285,17 +296,6 @@ class EvseState(BaseModel):
     failsafe: bool = False
     # Read back from the wallbox (Modbus bridges): what it applies now.
     applied_current: int | None = Field(default=None, ge=0, le=2_000_000)
-# Bounds of the measurements a bridge may report. Beyond them a value is a fault, not a
-# reading, and sums of many (a run adds up every EVSE's power) must stay finite: two powers
-# of 1e308 W made every run fail with OverflowError. An EVSE: 80 A on three phases at up to
-# 1000 V is 240 kW, so 1 MW leaves room for DC chargers; a meter: 2000 A on three phases
-# (the current fields' bound) at 1000 V is 6 MW, so 100 MW. Energy: 1 TWh; time: year 5138.
-MAX_EVSE_POWER_W = 1_000_000.0
-MAX_METER_POWER_W = 100_000_000.0
-MAX_ENERGY_WH = 1e12
-MAX_TS = 1e11
-
-
     applied_enabled: bool | None = None
 
 
