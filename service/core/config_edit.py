@@ -229,6 +229,7 @@ def _edit_device(
             base["pause_min_time"] = params.min_pause_time
     merged = {**base, **fields, "dev_id": dev_id, "dev_type": dev_type}
     device = _validated(model, merged, where)
+    _refuse_unused(fields, existing, where)
     if isinstance(device, EvseConfig):
         unknown_users = [u for u in device.users if u not in known_user_ids]
         if unknown_users:
@@ -236,6 +237,36 @@ def _edit_device(
     elif soft_meter is not None:
         raise EditError(f"{where}.soft_meter: only EVSEs have a soft meter")
     return dev_id, device, float(soft_meter) if soft_meter is not None else None
+
+
+# Meter roles the model stores (the product knows them) but the allocation does not use.
+_UNUSED_ROLES = {4: "vehicle consumption", 5: "storage"}
+
+
+def _refuse_unused(
+    fields: dict[str, Any], existing: EvseConfig | MeterConfig | None, where: str
+) -> None:
+    """Settings that would be stored and shown but never acted upon are refused, so that no
+    one believes a battery or an attached meter is taken into account when it is not. An
+    older configuration that has them still loads, and may be sent back as it is (a client
+    that echoes get_dev_info); they stay without effect."""
+    role = fields.get("role")
+    if (
+        isinstance(role, int)
+        and role in _UNUSED_ROLES
+        and not (isinstance(existing, MeterConfig) and existing.role == role)
+    ):
+        raise EditError(
+            f"{where}.role: {role} ({_UNUSED_ROLES[role]}) is not supported: the load "
+            "balancing does not use such meters; use 0 display, 1 consumption, 2 production "
+            "or 3 grid demand"
+        )
+    attach = fields.get("attach")
+    if isinstance(attach, str) and attach and (existing is None or existing.attach != attach):
+        raise EditError(
+            f"{where}.attach: {attach!r}: attached meters are not supported: the load "
+            "balancing uses the currents the EVSE reports; leave attach empty"
+        )
 
 
 def _check_references(devices: dict[str, EvseConfig | MeterConfig]) -> None:
