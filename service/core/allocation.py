@@ -98,6 +98,10 @@ from service.core.authorization import (
     most_recent,
 )
 from service.core.charging_rules import (
+    MODE_RELATIVE_SOLAR,
+    MODE_SOLAR,
+    MODE_SOLAR_MINUS,
+    MODE_SURPLUS,
     RuleContext,
     RuleState,
     evaluate_expression,
@@ -132,6 +136,7 @@ from service.core.phases import (
     assumed_mask,
     measured_mask,
 )
+from service.core.solar_share import SolarCandidate, split_pool
 
 OVERDRAFT_HOLD_S: Final = 300.0
 # A card presented while no vehicle is connected authorises the vehicle that arrives within
@@ -179,6 +184,10 @@ class EvseInput:
     config: EvseConfig
     state: EvseState | None = None
     state_age_s: float | None = None  # None: never heard
+    # What the EVSE drew (EVSE-local phases, mA) at the time of the grid reading it is
+    # subtracted from, as the control loop pairs them (see control_law.counted_currents);
+    # None: the state's own currents.
+    counted_current: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,6 +414,14 @@ class Memory:
     overdraft: int = 0  # active reduction of the main limit, mA
     overdraft_until: float = 0.0
     overdraft_reported: int = 0
+    # Since when the main grid meter has shown more than max_total_current (None: it does
+    # not); an overdraw counts only once it outlasts overdraft_grace_s.
+    over_since: float | None = None
+    # Per group id: the recent other-load figures (when, mA per grid phase), newest last;
+    # the highest of those within params.load_hold_time is what budgets count.
+    load_peaks: Mapping[int, tuple[tuple[float, int, int, int], ...]] = field(
+        default_factory=dict
+    )
     # Plain-tuple views of the EVSEs' configurations and states, made once per object and
     # handed on from call to call: reading a pydantic model's attribute costs three type
     # lookups (its __getattr__ hook), and the loop over ten thousand EVSEs reads dozens. A
@@ -456,6 +473,11 @@ class Allocation:
     com_err: frozenset[str]  # devices (meters, EVSEs) without fresh data
     energy_wh: Mapping[str, float]  # soft-meter energy since the last call
     notes: tuple[str, ...]
+    # For the control law (control_law.govern), which must keep every limit while it holds
+    # increases back: the budget of each constraint slot (constraint * 3 + grid phase, see
+    # groups.share) and, per EVSE with a vehicle and a fresh state, the slots it loads.
+    budgets: tuple[int, ...] = ()
+    slots: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -755,13 +777,27 @@ def _constraints(params: Params, tree: GroupTree, failed: list[bool]) -> _Constr
     return _Constraints(count, evse_cap, fail_cap, chain, min_only)
 
 
+def overdraft_grace_s(params: Params) -> float:
+    """How long the grid may show more than max_total_current before it is an overdraft:
+    after a decrease the cars take up to `follow_time` to follow, and the meter's next
+    reading may come a cycle later. That excess is the control loop at work, not a fuse
+    that needs to cool down; one that outlasts it is."""
+    return params.follow_time + params.cycle_time / 1000
+
+
 def _overdraft(
     params: Params, memory: Memory, meters: _Meters, now: float
-) -> tuple[int, float, int]:
-    """The active reduction of the main limit, until when it holds, and overdraft_cur."""
+) -> tuple[int, float, int, float | None]:
+    """The active reduction of the main limit, until when it holds, overdraft_cur and since
+    when the grid has been over the limit."""
     overdraw = 0
     if meters.has_grid[0] and not meters.grid_lost[0]:
         overdraw = max(0, max(meters.grid[0]) - params.max_total_current)
+    over_since = None
+    if overdraw > 0:
+        over_since = memory.over_since if memory.over_since is not None else now
+        if now - over_since < overdraft_grace_s(params):
+            overdraw = 0
     active = memory.overdraft if now < memory.overdraft_until else 0
     until = memory.overdraft_until
     if params.overdraft_cur < memory.overdraft_reported:
@@ -772,7 +808,29 @@ def _overdraft(
         until = now + OVERDRAFT_HOLD_S
     elif active == 0:
         until = 0.0
-    return active, until, max(params.overdraft_cur, overdraw)
+    return active, until, max(params.overdraft_cur, overdraw), over_since
+
+
+def hold_peaks(
+    history: tuple[tuple[float, int, int, int], ...],
+    load: Sequence[int],
+    now: float,
+    hold_s: float,
+) -> tuple[list[int], tuple[tuple[float, int, int, int], ...]]:
+    """The highest other load per phase within the last `hold_s` seconds, and the history to
+    keep. A new, higher load counts at once; a lower one only once the higher figures are
+    older than `hold_s`. Meter noise and readings that a wallbox's next report has not yet
+    caught up with would otherwise move the budgets, and with them the commands, at every
+    reading (a meter that reads 0.3 A high for a second costs nothing; one that reads low
+    would hand out current that is not there)."""
+    entry = (now, int(load[0]), int(load[1]), int(load[2]))
+    kept = [h for h in history if now - h[0] < hold_s and h[0] <= now]
+    if not kept or kept[-1][1:] != entry[1:]:
+        kept.append(entry)
+    # A bounded memory: the oldest go first (a burst of runs within one hold time).
+    kept = kept[-32:]
+    held = [max(h[1] for h in kept), max(h[2] for h in kept), max(h[3] for h in kept)]
+    return held, tuple(kept)
 
 
 def _wish(
@@ -834,6 +892,48 @@ def _wish(
     if mem.evse_rule != evse_state or mem.user_rule != user_state:
         mem = mem._replace(evse_rule=evse_state, user_rule=user_state)
     return _Wish(v, mem, target, minimum, reason, needs_auth, capped_min, user_id)
+
+
+def _solar_modes(v: _Vehicle, users: Mapping[str, User]) -> tuple[bool, bool]:
+    """Whether the EVSE's rules (its own and its user's, unless switched off by override)
+    charge from the production (modes 2-4) and from the surplus (mode 5)."""
+    ov = v.memory.overrides
+    rules = [] if ov.evse_rules_disabled else list(v.config.charging_rules)
+    auth = v.memory.auth
+    if auth is not None and auth.user_id is not None and not ov.user_rules_disabled:
+        user = users.get(auth.user_id)
+        if user is not None:
+            rules.extend(user.charging_rules)
+    modes = {r.mode for r in rules if r.enabled}
+    return bool(modes & {MODE_SOLAR, MODE_RELATIVE_SOLAR, MODE_SOLAR_MINUS}), MODE_SURPLUS in modes
+
+
+def _solar_pools(
+    deferred: Sequence[_Vehicle], users: Mapping[str, User], production: int, surplus: int
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Per EVSE charging from it: its share of the production and of the surplus, mA per
+    phase (see solar_share). EVSEs not listed see the whole figures."""
+    by_production: list[tuple[_Vehicle, SolarCandidate]] = []
+    by_surplus: list[tuple[_Vehicle, SolarCandidate]] = []
+    for v in deferred:
+        uses_production, uses_surplus = _solar_modes(v, users)
+        if not (uses_production or uses_surplus):
+            continue
+        c = SolarCandidate(v.dev_id, PHASE_COUNT[v.local_mask], effective_minimum(v.config))
+        if uses_production:
+            by_production.append((v, c))
+        if uses_surplus:
+            by_surplus.append((v, c))
+
+    def order(item: tuple[_Vehicle, SolarCandidate]) -> tuple[int, int, float, str]:
+        v = item[0]
+        m = v.memory
+        return (-v.config.prio, 0 if m.charging else 1, m.plugged_at or 0.0, v.dev_id)
+
+    return (
+        split_pool([c for _, c in sorted(by_production, key=order)], production),
+        split_pool([c for _, c in sorted(by_surplus, key=order)], surplus),
+    )
 
 
 def _has_rules(v: _Vehicle, users: Mapping[str, User]) -> bool:
@@ -901,6 +1001,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
     results: dict[str, EvseResult] = {}
     pending: list[_Pending] = []
     demand_of: list[int] = []  # per pending entry: the index of its demand, -1 = none
+    slot_of: list[tuple[int, ...]] = []  # per pending entry: the constraint slots it loads
     deferred: list[_Vehicle] = []
     demands: list[Demand] = []
     cells: dict[int, tuple[int, ...]] = {}
@@ -917,15 +1018,20 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
     rfids = RfidIndex(users)
     index_get = index.get
 
-    def demand(
-        dev_id: str, cfg: EvseConfig, mem: EvseMemory, g: int, gmask: int, minimum: int, target: int
-    ) -> int:
+    def slots_of(g: int, gmask: int) -> tuple[int, ...]:
         cell = g * 8 + gmask
         slots = cells.get(cell)
         if slots is None:
             phases = PHASES_OF[gmask]
             slots = tuple(k * 3 + p for k in chain_cons[g] for p in phases)
             cells[cell] = slots
+        return slots
+
+    def demand(
+        dev_id: str, cfg: EvseConfig, mem: EvseMemory, g: int, gmask: int, minimum: int, target: int
+    ) -> int:
+        cell = g * 8 + gmask
+        slots = slots_of(g, gmask)
         demands.append(
             _new(
                 Demand,
@@ -954,6 +1060,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
              w.user_id, old_get(v.dev_id))
         )  # fmt: skip
         demand_of.append(k)
+        slot_of.append(slots_of(v.group, v.grid_mask))
 
     views = memory.views
     state_views = memory.state_views
@@ -999,6 +1106,9 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 cons_power += power
                 if soft and hours:
                     energy[dev_id] = soft * hours
+                paired = ev.counted_current
+                if paired is not None:
+                    d0, d1, d2 = _grid_draw(rot, *paired)
                 acc = draw[p_group]
                 acc[0] += d0
                 acc[1] += d1
@@ -1017,9 +1127,11 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 results[dev_id] = _PLACEHOLDER
                 if p_demand is None:
                     demand_of.append(-1)
+                    slot_of.append(slots_of(p_group, entry[4]))
                 else:
                     demand_of.append(len(demands))
                     demands.append(p_demand)
+                    slot_of.append(p_demand[3])
                 pending.append(entry)
                 continue
         notes_before = len(notes)
@@ -1080,10 +1192,17 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             energy[dev_id] = soft * hours
         # What it draws now, on the grid phases, to tell it apart from other load.
         gd = _grid_draw(rot, c0, c1, c2)
+        paired = ev.counted_current
         acc = draw[g]
-        acc[0] += gd[0]
-        acc[1] += gd[1]
-        acc[2] += gd[2]
+        if paired is not None:
+            gc = _grid_draw(rot, *paired)
+            acc[0] += gc[0]
+            acc[1] += gc[1]
+            acc[2] += gc[2]
+        else:
+            acc[0] += gd[0]
+            acc[1] += gd[1]
+            acc[2] += gd[2]
 
         if (s == 2 or s == 3 or s == 4) and (enabled or policy == 1):
             # Holds the EVSE's place so that results keep the input order.
@@ -1147,6 +1266,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 )  # fmt: skip
                 pending.append(made)
                 demand_of.append(k)
+                slot_of.append(slots_of(g, gmask))
                 if (
                     m2 is mem
                     and m2.stopped_at is None
@@ -1249,7 +1369,14 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             bp[1] += ne[1]
             bp[2] += ne[2]
 
-    active, until, reported = _overdraft(params, memory, meters, now)
+    active, until, reported, over_since = _overdraft(params, memory, meters, now)
+    load_peaks: dict[int, tuple[tuple[float, int, int, int], ...]] = {}
+    if params.load_hold_time > 0:
+        for g in range(n_groups):
+            gid = tree.ids[g]
+            non_evse[g], load_peaks[gid] = hold_peaks(
+                memory.load_peaks.get(gid, ()), non_evse[g], now, params.load_hold_time
+            )
 
     budgets = [0] * (cons_info.total * 3)
     group_budget: dict[int, tuple[int, int, int]] = {}
@@ -1277,10 +1404,16 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         else:
             surplus = max(0, meters.production - sum(sum(c) for c in meters.cons))
         week_minute = minute_of_week(now, inp.utc_offset_s)
+        from_production, from_surplus = _solar_pools(deferred, users, meters.production, surplus)
         for vehicle in deferred:
             n = PHASE_COUNT[vehicle.local_mask]
+            dev_id = vehicle.dev_id
             ctx = RuleContext(
-                week_minute, vehicle.max_current, meters.production // n, surplus // n, variables
+                week_minute,
+                vehicle.max_current,
+                from_production.get(dev_id, meters.production // n),
+                from_surplus.get(dev_id, surplus // n),
+                variables,
             )
             add_wish(_wish(vehicle, users, ctx, min_only[vehicle.group], now))
 
@@ -1384,6 +1517,8 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             overdraft=active,
             overdraft_until=until,
             overdraft_reported=reported,
+            over_since=over_since,
+            load_peaks=load_peaks,
             views=views,
             state_views=state_views,
             prepared=prepared,
@@ -1396,4 +1531,6 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         com_err=frozenset(com_err),
         energy_wh=energy,
         notes=tuple(notes),
+        budgets=tuple(budgets),
+        slots={entry[0]: sl for entry, sl in zip(pending, slot_of, strict=True)},
     )

@@ -90,6 +90,30 @@ class Params(StrictModel):
         description="per-phase EVSE total while the grid meter is lost; 0 = minimum currents "
         "only, within max_total_evse_current",
     )
+    # Control in the loop (chargebus's own; see docs/load-balancing.md, "Control in the loop").
+    # The defaults suit wallboxes and meters that report about once a second and cars that
+    # follow a new current within the ~5 s IEC 61851 allows.
+    follow_time: int = Field(
+        default=6, ge=1, le=120, description="s a car may take to follow a lower current"
+    )
+    settle_time: int = Field(
+        default=3, ge=0, le=600, description="s headroom must hold before an increase"
+    )
+    ramp_step: MilliAmps = Field(
+        default=6000, ge=100, description="largest increase of one command, mA"
+    )
+    deadband: MilliAmps = Field(
+        default=300, le=10_000, description="smaller changes are not sent unless a limit needs them"
+    )
+    resume_margin: MilliAmps = Field(
+        default=1000, le=80_000, description="a paused EVSE resumes when minimum + this fits, mA"
+    )
+    resume_time: int = Field(
+        default=10, ge=0, le=3600, description="s minimum + margin must fit before a resume"
+    )
+    load_hold_time: int = Field(
+        default=10, ge=0, le=600, description="s the highest recent other load is held"
+    )
     # Charging Manager variables (set_cm_vars): a number, or an expression for rules.
     cm_vars: dict[str, float | Annotated[str, Field(max_length=1000)]] = Field(
         default_factory=dict, max_length=1000
