@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -46,6 +48,20 @@ class DiagLogging:
         self._timer = asyncio.get_running_loop().call_later(self.max_seconds, self.stop)
         assert self.path is not None
         return self.path
+
+    def check_writable(self) -> None:
+        """Writes and syncs a line to the log file; raises OSError when the disk refuses it
+        (the handler itself would only complain on stderr and lose every line)."""
+        handler = self._handler
+        if handler is None or self.path is None:
+            return
+        with handler.lock or contextlib.nullcontext():
+            stream = handler.stream
+            if stream is None:  # FileHandler opens lazily only with delay=True; not here
+                return
+            stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} diagnostic log is writable\n")
+            stream.flush()
+            os.fsync(stream.fileno())
 
     def stop(self) -> None:
         if self._timer is not None:

@@ -73,6 +73,8 @@ class ServiceState:
         self.allocation: Allocation | None = None
         # Soft-meter energy counted since the counters were last written to disk.
         self.energy_dirty = False
+        # The last allocation's notes, to log each when it appears (see _take_notes).
+        self._notes: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, store: Store, registry: DeviceTypeRegistry) -> ServiceState:
@@ -101,7 +103,7 @@ class ServiceState:
             self.clock(),
             self.energy.soft_meter_wh.get(dev_id, 0.0),
         )
-        return info if admin else redact_device(info)
+        return info if admin else redact_device(info, self.users.users)
 
     def dev_info(self, *, admin: bool = False) -> dict[str, Any]:
         return {
@@ -322,6 +324,8 @@ class ServiceState:
                 ):
                     changed.add(dev_id)
                 runtime.result = evse
+        if result.notes != self._notes:
+            changed |= self._take_notes(result.notes)
         if result.energy_wh:
             counters = dict(self.energy.soft_meter_wh)
             for dev_id, wh in result.energy_wh.items():
@@ -330,6 +334,23 @@ class ServiceState:
                     changed.add(dev_id)
             self.energy = EnergyCounters(soft_meter_wh=counters)
             self.energy_dirty = True
+        return changed
+
+    def _take_notes(self, notes: tuple[str, ...]) -> set[str]:
+        """The allocation's notes (a maximum it could not evaluate, a reading that no maximum
+        explains, an unknown group) are logged when they appear, and one about a device
+        ("E1: …") becomes that device's last_error in get_dev_info. Returns those devices."""
+        before = set(self._notes)
+        self._notes = notes
+        changed: set[str] = set()
+        for note in notes:
+            if note not in before:
+                log.warning("load balancing: %s", note)
+            dev_id, sep, text = note.partition(": ")
+            runtime = self.runtime.get(dev_id) if sep else None
+            if runtime is not None and runtime.last_error != text:
+                runtime.last_error = text
+                changed.add(dev_id)
         return changed
 
     async def save_energy(self) -> None:

@@ -524,8 +524,27 @@ def test_rfid_listed_twice_refused(users: dict[str, User]) -> None:
 
 def test_user_keeps_own_rfid(users: dict[str, User]) -> None:
     result, _ = apply_set_user(users, {"id": "u1", "rfids": [{"id": "AAAA"}, {"id": "DD"}]},
-                               is_admin=False, new_id="x")
+                               is_admin=True, new_id="x")
     assert [r.id for r in result["u1"].rfids] == ["AAAA", "DD"]
+
+
+def test_only_the_admin_changes_rfids(users: dict[str, User]) -> None:
+    # A user id is no credential for PINs (issue 13, item 1).
+    with pytest.raises(PermissionError, match="rfids"):
+        apply_set_user(users, {"id": "u1", "rfids": [{"id": "AAAA"}, {"id": "DD"}]},
+                       is_admin=False, new_id="x")
+    unchanged, _ = apply_set_user(users, {"id": "u1", "name": "n", "rfids": [{"id": "AAAA"}]},
+                                  is_admin=False, new_id="x")
+    assert unchanged["u1"].name == "n"
+
+
+def test_rfid_uniqueness_ignores_letter_case(users: dict[str, User]) -> None:
+    with pytest.raises(EditError, match="another user"):
+        apply_set_user(users, {"id": "u2", "rfids": [{"id": "aaaa"}]}, is_admin=True,
+                       new_id="x")
+    with pytest.raises(EditError, match="twice"):
+        apply_set_user(users, {"id": "u2", "rfids": [{"id": "Cc"}, {"id": "cC"}]},
+                       is_admin=True, new_id="x")
 
 
 @pytest.mark.parametrize(
