@@ -74,5 +74,7 @@ class DiagLogging:
         root = logging.getLogger()
         root.removeHandler(handler)
         root.setLevel(self._saved_root_level)
-        handler.close()
+        # A full disk fails the last flush; the log stops all the same.
+        with contextlib.suppress(OSError):
+            handler.close()
         self._handler = None

@@ -256,8 +256,8 @@ async def change_admin_pwd(ctx: CnfContext, req: CnfRequest) -> Any:
 @command("set_diag_logging", GET, admin=True)
 async def set_diag_logging(ctx: CnfContext, req: CnfRequest) -> Any:
     if req.flag("enable"):
-        ctx.diag.start()
         try:
+            ctx.diag.start()
             # A log file that cannot be written is no diagnostic log: say so, not "ok".
             await asyncio.to_thread(ctx.diag.check_writable)
         except OSError as exc:
