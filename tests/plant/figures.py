@@ -13,7 +13,8 @@
   count every change of a command there, per EVSE;
 * headroom used: at the end of each steady window, on the constraint and phase that is
   loaded most relative to what it can give the EVSEs, what the EVSEs draw over what they
-  could draw there (the headroom, or the cars' own demand when that is smaller);
+  could draw there (the headroom, or the own demand of the cars the core lets charge when
+  that is smaller);
 * paused while the minimum fits: an EVSE whose car wants to charge is switched off while its
   minimum, with those of the EVSEs that are on, fits every limit with FIT_MARGIN_MA to
   spare; at the moment it is paused, or for longer than its pause_min_time and
@@ -282,10 +283,13 @@ def compute(spec: PlantSpec, tr: Trace) -> Figures:
     per_min = {d: (c / minutes if minutes else 0.0) for d, c in counts.items()}
 
     # -- headroom --------------------------------------------------------------------------
+    in_force = _in_force(spec, tr, changes)
     headroom = None
     if not any(w.charging_rules for w in spec.wallboxes):
         fractions = [
-            f for _, t1 in windows if (f := _headroom_used(spec, tr, constraints, t1)) is not None
+            f
+            for _, t1 in windows
+            if (f := _headroom_used(spec, tr, constraints, in_force, t1)) is not None
         ]
         headroom = min(fractions) if fractions else None
 
@@ -298,7 +302,7 @@ def compute(spec: PlantSpec, tr: Trace) -> Figures:
         changes_per_min=per_min,
         steady_minutes=minutes,
         headroom_used=headroom,
-        paused_while_min_fit=tuple(_paused_while_fit(spec, tr, constraints, changes)),
+        paused_while_min_fit=tuple(_paused_while_fit(spec, tr, constraints, in_force)),
         runs=tr.runs,
         failures=tr.failures,
     )
@@ -329,10 +333,15 @@ def _reserved(spec: PlantSpec, c: _Constraint, p: int, t: float) -> int:
 
 
 def _headroom_used(
-    spec: PlantSpec, tr: Trace, constraints: list[tuple[_Constraint, int | None]], t1: float
+    spec: PlantSpec,
+    tr: Trace,
+    constraints: list[tuple[_Constraint, int | None]],
+    in_force: dict[str, list[Command | None]],
+    t1: float,
 ) -> float | None:
     """At the end of a steady window: drawn / min(headroom, demand) on the constraint and
-    phase with the highest demand / headroom."""
+    phase with the highest demand / headroom. The demand is that of the EVSEs the core lets
+    charge: whether a paused one should charge is the pause check's question."""
     end = min(len(tr.t) - 1, round(t1 / spec.dt_s) - 1)
     start = max(0, end - round(HEADROOM_AVERAGE_S / spec.dt_s))
     best: tuple[float, float] | None = None  # (demand / headroom, used fraction)
@@ -344,7 +353,10 @@ def _headroom_used(
             demand = sum(
                 _demand(spec, d)
                 for d in c.members
-                if tr.wants[d][end] and p in _car_phases(spec, d)
+                if tr.wants[d][end]
+                and p in _car_phases(spec, d)
+                and (cmd := in_force[d][end]) is not None
+                and cmd.offer_ma > 0
             )
             if demand <= 0 or room <= 0:
                 continue
@@ -389,15 +401,11 @@ def _budget_phases(spec: PlantSpec, dev_id: str, has_drawn: bool) -> tuple[int, 
     return (0, 1, 2)
 
 
-def _paused_while_fit(
-    spec: PlantSpec,
-    tr: Trace,
-    constraints: list[tuple[_Constraint, int | None]],
-    changes: dict[str, list[tuple[float, Command]]],
-) -> list[tuple[float, str, str]]:
-    dt = spec.dt_s
+def _in_force(
+    spec: PlantSpec, tr: Trace, changes: dict[str, list[tuple[float, Command]]]
+) -> dict[str, list[Command | None]]:
+    """The command in force at each step (as sent, not as applied), per EVSE."""
     n = len(tr.t)
-    # The command in force at each step (as sent, not as applied), per EVSE.
     in_force: dict[str, list[Command | None]] = {}
     for w in spec.wallboxes:
         seq = changes.get(w.dev_id, [])
@@ -410,6 +418,17 @@ def _paused_while_fit(
                 k += 1
             col[i] = cur
         in_force[w.dev_id] = col
+    return in_force
+
+
+def _paused_while_fit(
+    spec: PlantSpec,
+    tr: Trace,
+    constraints: list[tuple[_Constraint, int | None]],
+    in_force: dict[str, list[Command | None]],
+) -> list[tuple[float, str, str]]:
+    dt = spec.dt_s
+    n = len(tr.t)
     pause_min = {w.dev_id: w.pause_min_time_s for w in spec.wallboxes}
     swap = round(1.0 / dt)
     first_draw = {

@@ -150,13 +150,16 @@ def _wallbox(
     rng: random.Random, index: int, *, report: Literal["regular", "late", "silent"] = "regular"
 ) -> WallboxSpec:
     late = report == "late"
+    car = _car(rng)
+    # Configured phases, when given, are the car's (a wallbox configured for three phases
+    # with a 1-phase car is rightly budgeted on all three; that is not what is measured here).
     return WallboxSpec(
         dev_id=f"E{index}",
-        car=_car(rng),
+        car=car,
         dev_type=rng.choice(["evse_ajax", "evse_powerbrain"]),
         max_ma=rng.choice([16_000, 16_000, 32_000]),
         rotation=rng.randrange(3),
-        used_phases=rng.choice([0, 0, 7]),
+        used_phases=rng.choice([0, 0, 7 if car.phases == 3 else 1]),
         pause_min_time_s=rng.choice([10, 30]),
         report=report,
         report_period_s=round(rng.uniform(0.8, 1.5), 2),
