@@ -34,6 +34,7 @@ from service.core.allocation import (
     allocate,
 )
 from service.core.authorization import RfidResult
+from service.core.control_law import ControlSettings, govern
 from service.core.models import EvseConfig, EvseState
 from service.state import ServiceState
 
@@ -281,6 +282,10 @@ class ControlLoop:
                 result = await asyncio.to_thread(allocate_paused_gc, inp, self.state.memory)
             else:
                 result = allocate_paused_gc(inp, self.state.memory)
+            # What the plant can follow: cuts at once, raises once they held (control_law).
+            result, self.state.control = govern(
+                result, inp, self.state.control, ControlSettings.from_params(inp.params)
+            )
             changed = self.state.apply_allocation(result, now)
             self._send(result, inp, now, refresh=refresh)
             elapsed = time.perf_counter() - started

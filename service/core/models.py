@@ -100,7 +100,7 @@ class Params(StrictModel):
         default=3, ge=0, le=600, description="s headroom must hold before an increase"
     )
     ramp_step: MilliAmps = Field(
-        default=6000, ge=100, description="largest increase of one command, mA"
+        default=6000, description="largest increase of one command, mA; 0 = no limit"
     )
     deadband: MilliAmps = Field(
         default=300, le=10_000, description="smaller changes are not sent unless a limit needs them"
