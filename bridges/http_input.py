@@ -34,6 +34,7 @@ from service.bus import MqttBus
 from service.core.config_edit import describe_validation_error
 from service.core.device_types import DeviceKind, DeviceType, DeviceTypeRegistry, builtin_registry
 from service.core.models import EvseCommand, EvseState, MeterState
+from service.core.throttle import Refusal
 from service.http.errors import error_response
 from service.http.request import basic_credentials
 from service.http.server import http_listener, read_parameters, serve_http
@@ -454,20 +455,20 @@ async def _check_admin(request: web.Request) -> None:
         raise InputError(401, "set_ajax_* needs the admin password (HTTP basic auth)")
     throttle = request.app[_THROTTLE_KEY]
     client = request.remote or "?"
-    delay = throttle.delay_for(client)
-    if delay:
-        await asyncio.sleep(delay)
+    ticket = throttle.admit(client)
+    if isinstance(ticket, Refusal):
+        raise InputError(429, f"too many failed attempts; try again in {ticket.retry_after:.0f} s")
     # Both compared in constant time, and both always, so timing tells nothing.
     user_ok = hmac.compare_digest(credentials.user.encode(), b"admin")
     password_ok = hmac.compare_digest(
         credentials.password.encode(), request.app[_PASSWORD_KEY].encode()
     )
     if not (user_ok and password_ok):
-        throttle.failed(client)
+        throttle.failed(ticket)
         raise InputError(
             401, "wrong user name or password (use user 'admin' and the admin password)"
         )
-    throttle.succeeded(client)
+    throttle.succeeded(ticket)
 
 
 async def _handle_cnf(request: web.Request) -> web.Response:

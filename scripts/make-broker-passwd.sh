@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Writes mosquitto's password file for the three chargebus logins (see mosquitto/acl):
+# Writes mosquitto's password file for the chargebus logins (see mosquitto/acl):
 #
 #   chargebus-core     CHARGEBUS_CORE_MQTT_PASSWORD
-#   chargebus-bridge   CHARGEBUS_BRIDGE_MQTT_PASSWORD
 #   home-automation    CHARGEBUS_HA_MQTT_PASSWORD
+#   bridge-<name>      CHARGEBUS_BRIDGE_<NAME>_MQTT_PASSWORD, for every `user bridge-<name>`
+#                      line of the ACL (NAME in capitals, - as _): bridge-modbus takes
+#                      CHARGEBUS_BRIDGE_MODBUS_MQTT_PASSWORD
 #
 # Usage: scripts/make-broker-passwd.sh [OUTPUT]     (default: mosquitto/passwd)
+# The ACL read for the bridge logins: CHARGEBUS_MQTT_ACL (default: mosquitto/acl).
 # With the passwords in .env:  set -a; . ./.env; set +a; scripts/make-broker-passwd.sh
 #
 # The file holds salted PBKDF2 hashes, never the passwords. It is replaced as a whole, so
-# running the script again changes all three passwords at once.
+# running the script again changes all passwords at once.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,8 +23,22 @@ die() {
     exit 1
 }
 
-users=(chargebus-core chargebus-bridge home-automation)
-vars=(CHARGEBUS_CORE_MQTT_PASSWORD CHARGEBUS_BRIDGE_MQTT_PASSWORD CHARGEBUS_HA_MQTT_PASSWORD)
+acl="${CHARGEBUS_MQTT_ACL:-$repo/mosquitto/acl}"
+[ -r "$acl" ] || die "cannot read the ACL $acl (CHARGEBUS_MQTT_ACL)"
+
+users=(chargebus-core home-automation)
+vars=(CHARGEBUS_CORE_MQTT_PASSWORD CHARGEBUS_HA_MQTT_PASSWORD)
+# Each bridge has a login of its own, allowed only its own devices' states (mosquitto/acl).
+url_vars=(CHARGEBUS_CORE_MQTT_PASSWORD)
+while read -r bridge; do
+    [[ "$bridge" =~ ^bridge-[a-z0-9-]+$ ]] ||
+        die "bridge login '$bridge' in $acl: use bridge-<name> with a-z, 0-9 and -"
+    name="${bridge#bridge-}"
+    var="CHARGEBUS_BRIDGE_$(echo "${name//-/_}" | tr '[:lower:]' '[:upper:]')_MQTT_PASSWORD"
+    users+=("$bridge")
+    vars+=("$var")
+    url_vars+=("$var")
+done < <(sed -n 's/^user[[:space:]]\{1,\}\(bridge-[^[:space:]]*\)[[:space:]]*$/\1/p' "$acl")
 
 for i in "${!users[@]}"; do
     var="${vars[$i]}"
@@ -33,7 +50,7 @@ done
 # core and bridge passwords go into CHARGEBUS_MQTT_URL (mqtt://user:PW@host), where '@', ':',
 # '/', '%' and the like would change the URL's meaning. Refusing them is simpler than asking
 # for the same password percent-encoded in one place and plain in another.
-for var in CHARGEBUS_CORE_MQTT_PASSWORD CHARGEBUS_BRIDGE_MQTT_PASSWORD; do
+for var in "${url_vars[@]}"; do
     if [[ ! "${!var}" =~ ^[A-Za-z0-9._~-]+$ ]]; then
         die "$var may hold only letters, digits and . _ ~ - (it is part of a URL);" \
             "try: openssl rand -hex 16"

@@ -174,6 +174,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         link.attach(bus)
         metrics.sources.bus = bus.stats
         ha.attach(bus)
+        stack.callback(ha.close)
         modbus.attach(bus)
         http_rpc.attach(bus)
         if settings.modbus_bridge:

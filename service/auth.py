@@ -1,4 +1,4 @@
-"""Admin password handling: salted scrypt hashes, constant-time checks, slowed-down guessing."""
+"""Admin password handling: salted scrypt hashes, constant-time checks, throttled guessing."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import hmac
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
+from service.core.throttle import DEFAULT_RATES, GuessThrottle, Rates, Refusal, Ticket
 from service.store import AdminSecret, Store
 
 log = logging.getLogger(__name__)
@@ -68,40 +69,30 @@ class VerifiedCache:
         self._digest = None
 
 
-@dataclass
 class FailureThrottle:
-    """Delays answers to a client after failed logins: 0.25 s doubling per failure, max 8 s.
+    """The guess throttle (service.core.throttle) on the monotonic clock: every check of a
+    credential (admin password, user PIN/RFID) asks `admit` first and reports the outcome.
+    One instance per process, shared by all commands, so guesses at one credential count
+    against the others too."""
 
-    Keyed by client address; a success clears it. Bounded so a flood of addresses cannot
-    grow it without limit.
-    """
+    def __init__(
+        self, rates: Rates = DEFAULT_RATES, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rates = rates
+        self._clock = clock
+        self._throttle = GuessThrottle(rates)
 
-    base_delay: float = 0.25
-    max_delay: float = 8.0
-    forget_after: float = 900.0
-    max_entries: int = 10_000
-    _failures: dict[str, tuple[int, float]] = field(default_factory=dict)
+    def admit(self, address: str) -> Ticket | Refusal:
+        verdict = self._throttle.admit(address, self._clock())
+        if isinstance(verdict, Refusal):
+            log.debug("throttle: %s over its budget, retry in %.1f s", address, verdict.retry_after)
+        return verdict
 
-    def delay_for(self, client: str, now: float | None = None) -> float:
-        now = time.monotonic() if now is None else now
-        entry = self._failures.get(client)
-        if entry is None or now - entry[1] > self.forget_after:
-            return 0.0
-        count = entry[0]
-        return float(min(self.max_delay, self.base_delay * 2 ** (count - 1)))
+    def succeeded(self, ticket: Ticket) -> None:
+        self._throttle.succeeded(ticket, self._clock())
 
-    def failed(self, client: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        entry = self._failures.get(client)
-        # After a quiet period the old failures no longer count: start over.
-        count = entry[0] if entry is not None and now - entry[1] <= self.forget_after else 0
-        if entry is None and len(self._failures) >= self.max_entries:
-            oldest = min(self._failures, key=lambda k: self._failures[k][1])
-            del self._failures[oldest]
-        self._failures[client] = (count + 1, now)
-
-    def succeeded(self, client: str) -> None:
-        self._failures.pop(client, None)
+    def failed(self, ticket: Ticket) -> None:
+        self._throttle.failed(ticket, self._clock())
 
 
 class AdminAccount:

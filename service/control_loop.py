@@ -21,11 +21,12 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from service.core.allocation import (
+    R_DISABLED,
     Allocation,
     AllocationCache,
     AllocationInput,
@@ -34,6 +35,8 @@ from service.core.allocation import (
     allocate,
 )
 from service.core.authorization import RfidResult
+from service.core.control_law import ControlSettings, govern
+from service.core.models import EvseConfig, EvseState
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)
@@ -95,7 +98,11 @@ def commands_to_send(
     rest: list[Outgoing] = []
     for dev_id, r in results.items():
         sent = Sent(
-            r.device_enabled, r.charging_enabled, r.paused, r.charging_current, state_ts.get(dev_id)
+            _commanded_enabled(r),
+            r.charging_enabled,
+            r.paused,
+            r.charging_current,
+            state_ts.get(dev_id),
         )
         before = previous.get(dev_id)
         if not refresh and sent == before:
@@ -104,6 +111,43 @@ def commands_to_send(
         out = Outgoing(dev_id, sent, payload)
         (cuts if before is not None and _is_cut(before, sent) else rest).append(out)
     return cuts + rest
+
+
+def _commanded_enabled(r: EvseResult) -> bool:
+    """The command's device_enabled. A disabled device under disable_policy 1 (its minimum) or
+    -1 (no limit) charges as the policy says; only policy 0 (reason "disabled") switches it
+    off. The result's device_enabled is the configuration's, for display: sent as it is, a
+    bridge would write 0 A and switch the wallbox off whatever the policy."""
+    return r.device_enabled or r.reason != R_DISABLED
+
+
+def fail_safe_commands(
+    dev_ids: Iterable[str],
+    state_ts: Mapping[str, float | None],
+    previous: Mapping[str, Sent],
+    now: float,
+) -> list[Outgoing]:
+    """What every EVSE is told after a run that failed: paused at 0 A. Pure.
+
+    A failed run knows nothing about the budgets, so no current is known to fit: the sum of
+    every EVSE's minimum may exceed the fuse, and the old commands were made for readings
+    that have since changed (a run failing on a new state is what made them stale). 0 A
+    cannot overload anything; a car resumes with the next run that succeeds. Sent only where
+    it changes what the EVSE was told or answers a new state (so that set_ajax_evse gets an
+    answer, not a timeout); a device that policy 0 switched off stays off."""
+    out: list[Outgoing] = []
+    for dev_id in dev_ids:
+        before = previous.get(dev_id)
+        sent = Sent(
+            before.device_enabled if before is not None else True,
+            True,
+            True,
+            0,
+            state_ts.get(dev_id),
+        )
+        if sent != before:
+            out.append(Outgoing(dev_id, sent, _command_json(sent, now)))
+    return out
 
 
 _JSON_BOOL = ("false", "true")
@@ -136,6 +180,8 @@ class LoopStats:
     failures: int = 0
     last_run_s: float = 0.0
     commands_sent: int = 0
+    # Paused-at-0-A commands sent because a run failed (see fail_safe_commands).
+    failsafe_commands: int = 0
 
 
 class ControlLoop:
@@ -227,6 +273,7 @@ class ControlLoop:
                 # The loop must outlive any bad input: log it and try again next time.
                 self.stats.failures += 1
                 log.exception("load-balancing run failed")
+                self._send_fail_safe()
                 await asyncio.sleep(0.1)
 
     async def run_once(self, *, refresh: bool) -> Allocation:
@@ -240,6 +287,10 @@ class ControlLoop:
                 )
             else:
                 result = allocate_paused_gc(inp, self.state.memory, self.state.allocation_cache)
+            # What the plant can follow: cuts at once, raises once they held (control_law).
+            result, self.state.control = govern(
+                result, inp, self.state.control, ControlSettings.from_params(inp.params)
+            )
             changed = self.state.apply_allocation(result, now)
             self._send(result, inp, now, refresh=refresh)
             elapsed = time.perf_counter() - started
@@ -265,6 +316,31 @@ class ControlLoop:
         self.stats.commands_sent += len(outgoing)
         for gone in set(self._sent) - set(result.evses):
             del self._sent[gone]
+
+    def _send_fail_safe(self) -> None:
+        """After a failed run no EVSE keeps a command made for older readings: each is paused
+        at 0 A (fail_safe_commands), counted and logged."""
+        try:
+            runtime = self.state.runtime
+            state_ts: dict[str, float | None] = {}
+            for dev_id, config in self.state.installation.devices.items():
+                if isinstance(config, EvseConfig):
+                    rt = runtime.get(dev_id)
+                    st = rt.state if rt is not None else None
+                    state_ts[dev_id] = st.ts if isinstance(st, EvseState) else None
+            outgoing = fail_safe_commands(state_ts, state_ts, self._sent, self.clock())
+            for out in outgoing:
+                self.sink.publish_command(out.dev_id, out.payload)
+                self._sent[out.dev_id] = out.sent
+        except Exception:
+            log.exception("fail-safe commands after a failed run could not be sent")
+            return
+        self.stats.failsafe_commands += len(outgoing)
+        self.stats.commands_sent += len(outgoing)
+        if outgoing:
+            log.warning(
+                "run failed: %d EVSE(s) paused at 0 A until a run succeeds", len(outgoing)
+            )
 
     async def _write_back(self, result: Allocation) -> None:
         if result.overdraft_cur != self.state.installation.params.overdraft_cur:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -47,6 +49,20 @@ class DiagLogging:
         assert self.path is not None
         return self.path
 
+    def check_writable(self) -> None:
+        """Writes and syncs a line to the log file; raises OSError when the disk refuses it
+        (the handler itself would only complain on stderr and lose every line)."""
+        handler = self._handler
+        if handler is None or self.path is None:
+            return
+        with handler.lock or contextlib.nullcontext():
+            stream = handler.stream
+            if stream is None:  # FileHandler opens lazily only with delay=True; not here
+                return
+            stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} diagnostic log is writable\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -58,5 +74,7 @@ class DiagLogging:
         root = logging.getLogger()
         root.removeHandler(handler)
         root.setLevel(self._saved_root_level)
-        handler.close()
+        # A full disk fails the last flush; the log stops all the same.
+        with contextlib.suppress(OSError):
+            handler.close()
         self._handler = None

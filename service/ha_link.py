@@ -8,7 +8,10 @@ publishes only the configs whose payload changed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Callable
 
 from service.bus import MqttBus
 from service.ha_discovery import DEFAULT_PREFIX, discovery_messages
@@ -18,6 +21,11 @@ from service.topics import Topics
 log = logging.getLogger(__name__)
 
 HA_ONLINE = b"online"
+# Home Assistant's `online` makes the core publish every discovery config again (dozens of
+# messages per device). Anyone allowed to write homeassistant/status could flood it, so
+# announcements happen at most once per this many seconds: an `online` within that time
+# after the last one is answered once, when the time is up, however many arrive.
+REANNOUNCE_MIN_S = 5.0
 
 
 class HaDiscovery:
@@ -29,6 +37,7 @@ class HaDiscovery:
         *,
         prefix: str = DEFAULT_PREFIX,
         enabled: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.state = state
         self.topics = topics
@@ -38,6 +47,9 @@ class HaDiscovery:
         # What each device's configs were last announced as: a deleted device's info is
         # gone by the time device_removed is called, so its topics are remembered here.
         self._announced: dict[str, dict[str, bytes]] = {}
+        self._clock = clock
+        self._last_announce = float("-inf")
+        self._deferred: asyncio.TimerHandle | None = None
 
     @property
     def status_topic(self) -> str:
@@ -53,6 +65,7 @@ class HaDiscovery:
             return
         self.state.listeners.append(self)
         self.announce_all(force=True)
+        self._last_announce = self._clock()
 
     def announce_all(self, *, force: bool) -> None:
         for dev_id in list(self.state.installation.devices):
@@ -101,5 +114,26 @@ class HaDiscovery:
         if payload.strip() == HA_ONLINE:
             # A restarted Home Assistant may have lost what it had: announce everything
             # again even though the configs are retained (Home Assistant's advice).
-            log.info("Home Assistant online: re-announcing %d devices", len(self._announced))
-            self.announce_all(force=True)
+            self._online()
+
+    def _online(self) -> None:
+        if self._deferred is not None:
+            log.debug("Home Assistant online again: the re-announcement is already due")
+            return
+        wait = self._last_announce + REANNOUNCE_MIN_S - self._clock()
+        if wait <= 0:
+            self._reannounce()
+            return
+        log.debug("Home Assistant online: re-announcing in %.1f s (rate limit)", wait)
+        self._deferred = asyncio.get_running_loop().call_later(wait, self._reannounce)
+
+    def _reannounce(self) -> None:
+        self._deferred = None
+        self._last_announce = self._clock()
+        log.info("Home Assistant online: re-announcing %d devices", len(self._announced))
+        self.announce_all(force=True)
+
+    def close(self) -> None:
+        if self._deferred is not None:
+            self._deferred.cancel()
+            self._deferred = None

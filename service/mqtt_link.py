@@ -139,6 +139,10 @@ class MqttLink:
         dev_id, leaf = parsed
         if leaf == "state":
             self._on_state(dev_id, payload)
+        elif leaf == "set" and retained:
+            # A retained set would be applied again at every start, over any later change
+            # by the admin: a set counts only when it is sent (docs/mqtt.md).
+            self._reject("set", f"set for {dev_id}: retained, ignored (publish it unretained)")
         elif leaf == "set":
             self._on_set(dev_id, payload)
         elif leaf == "config" and payload and dev_id not in self.state.installation.devices:
@@ -159,7 +163,7 @@ class MqttLink:
     def _on_set(self, dev_id: str, payload: bytes) -> None:
         try:
             patch = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             self._reject("set", f"set for {dev_id}: not JSON ({exc})")
             return
         task = asyncio.get_running_loop().create_task(self._apply_set(dev_id, patch))

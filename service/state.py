@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from service.core import allocation as core
-from service.core import config_edit
+from service.core import config_edit, pairing
 from service.core.allocation import (
     Allocation,
     AllocationCache,
@@ -29,6 +29,7 @@ from service.core.allocation import (
 )
 from service.core.authorization import RfidResult
 from service.core.config_edit import ConfigEdit, EditError, describe_validation_error
+from service.core.control_law import ControlMemory
 from service.core.dev_info import device_info, params_info, redact_device
 from service.core.device_types import DeviceTypeRegistry
 from service.core.models import (
@@ -79,9 +80,15 @@ class ServiceState:
         self.memory = Memory()
         # The allocation's caches, handed to every run (the control loop runs one at a time).
         self.allocation_cache = AllocationCache()
+        # The control law's memory (what each EVSE was last commanded, who is still following
+        # a cut); see service/core/control_law.py.
+        self.control = ControlMemory()
         self.allocation: Allocation | None = None
         # Soft-meter energy counted since the counters were last written to disk.
         self.energy_dirty = False
+        # The last allocation's notes, to log each when it appears (see _take_notes).
+        self._notes: tuple[str, ...] = ()
+        self._noted: dict[str, str] = {}  # device → its note, for last_error
 
     @classmethod
     def load(cls, store: Store, registry: DeviceTypeRegistry) -> ServiceState:
@@ -110,7 +117,7 @@ class ServiceState:
             self.clock(),
             self.energy.soft_meter_wh.get(dev_id, 0.0),
         )
-        return info if admin else redact_device(info)
+        return info if admin else redact_device(info, self.users.users)
 
     def dev_info(self, *, admin: bool = False) -> dict[str, Any]:
         return {
@@ -275,21 +282,35 @@ class ServiceState:
         evses: dict[str, EvseInput] = {}
         meters: dict[str, MeterInput] = {}
         for dev_id, config in self.installation.devices.items():
+            if isinstance(config, MeterConfig):
+                runtime = self.runtime.get(dev_id)
+                state = runtime.state if runtime is not None else None
+                meters[dev_id] = MeterInput(
+                    config, state if isinstance(state, MeterState) else None, _age(runtime, now)
+                )
+        # Each EVSE's draw is paired with the grid reading it is subtracted from (pairing).
+        times = pairing.grid_reading_times((m.config, m.state) for m in meters.values())
+        groups = self.installation.groups
+        time_of_group: dict[int, float | None] = {}
+        for dev_id, config in self.installation.devices.items():
+            if not isinstance(config, EvseConfig):
+                continue
             runtime = self.runtime.get(dev_id)
             state = runtime.state if runtime is not None else None
-            age = (
-                now - runtime.received_at
-                if runtime is not None and runtime.received_at is not None
-                else None
+            counted = None
+            if runtime is not None and isinstance(state, EvseState):
+                g = config.group
+                if g not in time_of_group:
+                    time_of_group[g] = pairing.reading_time_for(g, groups, times)
+                counted = pairing.counted_current(
+                    runtime.samples, time_of_group[g], self.control.commanded(dev_id)
+                )
+            evses[dev_id] = EvseInput(
+                config,
+                state if isinstance(state, EvseState) else None,
+                _age(runtime, now),
+                counted,
             )
-            if isinstance(config, EvseConfig):
-                evses[dev_id] = EvseInput(
-                    config, state if isinstance(state, EvseState) else None, age
-                )
-            elif isinstance(config, MeterConfig):
-                meters[dev_id] = MeterInput(
-                    config, state if isinstance(state, MeterState) else None, age
-                )
         return AllocationInput(
             params=self.installation.params,
             groups=self.installation.groups,
@@ -307,6 +328,8 @@ class ServiceState:
         self.memory = result.memory
         self.allocation = result
         changed: set[str] = set()
+        if result.notes != self._notes:
+            changed |= self._take_notes(result.notes)
         stale_after = self.stale_after_s()
         for dev_id in self.installation.devices:
             runtime = self.runtime.setdefault(dev_id, DeviceRuntime())
@@ -320,7 +343,8 @@ class ServiceState:
             if failing != runtime.com_err:
                 changed.add(dev_id)
             if failing and not (runtime.state is not None and runtime.state.com_err):
-                runtime.set_com_err(True, now, _stale_reason(runtime, now, stale_after))
+                reason = self._noted.get(dev_id) or _stale_reason(runtime, now, stale_after)
+                runtime.set_com_err(True, now, reason)
             elif not failing and runtime.com_err:
                 runtime.set_com_err(False, now)
             evse = result.evses.get(dev_id)
@@ -339,6 +363,27 @@ class ServiceState:
                     changed.add(dev_id)
             self.energy = EnergyCounters(soft_meter_wh=counters)
             self.energy_dirty = True
+        return changed
+
+    def _take_notes(self, notes: tuple[str, ...]) -> set[str]:
+        """The allocation's notes (a maximum it could not evaluate, a reading that no maximum
+        explains, an unknown group) are logged when they appear, and one about a device
+        ("E1: …") becomes that device's last_error in get_dev_info. Returns those devices."""
+        before = set(self._notes)
+        self._notes = notes
+        self._noted = {}
+        changed: set[str] = set()
+        for note in notes:
+            if note not in before:
+                log.warning("load balancing: %s", note)
+            dev_id, sep, text = note.partition(": ")
+            runtime = self.runtime.get(dev_id) if sep else None
+            if runtime is None:
+                continue
+            self._noted[dev_id] = text
+            if runtime.last_error != text:
+                runtime.last_error = text
+                changed.add(dev_id)
         return changed
 
     async def save_energy(self) -> None:
@@ -403,6 +448,12 @@ class ServiceState:
                 call(listener)
             except Exception:
                 log.exception("state listener failed")
+
+
+def _age(runtime: DeviceRuntime | None, now: float) -> float | None:
+    if runtime is None or runtime.received_at is None:
+        return None
+    return now - runtime.received_at
 
 
 def _stale_reason(runtime: DeviceRuntime, now: float, stale_after: float) -> str:

@@ -24,6 +24,11 @@ class StoreError(RuntimeError):
     """A persisted file cannot be read; the message names the file and the problem."""
 
 
+class StoreWriteError(OSError):
+    """Saving a document failed (disk full, read-only, no permission); the old file stands.
+    An OSError with the original errno, so callers can tell the causes apart."""
+
+
 class UserBook(StrictModel):
     users: dict[str, User] = Field(default_factory=dict)
 
@@ -101,7 +106,11 @@ class Store:
             ) from exc
 
     def save(self, name: str, document: BaseModel) -> None:
-        write_atomically(self.path(name), document.model_dump_json(indent=1).encode())
+        path = self.path(name)
+        try:
+            write_atomically(path, document.model_dump_json(indent=1).encode())
+        except OSError as exc:
+            raise StoreWriteError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
     def load_installation(self) -> Installation:
         return self.load(self.CONFIG, Installation) or Installation()

@@ -180,7 +180,7 @@ def test_the_broker_is_secured_by_the_mounted_files(compose: dict[str, Any]) -> 
 
 def test_mqtt_logins_exist_in_the_acl(compose: dict[str, Any]) -> None:
     users = set().union(*(url_users(s) for s in services(compose).values()))
-    assert users == {"chargebus-core", "chargebus-bridge"}
+    assert users == {"chargebus-core", "bridge-modbus"}
     assert users <= acl_users(ACL.read_text())
     # The ACL names the default base topic literally.
     for name in ("chargebus", "bridge"):
@@ -243,3 +243,19 @@ def test_helpers_read_both_compose_syntaxes() -> None:
     assert published_host_ips(service) == ["", "127.0.0.1", "0.0.0.0"]
     assert bind_mounts(service) == [("./a", "/a"), ("./b", "/b")]
     assert referenced_env_vars("a: ${X:-1} ${Y:?m} $${Z} ${W}") == {"X", "Y", "W"}
+
+
+def test_each_bridge_login_reports_only_devices_it_names() -> None:
+    """A bridge login that could publish any device's state could fake a grid reading
+    (docs/security.md): every bridge block lists its state topics one by one."""
+    blocks = re.split(r"^user\s+", ACL.read_text(), flags=re.MULTILINE)[1:]
+    bridges = {b.split()[0]: b for b in blocks if b.startswith("bridge-")}
+    assert "bridge-modbus" in bridges
+    for login, block in bridges.items():
+        writes = re.findall(r"^topic write (\S+)$", block, re.MULTILINE)
+        states = [t for t in writes if t.endswith("/state")]
+        assert states, login
+        assert all("+" not in t and "#" not in t for t in states), (login, states)
+        assert not any(t.endswith("/command") or t.endswith("/set") for t in writes), login
+        var = f"CHARGEBUS_BRIDGE_{login.removeprefix('bridge-').replace('-', '_').upper()}"
+        assert f"{var}_MQTT_PASSWORD" in documented_env_vars(ENV_EXAMPLE.read_text())

@@ -15,8 +15,9 @@ documentation/users.htm):
   grants anything on its own.
 * At an EVSE without a users list any known RFID whose user's `dev_ids` allow it attaches that
   user to the session (for the user's charging rules and the card's `used_phases`).
-* RFID entries are matched on their `id`, exactly first, then ignoring case (readers differ in
-  how they print hex ids).
+* RFID entries are matched on their `id` ignoring case (readers differ in how they print hex
+  ids), and the same normalisation (`rfid_key`) decides whether two users' cards clash, so a
+  card cannot be taken over by registering it again in other letter case.
 * `ac_auth` cards authorise. `ac_ovch` cards switch charging off and on again (override C / c)
   on a session they already belong to; on an EVSE without a users list such a card does that
   even before anyone authorised.
@@ -96,25 +97,27 @@ class RfidMatch:
     entry: RfidEntry
 
 
-class RfidIndex:
-    """RFID/PIN lookup over all users, built once (the first user listing a card wins)."""
+def rfid_key(rfid: str) -> str:
+    """The one normalisation of an RFID/PIN, for lookup and for uniqueness alike."""
+    return rfid.casefold()
 
-    __slots__ = ("_exact", "_folded")
+
+class RfidIndex:
+    """RFID/PIN lookup over all users, built once. Users' cards are unique under rfid_key
+    (config_edit refuses a clash); should stored data still hold one, the first user wins."""
+
+    __slots__ = ("_by_key",)
 
     def __init__(self, users: Mapping[str, User]) -> None:
-        self._exact: dict[str, RfidMatch] = {}
-        self._folded: dict[str, RfidMatch] = {}
+        self._by_key: dict[str, RfidMatch] = {}
         for user in users.values():
             for entry in user.rfids:
-                match = RfidMatch(user, entry)
-                self._exact.setdefault(entry.id, match)
-                self._folded.setdefault(entry.id.casefold(), match)
+                self._by_key.setdefault(rfid_key(entry.id), RfidMatch(user, entry))
 
     def find(self, rfid: str) -> RfidMatch | None:
-        """Exact match first, then ignoring case."""
         if not rfid:
             return None
-        return self._exact.get(rfid) or self._folded.get(rfid.casefold())
+        return self._by_key.get(rfid_key(rfid))
 
     def phases(self, auth: SessionAuth | None) -> int:
         """The `used_phases` of the card that authorised a session, 0 when none is known."""
@@ -125,7 +128,7 @@ class RfidIndex:
 
 
 def find_rfid(users: Mapping[str, User], rfid: str) -> RfidMatch | None:
-    """The user and card entry an RFID/PIN belongs to (exact match beats a case-blind one)."""
+    """The user and card entry an RFID/PIN belongs to."""
     return RfidIndex(users).find(rfid)
 
 
@@ -134,6 +137,23 @@ def may_charge(user: User, dev_id: str, evse_users: Sequence[str]) -> bool:
     if user.dev_ids and dev_id not in user.dev_ids:
         return False
     return not evse_users or user.id in evse_users
+
+
+def may_override(
+    user: User, dev_id: str, evse_users: Sequence[str], auth: SessionAuth | None
+) -> bool:
+    """Whether `user`'s PIN may override the session at `dev_id` (override_device without the
+    admin): the user may charge there, and the session is theirs or nobody's."""
+    if not may_charge(user, dev_id, evse_users):
+        return False
+    return auth is None or auth.user_id is None or auth.user_id == user.id
+
+
+def user_without_secrets(user: User) -> dict[str, object]:
+    """A user record for anyone but the admin: no RFIDs/PINs."""
+    shown = user.model_dump()
+    del shown["rfids"]
+    return shown
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from service.core.authorization import rfid_key
 from service.core.dev_info import READONLY_DEVICE_KEYS, READONLY_PARAM_KEYS
 from service.core.device_types import DeviceTypeRegistry
 from service.core.models import (
@@ -229,6 +230,7 @@ def _edit_device(
             base["pause_min_time"] = params.min_pause_time
     merged = {**base, **fields, "dev_id": dev_id, "dev_type": dev_type}
     device = _validated(model, merged, where)
+    _refuse_unused(fields, existing, where)
     if isinstance(device, EvseConfig):
         unknown_users = [u for u in device.users if u not in known_user_ids]
         if unknown_users:
@@ -236,6 +238,36 @@ def _edit_device(
     elif soft_meter is not None:
         raise EditError(f"{where}.soft_meter: only EVSEs have a soft meter")
     return dev_id, device, float(soft_meter) if soft_meter is not None else None
+
+
+# Meter roles the model stores (the product knows them) but the allocation does not use.
+_UNUSED_ROLES = {4: "vehicle consumption", 5: "storage"}
+
+
+def _refuse_unused(
+    fields: dict[str, Any], existing: EvseConfig | MeterConfig | None, where: str
+) -> None:
+    """Settings that would be stored and shown but never acted upon are refused, so that no
+    one believes a battery or an attached meter is taken into account when it is not. An
+    older configuration that has them still loads, and may be sent back as it is (a client
+    that echoes get_dev_info); they stay without effect."""
+    role = fields.get("role")
+    if (
+        isinstance(role, int)
+        and role in _UNUSED_ROLES
+        and not (isinstance(existing, MeterConfig) and existing.role == role)
+    ):
+        raise EditError(
+            f"{where}.role: {role} ({_UNUSED_ROLES[role]}) is not supported: the load "
+            "balancing does not use such meters; use 0 display, 1 consumption, 2 production "
+            "or 3 grid demand"
+        )
+    attach = fields.get("attach")
+    if isinstance(attach, str) and attach and (existing is None or existing.attach != attach):
+        raise EditError(
+            f"{where}.attach: {attach!r}: attached meters are not supported: the load "
+            "balancing uses the currents the EVSE reports; leave attach empty"
+        )
 
 
 def _check_references(devices: dict[str, EvseConfig | MeterConfig]) -> None:
@@ -246,6 +278,33 @@ def _check_references(devices: dict[str, EvseConfig | MeterConfig]) -> None:
             raise EditError(f"{dev_id}.attach: {device.attach!r} is not a configured meter")
 
 
+# What a home automation may change over MQTT `devices/{id}/set` (docs/mqtt.md): how a device
+# charges, never what it is or who may use it. `dev_type`, `address`, `id`, `users`,
+# `failsafe_current`, `group`, meter roles and the like stay with the admin (/cnf): with
+# them a `set` could point the Modbus bridge at any host, drop an EVSE's PIN requirement or
+# move a device out of its fuse's group. `dev_id` is allowed (the topic's wins).
+MQTT_SET_FIELDS: dict[str, frozenset[str]] = {
+    "evse": frozenset(
+        {
+            "dev_id",
+            "name",
+            "desc",
+            "label",
+            "device_enabled",
+            "min_charging_cur",
+            "max_charging_cur",
+            "prio",
+            "pause_min_time",
+            "charging_rules",
+            "battery_save_threshold",
+            "enable_snooze",
+            "enable_wakeup",
+        }
+    ),
+    "meter": frozenset({"dev_id", "name", "desc"}),
+}
+
+
 def apply_device_set(
     installation: Installation,
     dev_id: str,
@@ -253,11 +312,20 @@ def apply_device_set(
     registry: DeviceTypeRegistry,
     known_user_ids: set[str],
 ) -> ConfigEdit:
-    """A partial configuration for one existing device (the MQTT `devices/{id}/set` topic)."""
-    if dev_id not in installation.devices:
+    """A partial configuration for one existing device (the MQTT `devices/{id}/set` topic),
+    limited to MQTT_SET_FIELDS; anything else refuses the whole message."""
+    device = installation.devices.get(dev_id)
+    if device is None:
         raise EditError(f"unknown device {dev_id!r}")
     if not isinstance(patch, dict):
         raise EditError("payload must be a JSON object")
+    allowed = MQTT_SET_FIELDS["evse" if isinstance(device, EvseConfig) else "meter"]
+    refused = sorted(k for k in patch if k not in allowed)
+    if refused:
+        raise EditError(
+            f"field(s) {', '.join(refused)} may not be changed over MQTT (only "
+            f"{', '.join(sorted(allowed - {'dev_id'}))}; the rest needs the admin over /cnf)"
+        )
     return apply_set_params(
         installation, {"devices": [{**patch, "dev_id": dev_id}]}, registry, known_user_ids
     )
@@ -293,20 +361,28 @@ def apply_set_user(
     user = _validated(User, {**base, **body, "id": user_id}, "user")
     if not is_admin and existing is not None and user.dev_ids != existing.dev_ids:
         raise PermissionError("changing dev_ids needs the admin password")
+    if not is_admin and existing is not None and user.rfids != existing.rfids:
+        # A user id is no credential for PINs: whoever learnt one must not add a card.
+        raise PermissionError("changing rfids needs the admin password")
     _check_rfids_unique(users, user)
     return {**users, user_id: user}, user_id
 
 
+class RfidTaken(EditError):
+    """An RFID/PIN that another user holds (compared as rfid_key normalises them)."""
+
+
 def _check_rfids_unique(users: dict[str, User], user: User) -> None:
-    own = [r.id for r in user.rfids]
-    if len(own) != len(set(own)):
-        raise EditError("rfids: the same RFID/PIN is listed twice")
+    own = {rfid_key(r.id): r.id for r in user.rfids}
+    if len(own) != len(user.rfids):
+        raise EditError("rfids: the same RFID/PIN is listed twice (letter case does not count)")
     for other in users.values():
         if other.id == user.id:
             continue
-        clash = set(own) & {r.id for r in other.rfids}
+        clash = own.keys() & {rfid_key(r.id) for r in other.rfids}
         if clash:
-            raise EditError(f"rfids: {', '.join(sorted(clash))} already belongs to another user")
+            taken = ", ".join(sorted(own[k] for k in clash))
+            raise RfidTaken(f"rfids: {taken} already belongs to another user")
 
 
 __all__ = [

@@ -7,6 +7,7 @@ currents as current_l1..3 on EVSEs too.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from service import CFOS_API_VERSION, __version__
@@ -17,6 +18,7 @@ from service.core.models import (
     Installation,
     MeterConfig,
     MeterState,
+    User,
 )
 from service.core.runtime import DeviceRuntime
 
@@ -263,12 +265,21 @@ def meter_info(
     return info
 
 
-# Credentials (user ids act as one for set_user) are shown to the admin only.
+# Credentials and user ids are shown to the admin only: a user id opens that user's record
+# (get_user) to whoever knows it.
 SECRET_DEVICE_KEYS = ("users", "fixed_rfid")
 
 
-def redact_device(info: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in info.items() if k not in SECRET_DEVICE_KEYS}
+def redact_device(
+    info: dict[str, Any], users: Mapping[str, User] | None = None
+) -> dict[str, Any]:
+    """A device's configuration or info for anyone but the admin. `user` (the id of the user
+    charging) becomes that user's name when the user lets it be shown (`display`), else ""."""
+    shown = {k: v for k, v in info.items() if k not in SECRET_DEVICE_KEYS}
+    if "user" in shown:
+        user = (users or {}).get(shown["user"]) if shown["user"] else None
+        shown["user"] = user.name if user is not None and user.display else ""
+    return shown
 
 
 def device_info(

@@ -90,6 +90,30 @@ class Params(StrictModel):
         description="per-phase EVSE total while the grid meter is lost; 0 = minimum currents "
         "only, within max_total_evse_current",
     )
+    # Control in the loop (chargebus's own; see docs/load-balancing.md, "Control in the loop").
+    # The defaults suit wallboxes and meters that report about once a second and cars that
+    # follow a new current within the ~5 s IEC 61851 allows.
+    follow_time: int = Field(
+        default=6, ge=1, le=120, description="s a car may take to follow a lower current"
+    )
+    settle_time: int = Field(
+        default=3, ge=0, le=600, description="s headroom must hold before an increase"
+    )
+    ramp_step: MilliAmps = Field(
+        default=6000, description="largest increase of one command, mA; 0 = no limit"
+    )
+    deadband: MilliAmps = Field(
+        default=300, le=10_000, description="smaller changes are not sent unless a limit needs them"
+    )
+    resume_margin: MilliAmps = Field(
+        default=1000, le=80_000, description="a paused EVSE resumes when minimum + this fits, mA"
+    )
+    resume_time: int = Field(
+        default=10, ge=0, le=3600, description="s minimum + margin must fit before a resume"
+    )
+    load_hold_time: int = Field(
+        default=10, ge=0, le=600, description="s the highest recent other load is held"
+    )
     # Charging Manager variables (set_cm_vars): a number, or an expression for rules.
     cm_vars: dict[str, float | Annotated[str, Field(max_length=1000)]] = Field(
         default_factory=dict, max_length=1000
@@ -261,12 +285,23 @@ class Installation(StrictModel):
         return self
 
 
+# Bounds of the measurements a bridge may report. Beyond them a value is a fault, not a
+# reading, and sums of many (a run adds up every EVSE's power) must stay finite: two powers
+# of 1e308 W made every run fail with OverflowError. An EVSE: 80 A on three phases at up to
+# 1000 V is 240 kW, so 1 MW leaves room for DC chargers; a meter: 2000 A on three phases
+# (the current fields' bound) at 1000 V is 6 MW, so 100 MW. Energy: 1 TWh; time: year 5138.
+MAX_EVSE_POWER_W = 1_000_000.0
+MAX_METER_POWER_W = 100_000_000.0
+MAX_ENERGY_WH = 1e12
+MAX_TS = 1e11
+
+
 class EvseState(BaseModel):
     """Measurements an EVSE bridge publishes on devices/{id}/state."""
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
-    ts: float = Field(ge=0, description="unix seconds when measured")
+    ts: float = Field(ge=0, le=MAX_TS, description="unix seconds when measured")
     state: int = Field(default=1, ge=1, le=6)
     current: list[Annotated[int, Field(ge=-2_000_000, le=2_000_000)]] = Field(
         default_factory=lambda: [0, 0, 0], min_length=3, max_length=3
@@ -274,8 +309,8 @@ class EvseState(BaseModel):
     voltage: list[Annotated[float, Field(ge=0, le=1000)]] = Field(
         default_factory=lambda: [230.0, 230.0, 230.0], min_length=3, max_length=3
     )
-    power_w: float | None = None
-    total_energy: float | None = Field(default=None, ge=0)
+    power_w: float | None = Field(default=None, ge=-MAX_EVSE_POWER_W, le=MAX_EVSE_POWER_W)
+    total_energy: float | None = Field(default=None, ge=0, le=MAX_ENERGY_WH)
     max_charging_current: int | None = Field(default=None, ge=0, le=2_000_000)
     model: str = Field(default="", max_length=200)
     rfid: str = Field(default="", max_length=64)
@@ -293,14 +328,17 @@ class MeterState(BaseModel):
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
-    ts: float = Field(ge=0)
+    ts: float = Field(ge=0, le=MAX_TS)
     import_wh: float | None = Field(
-        default=None, ge=0, validation_alias=AliasChoices("import_wh", "import_vah", "import")
+        default=None,
+        ge=0,
+        le=MAX_ENERGY_WH,
+        validation_alias=AliasChoices("import_wh", "import_vah", "import"),
     )
     export_wh: float | None = Field(
-        default=None, ge=0, validation_alias=AliasChoices("export_wh", "export")
+        default=None, ge=0, le=MAX_ENERGY_WH, validation_alias=AliasChoices("export_wh", "export")
     )
-    power_w: float | None = None
+    power_w: float | None = Field(default=None, ge=-MAX_METER_POWER_W, le=MAX_METER_POWER_W)
     current: list[Annotated[int, Field(ge=-2_000_000, le=2_000_000)]] = Field(
         default_factory=lambda: [0, 0, 0], min_length=3, max_length=3
     )

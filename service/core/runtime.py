@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from service.core.allocation import EvseResult
 from service.core.models import EvseState, MeterState
+from service.core.pairing import Sample
+
+# An EVSE's recent samples, to pair with a grid reading taken up to a few seconds earlier
+# (about a staleness period of 1 s reports).
+SAMPLES_KEPT = 16
+CLOCK_RESET_S = 60.0
 
 
 @dataclass(slots=True)
@@ -22,10 +29,35 @@ class DeviceRuntime:
     # When the core first looked for this device's data (set on the first run).
     watched_since: float | None = None
 
-    def record_state(self, state: EvseState | MeterState, now: float) -> None:
+    # EVSEs only: (ts, currents) of the recent states, oldest first (see pairing).
+    samples: deque[Sample] = field(default_factory=lambda: deque(maxlen=SAMPLES_KEPT))
+
+    def record_state(self, state: EvseState | MeterState, now: float) -> bool:
+        """Takes a new state; False for one measured before the state held (it arrived out
+        of order): it then only joins the samples, the newer state stays."""
+        if isinstance(state, EvseState):
+            self._add_sample(state)
+        held = self.state
+        # Far older: the device's clock was set back (a restart), not a late message.
+        if held is not None and held.ts - CLOCK_RESET_S < state.ts < held.ts:
+            return False
         self.state = state
         self.received_at = now
         self.set_com_err(state.com_err, now, state.last_error)
+        return True
+
+    def _add_sample(self, state: EvseState) -> None:
+        c = state.current
+        sample: Sample = (state.ts, (c[0], c[1], c[2]))
+        samples = self.samples
+        if samples and samples[-1][0] - CLOCK_RESET_S > state.ts:
+            samples.clear()
+        if not samples or samples[-1][0] <= state.ts:
+            samples.append(sample)
+            return
+        ordered = sorted([*samples, sample], key=lambda s: s[0])
+        samples.clear()
+        samples.extend(ordered[-SAMPLES_KEPT:])
 
     def set_com_err(self, failing: bool, now: float, error: str = "") -> None:
         """A device fails when its bridge says so or its data goes stale; com_errors counts

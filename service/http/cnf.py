@@ -3,6 +3,7 @@ answer and whether they need the admin."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -11,11 +12,24 @@ from typing import TYPE_CHECKING, Any
 
 from service.auth import AdminAccount, FailureThrottle
 from service.control_loop import ControlLoop
-from service.core.authorization import OVERRIDE_FLAGS, find_rfid, may_charge
+from service.core.authorization import (
+    OVERRIDE_FLAGS,
+    find_rfid,
+    may_override,
+    user_without_secrets,
+)
 from service.core.config_edit import EditError
-from service.core.models import EvseConfig
+from service.core.models import EvseConfig, User
 from service.diag_log import DiagLogging
-from service.http.errors import ApiError, bad_request, forbidden, not_found, unauthorized
+from service.http.errors import (
+    ApiError,
+    bad_request,
+    disk_fault,
+    forbidden,
+    not_found,
+    unauthorized,
+)
+from service.http.guard import admit
 from service.http.request import CnfRequest
 from service.modbus_rpc import ModbusRpcClient, RpcTimeout
 from service.state import ServiceState
@@ -121,15 +135,29 @@ async def get_users(ctx: CnfContext, req: CnfRequest) -> Any:
 
 @command("get_user", GET)
 async def get_user(ctx: CnfContext, req: CnfRequest) -> Any:
-    # A user id acts as that user's credential (set_user accepts it instead of the admin
-    # password), so knowing it is enough to read the record.
+    """The admin gets the whole record; anyone else who knows the id gets it without the
+    RFIDs/PINs (an id is shown nowhere but to the admin, yet it is no credential for PINs)."""
     user_id = req.required_text("id", max_length=32)
+    if req.is_admin:
+        user = ctx.state.user(user_id)
+        if user is None:
+            raise not_found(f"unknown user {user_id!r}")
+        return user.model_dump()
+    user = _user_by_id(ctx, req, user_id)
+    if user is None:
+        raise forbidden("unknown user id; the admin password is needed to look up users")
+    return user_without_secrets(user)
+
+
+def _user_by_id(ctx: CnfContext, req: CnfRequest, user_id: str) -> User | None:
+    """A user id given without the admin password: a guess as far as the throttle goes."""
+    ticket = admit(ctx.throttle, req.http)
     user = ctx.state.user(user_id)
     if user is None:
-        if not req.is_admin:
-            raise forbidden("unknown user id; the admin password is needed to look up users")
-        raise not_found(f"unknown user {user_id!r}")
-    return user.model_dump()
+        ctx.throttle.failed(ticket)
+    else:
+        ctx.throttle.succeeded(ticket)
+    return user
 
 
 @command("get_new_user_id", GET)
@@ -176,8 +204,13 @@ async def reset_device(ctx: CnfContext, req: CnfRequest) -> Any:
 
 @command("set_user", POST)
 async def set_user(ctx: CnfContext, req: CnfRequest) -> Any:
+    body = req.json_body()
+    user_id = body.get("id") if isinstance(body, dict) else None
+    if not req.is_admin and isinstance(user_id, str):
+        # Counted either way; an unknown id is refused below as creating a user.
+        _user_by_id(ctx, req, user_id)
     try:
-        await ctx.state.set_user(req.json_body(), is_admin=req.is_admin)
+        await ctx.state.set_user(body, is_admin=req.is_admin)
     except PermissionError as exc:
         raise (forbidden(str(exc)) if req.is_admin else unauthorized(str(exc))) from None
     except EditError as exc:
@@ -206,11 +239,12 @@ async def accept_license(ctx: CnfContext, req: CnfRequest) -> Any:
 async def change_admin_pwd(ctx: CnfContext, req: CnfRequest) -> Any:
     old = req.required_text("old_pwd", max_length=200)
     new = req.required_text("new_pwd", max_length=200)
-    client = req.http.remote or "?"
+    # The same guess budget as basic auth, taken before old_pwd is looked at.
+    ticket = admit(ctx.throttle, req.http)
     if not await ctx.admin.check(old):
-        ctx.throttle.failed(client)
+        ctx.throttle.failed(ticket)
         raise forbidden("old_pwd is not the admin password")
-    ctx.throttle.succeeded(client)
+    ctx.throttle.succeeded(ticket)
     try:
         await ctx.admin.change(new)
     except ValueError as exc:
@@ -222,7 +256,13 @@ async def change_admin_pwd(ctx: CnfContext, req: CnfRequest) -> Any:
 @command("set_diag_logging", GET, admin=True)
 async def set_diag_logging(ctx: CnfContext, req: CnfRequest) -> Any:
     if req.flag("enable"):
-        ctx.diag.start()
+        try:
+            ctx.diag.start()
+            # A log file that cannot be written is no diagnostic log: say so, not "ok".
+            await asyncio.to_thread(ctx.diag.check_writable)
+        except OSError as exc:
+            ctx.diag.stop()
+            raise disk_fault(exc) from None
     else:
         ctx.diag.stop()
     return "ok"
@@ -334,18 +374,28 @@ async def modbus(ctx: CnfContext, req: CnfRequest) -> Any:
 _RFID_MAX = 64
 
 
+# Refusals that must not tell a valid PIN from an invalid one: each answers as unknown_rfid.
+_HIDDEN_REFUSALS = frozenset({"unknown_rfid", "no_evse", "not_allowed"})
+
+
 @command("enter_rfid", GET)
 async def enter_rfid(ctx: CnfContext, req: CnfRequest) -> Any:
-    """Open like the product's (the PIN is the credential; clients call it without auth)."""
+    """Open like the product's (the PIN is the credential; clients call it without auth).
+    Every refused PIN counts as a failed guess; an unknown PIN, a known one with no vehicle
+    waiting for it and one not allowed at the EVSE answer alike, so PINs cannot be probed."""
     rfid = req.required_text("rfid", max_length=_RFID_MAX)
     dev_id = req.text("dev_id", required=False, max_length=32)
     devices = ctx.state.installation.devices
     if dev_id is not None and not isinstance(devices.get(dev_id), EvseConfig):
         raise not_found(f"unknown EVSE {dev_id!r}")
+    ticket = admit(ctx.throttle, req.http)
     outcome = await ctx.control.enter_rfid(rfid, dev_id)
     if not outcome.accepted:
-        status = 404 if outcome.action in ("no_evse", "unknown_evse") else 403
-        raise ApiError(status, f"RFID/PIN refused: {outcome.action}")
+        ctx.throttle.failed(ticket)
+        log.debug("enter_rfid refused at %s: %s", outcome.dev_id or "-", outcome.action)
+        action = "unknown_rfid" if outcome.action in _HIDDEN_REFUSALS else outcome.action
+        raise ApiError(403, f"RFID/PIN refused: {action}")
+    ctx.throttle.succeeded(ticket)
     return "ok"
 
 
@@ -383,9 +433,14 @@ def _authorise_user_override(
     admin_only = sorted(set(flags) - _USER_FLAGS)
     if admin_only:
         raise forbidden(f"flag(s) {''.join(admin_only)} need the admin password")
+    ticket = admit(ctx.throttle, req.http)
     match = find_rfid(ctx.state.users.users, rfid)
-    if match is None or not may_charge(match.user, config.dev_id, config.users):
+    # The session's own user only: another user's PIN must not stop or unleash it.
+    session = ctx.state.memory.evse(config.dev_id).auth
+    if match is None or not may_override(match.user, config.dev_id, config.users, session):
+        ctx.throttle.failed(ticket)
         raise forbidden(f"RFID/PIN may not override {config.dev_id}")
+    ctx.throttle.succeeded(ticket)
 
 
 # -- HTTP-input devices (bridges/http_input.py) -----------------------------------------------

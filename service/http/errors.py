@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 
 from aiohttp import web
@@ -52,4 +53,19 @@ def error_response(
         text=json.dumps(body),
         content_type="application/json",
         headers=headers,
+    )
+
+
+def disk_fault(exc: OSError) -> ApiError:
+    """A failed write to the data directory, as the answer that names its cause."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return ApiError(507, f"data directory is full; the change was not saved ({exc.strerror})")
+    if exc.errno == errno.EROFS:
+        return ApiError(503, "data directory is read-only; the change was not saved")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return ApiError(
+            503, "data directory is not writable (permission denied); the change was not saved"
+        )
+    return ApiError(
+        500, f"data directory write failed ({exc.strerror or exc}); the change was not saved"
     )

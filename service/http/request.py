@@ -123,6 +123,34 @@ class CnfRequest:
         if not self.body.strip():
             raise bad_request("this command needs a JSON body")
         try:
-            return json.loads(self.body)
+            value = json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise bad_request(f"body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise bad_request(f"body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+        if json_depth(value) > MAX_JSON_DEPTH:
+            raise bad_request(f"body is nested deeper than {MAX_JSON_DEPTH} levels")
+        return value
+
+
+# No /cnf body needs more than about five levels (set_params: devices, a device, its charging
+# rules, a rule); deeper input would only reach recursive code later (validation, copies).
+MAX_JSON_DEPTH = 32
+
+
+def json_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a decoded JSON value (a scalar is 0); without
+    recursion, so any input that json.loads accepted can be measured."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest

@@ -8,20 +8,28 @@ import errno
 import json
 import logging
 import socket
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDict
 
-from service.http.cnf import COMMANDS, CnfContext
-from service.http.errors import ApiError, error_response, unauthorized
+from service.http.cnf import COMMANDS, CnfContext, Command
+from service.http.errors import ApiError, disk_fault, error_response, unauthorized
+from service.http.guard import admit, client_address
 from service.http.request import CnfRequest, basic_credentials
 from service.metrics import Metrics
+from service.store import StoreWriteError
 
 log = logging.getLogger(__name__)
 
 CONTEXT_KEY = web.AppKey("cnf_context", CnfContext)
+MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
+# The cmd as read from the query or a form body, for the error answer and the metrics.
+CMD_KEY = web.RequestKey("chargebus_cmd", str)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 
 
@@ -29,71 +37,145 @@ class HttpPortTaken(RuntimeError):
     pass
 
 
-async def read_parameters(request: web.Request) -> tuple[MultiDict[str], bytes]:
+# An unauthenticated request may send this much body: the open commands that take one
+# (set_user, change_admin_pwd as a form, a form-encoded get_dev_info) need a few hundred
+# bytes. The admin may send settings.max_body_bytes. Either must arrive within
+# BODY_TIMEOUT_S, or the request is answered 408 and the connection let go.
+OPEN_BODY_BYTES = 16 * 1024
+BODY_TIMEOUT_S = 10.0
+# aiohttp buffers a body as it arrives, whether the handler reads it or not, up to twice
+# this per connection before it stops reading the socket (its default is 64 KiB).
+READ_BUFSIZE = 16 * 1024
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body, at most `limit` bytes, within BODY_TIMEOUT_S; b"" for GET."""
+    if request.method != "POST" or not request.can_read_body:
+        return b""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise ApiError(413, f"request body too large: Maximum request body size {limit} exceeded.")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(
+                        413, f"request body too large: Maximum request body size {limit} exceeded."
+                    )
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, f"request body not received within {BODY_TIMEOUT_S:g} s") from None
+    except (aiohttp.ClientPayloadError, HttpProcessingError) as exc:
+        raise ApiError(400, f"malformed request body: {exc}") from None
+    return b"".join(chunks)
+
+
+def parameters(request: web.Request, body: bytes) -> tuple[MultiDict[str], bytes]:
     """The query parameters, plus a form body's; any other body is returned as it is."""
     params: MultiDict[str] = MultiDict(request.query)
-    body = b""
-    if request.method == "POST" and request.can_read_body:
-        body = await request.read()
-        # curl -d '{...}' without -H 'Content-Type: application/json' labels JSON as a form;
-        # a body that starts like a JSON object is JSON whatever the label says.
-        looks_like_json = body.lstrip().startswith(b"{")
-        if request.content_type == "application/x-www-form-urlencoded" and not looks_like_json:
-            form = await request.post()
-            for key, value in form.items():
-                if isinstance(value, str):
-                    params.add(key, value)
-            body = b""
+    # curl -d '{...}' without -H 'Content-Type: application/json' labels JSON as a form;
+    # a body that starts like a JSON object is JSON whatever the label says.
+    looks_like_json = body.lstrip().startswith(b"{")
+    if (
+        body
+        and request.content_type == "application/x-www-form-urlencoded"
+        and not looks_like_json
+    ):
+        try:
+            text = body.decode(request.charset or "utf-8")
+        except (UnicodeDecodeError, LookupError):
+            raise ApiError(400, "form body is not valid text in its charset (UTF-8)") from None
+        for key, value in urllib.parse.parse_qsl(text, keep_blank_values=True):
+            params.add(key, value)
+        body = b""
     return params, body
 
 
+async def read_parameters(request: web.Request) -> tuple[MultiDict[str], bytes]:
+    """Body (up to the app's client_max_size, within BODY_TIMEOUT_S) and parameters, for a
+    request whose sender is already authenticated."""
+    return parameters(request, await read_body(request, request.client_max_size))
+
+
 async def _is_admin(request: web.Request, ctx: CnfContext) -> bool:
-    """True for valid admin credentials, False for none; wrong credentials are refused."""
+    """True for valid admin credentials, False for none; wrong credentials are refused.
+    Read from the header alone, before any body is read."""
     credentials = basic_credentials(request)
     if credentials is None:
         return False
-    client = request.remote or "?"
-    delay = ctx.throttle.delay_for(client)
-    if delay:
-        await asyncio.sleep(delay)
+    ticket = admit(ctx.throttle, request)
     if credentials.user == "admin" and await ctx.admin.check(credentials.password):
-        ctx.throttle.succeeded(client)
+        ctx.throttle.succeeded(ticket)
         return True
-    ctx.throttle.failed(client)
-    log.warning("refused credentials for user %r from %s", credentials.user, client)
+    ctx.throttle.failed(ticket)
+    log.warning(
+        "refused credentials for user %r from %s", credentials.user, client_address(request)
+    )
     raise unauthorized("wrong user name or password (use user 'admin' and the admin password)")
+
+
+def _command(cmd: str, method: str) -> Command:
+    if not cmd:
+        raise ApiError(400, "missing parameter 'cmd'")
+    spec = COMMANDS.get(cmd)
+    if spec is None:
+        raise ApiError(400, f"unknown cmd {cmd!r}")
+    if method not in spec.methods:
+        raise ApiError(405, f"cmd {cmd!r} needs {' or '.join(sorted(spec.methods))}")
+    return spec
+
+
+async def _answer(request: web.Request, ctx: CnfContext) -> Any:
+    cmd = request.query.get("cmd", "")
+    # The order of checks (docs/api.md): cmd and method from the query, then credentials,
+    # then admin, all before a byte of body is read; only a cmd given in a form body waits
+    # for the body.
+    spec = _command(cmd, request.method) if cmd else None
+    is_admin = await _is_admin(request, ctx)
+    if spec is not None and spec.needs_admin and not is_admin:
+        raise unauthorized(f"cmd {cmd!r} needs the admin password (HTTP basic auth)")
+    body = await read_body(request, request.app[MAX_BODY_KEY] if is_admin else OPEN_BODY_BYTES)
+    params, body = parameters(request, body)
+    cmd = params.get("cmd", "")
+    request[CMD_KEY] = cmd
+    spec = _command(cmd, request.method)
+    if spec.needs_admin and not is_admin:
+        raise unauthorized(f"cmd {cmd!r} needs the admin password (HTTP basic auth)")
+    return await spec.handler(ctx, CnfRequest(request, params, body, is_admin))
 
 
 async def handle_cnf(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT_KEY]
-    cmd = request.query.get("cmd", "")
     try:
-        params, body = await read_parameters(request)
-        cmd = params.get("cmd", "")
-        if not cmd:
-            raise ApiError(400, "missing parameter 'cmd'")
-        spec = COMMANDS.get(cmd)
-        if spec is None:
-            raise ApiError(400, f"unknown cmd {cmd!r}")
-        if request.method not in spec.methods:
-            raise ApiError(405, f"cmd {cmd!r} needs {' or '.join(sorted(spec.methods))}")
-        is_admin = await _is_admin(request, ctx)
-        if spec.needs_admin and not is_admin:
-            raise unauthorized(f"cmd {cmd!r} needs the admin password (HTTP basic auth)")
-        answer: Any = await spec.handler(ctx, CnfRequest(request, params, body, is_admin))
+        answer = await _answer(request, ctx)
     except ApiError as exc:
+        cmd = request.get(CMD_KEY) or request.query.get("cmd", "")
         log.info("cnf %s refused: %d %s", cmd or "-", exc.status, exc.message)
         if exc.body is not None:
-            return web.Response(
+            response = web.Response(
                 status=exc.status,
                 text=json.dumps(exc.body),
                 content_type="application/json",
                 headers=exc.headers,
             )
-        return error_response(exc.status, exc.message, exc.headers, cmd or None)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(413, f"request body too large: {exc.text}", cmd=cmd or None)
-    return web.Response(text=json.dumps(answer), content_type="application/json")
+        else:
+            response = error_response(exc.status, exc.message, exc.headers, cmd or None)
+    except StoreWriteError as exc:
+        # The data directory refused a write: nothing was acknowledged; say why.
+        cmd = request.get(CMD_KEY) or request.query.get("cmd", "")
+        fault = disk_fault(exc)
+        log.error("cnf %s: data directory fault: %s", cmd or "-", exc)
+        response = error_response(fault.status, fault.message, cmd=cmd or None)
+    else:
+        response = web.Response(text=json.dumps(answer), content_type="application/json")
+    if request.body_exists and not request.content.is_eof():
+        # Refused before its body was read (or the body was too big or too slow): the
+        # rest is not wanted, so the connection is not kept for another request.
+        response.force_close()
+    return response
 
 
 async def handle_login_check(request: web.Request) -> web.Response:
@@ -117,25 +199,21 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return error_response(exc.status, exc.reason)
+    except Exception:
+        # A bug, not bad input (bad input is refused with a 4xx on the way in): still a
+        # JSON answer, with the details in the log only.
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(500, "internal error (the service log has the details)")
 
 
-async def _requested_cmd(request: web.Request, status: int) -> str:
-    """The cmd as handle_cnf reads it: the query first, then a form body (cached by then)."""
-    cmd = request.query.get("cmd", "")
-    if (
-        not cmd
-        and status != 413  # the body was not read: reading it now would only waste time
-        and request.method == "POST"
-        and request.content_type == "application/x-www-form-urlencoded"
-    ):
-        with contextlib.suppress(web.HTTPException, ValueError):
-            value = (await request.post()).get("cmd")
-            cmd = value if isinstance(value, str) else ""
-    return cmd
+def _requested_cmd(request: web.Request) -> str:
+    """The cmd as handle_cnf read it: from the query, or from a form body once read."""
+    cmd = request.get(CMD_KEY) or request.query.get("cmd", "")
+    return cmd if isinstance(cmd, str) else ""
 
 
 async def _count_cnf(request: web.Request, status: int) -> None:
-    cmd = await _requested_cmd(request, status)
+    cmd = _requested_cmd(request)
     # Clients choose cmd: only known names become label values, or any client could create
     # series without bound.
     label = cmd if cmd in COMMANDS else ("none" if not cmd else "unknown")
@@ -171,6 +249,7 @@ def create_app(
     middlewares = [count_cnf_requests, json_errors] if metrics is not None else [json_errors]
     app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
     app[CONTEXT_KEY] = ctx
+    app[MAX_BODY_KEY] = max_body_bytes
     if metrics is not None:
         app[METRICS_KEY] = metrics
         app.router.add_route("GET", "/metrics", handle_metrics)
@@ -213,7 +292,7 @@ def http_listener(host: str, port: int) -> Iterator[list[socket.socket]]:
 async def serve_http(app: web.Application, listeners: list[socket.socket]) -> AsyncIterator[int]:
     """Serves `app` on the sockets from http_listener until the block ends; yields the port
     (useful with port 0)."""
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, read_bufsize=READ_BUFSIZE)
     await runner.setup()
     try:
         for sock in listeners:

@@ -19,6 +19,7 @@ from service.core.allocation import (
     AllocationInput,
     Memory,
     allocate,
+    overdraft_grace_s,
 )
 from tests.allocation.reference import Budgets, budgets, fresh, grid_phases_of_rotation
 
@@ -49,9 +50,14 @@ def balanced(result: Allocation) -> Balanced:
 
 
 def assert_limits(inp: AllocationInput, memory: Memory, result: Allocation) -> Budgets:
-    """The active overdraft is what the main grid meter shows above the limit or what was
-    already held; no group, cap or phase balance is broken. Returns the reference budgets."""
+    """The active overdraft is what the main grid meter shows above the limit (once that has
+    outlasted the grace time) or what was already held; no group, cap or phase balance is
+    broken. Returns the reference budgets."""
     overdraw = main_overdraw(inp)
+    # An excess counts once it has outlasted the grace time (cars following a decrease).
+    since = memory.over_since if memory.over_since is not None else inp.now
+    if inp.now - since < overdraft_grace_s(inp.params):
+        overdraw = 0
     assert result.overdraft_active >= overdraw
     assert result.overdraft_active <= max(overdraw, memory.overdraft)
     ref = budgets(inp, memory, result.overdraft_active)

@@ -16,6 +16,7 @@ from service.core.allocation import (
     Memory,
     MeterInput,
     enter_rfid,
+    overdraft_grace_s,
     override,
     stale_after_s,
 )
@@ -161,13 +162,34 @@ def test_overdraft_hold_ends() -> None:
             1.0,
         )
     }
-    first = run({}, meters=meters)
+    grace = overdraft_grace_s(Params())
+    seen = run({}, meters=meters)
+    # Within the grace time the excess may be cars still following a decrease.
+    assert (seen.overdraft_active, seen.overdraft_cur) == (0, 0)
+    just = run({}, seen.memory, NOW + grace - 0.1, meters)
+    assert just.overdraft_active == 0
+    first = run({}, just.memory, NOW + grace, meters)
     assert (first.overdraft_active, first.overdraft_cur) == (3000, 3000)
+    start = NOW + grace
     quiet = {"M1": MeterInput(meters["M1"].config, MeterState(ts=NOW, current=[0, 0, 0]), 1.0)}
-    during = run({}, first.memory, NOW + OVERDRAFT_HOLD_S - 1, quiet, overdraft_cur=3000)
+    during = run({}, first.memory, start + OVERDRAFT_HOLD_S - 1, quiet, overdraft_cur=3000)
     assert during.overdraft_active == 3000
-    after = run({}, during.memory, NOW + OVERDRAFT_HOLD_S, quiet, overdraft_cur=3000)
+    after = run({}, during.memory, start + OVERDRAFT_HOLD_S, quiet, overdraft_cur=3000)
     assert (after.overdraft_active, after.overdraft_cur) == (0, 3000)
+
+
+def test_an_excess_that_ends_within_the_grace_time_is_no_overdraft() -> None:
+    config = MeterConfig(dev_type="meter_ajax", dev_id="M1", role=3)
+    over = {"M1": MeterInput(config, MeterState(ts=NOW, current=[35_000, 0, 0]), 1.0)}
+    under = {"M1": MeterInput(config, MeterState(ts=NOW, current=[30_000, 0, 0]), 1.0)}
+    grace = overdraft_grace_s(Params())
+    a = run({}, meters=over)
+    b = run({}, a.memory, NOW + grace / 2, under)
+    c = run({}, b.memory, NOW + grace * 0.9, over)  # a new excess: its own grace time
+    d = run({}, c.memory, NOW + grace * 1.5, over)
+    assert [x.overdraft_active for x in (a, b, c, d)] == [0, 0, 0, 0]
+    e = run({}, d.memory, NOW + grace * 1.9 + 0.1, over)
+    assert e.overdraft_active == 3000
 
 
 def test_disabled_meters_count_for_nothing() -> None:

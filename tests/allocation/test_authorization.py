@@ -14,6 +14,7 @@ from service.core.authorization import (
     decide,
     find_rfid,
     may_charge,
+    may_override,
     most_recent,
 )
 from service.core.models import RfidEntry, User
@@ -46,13 +47,24 @@ def test_unknown_override_flags_are_refused() -> None:
         apply_override(NO_OVERRIDES, "CX")
 
 
-def test_rfid_lookup_prefers_the_exact_id() -> None:
-    exact = find_rfid(USERS, "abc1")
-    assert exact is not None and exact.user.id == "bob"
-    loose = find_rfid(USERS, "ABC1")
-    assert loose is not None and loose.user.id == "ann"
+def test_rfid_lookup_ignores_case_and_knows_one_owner() -> None:
+    # ANN's AbC1 and BOB's abc1 are one card under rfid_key; config_edit refuses such a
+    # clash, and should stored data hold one, the first user wins whatever the spelling:
+    # a second spelling never reaches another user's session.
+    for spelling in ("abc1", "ABC1", "AbC1"):
+        found = find_rfid(USERS, spelling)
+        assert found is not None and found.user.id == "ann"
+    b9 = find_rfid(USERS, "b9")
+    assert b9 is not None and b9.user.id == "bob"
     assert find_rfid(USERS, "nope") is None
     assert find_rfid(USERS, "") is None
+
+
+def test_a_pin_overrides_only_its_own_session_or_none() -> None:
+    assert may_override(ANN, "E1", [], None)
+    assert may_override(ANN, "E1", [], SessionAuth("ann", "AbC1"))
+    assert not may_override(ANN, "E1", [], SessionAuth("bob", "B9"))
+    assert not may_override(BOB, "E1", [], None)  # BOB's dev_ids name only E2
 
 
 def test_rfid_phases() -> None:

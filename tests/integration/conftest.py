@@ -27,6 +27,16 @@ GARAGE_EVSE: dict[str, Any] = {
     "max_charging_cur": 16000,
 }
 GRID_METER: dict[str, Any] = {"dev_type": "meter_ajax", "dev_id": "M1", "name": "Grid", "role": 3}
+# The control law's waits and steps switched off: tests of the plumbing (bus, HTTP, bridges)
+# expect a state's command to be the allocation's answer at once. tests/closed_loop tests the
+# control law itself on a lagging plant.
+IMMEDIATE: dict[str, Any] = {
+    "settle_time": 0,
+    "ramp_step": 0,
+    "resume_time": 0,
+    "resume_margin": 0,
+    "load_hold_time": 0,
+}
 
 
 @pytest.fixture

@@ -112,16 +112,15 @@ async def test_user_records_and_device_users_are_not_shown_anonymously(
     assert status == 403 and "admin" in answer["error"]
 
 
-async def test_failed_logins_are_slowed_down(configured: Api, service: RunningService) -> None:
+async def test_a_few_failed_logins_do_not_lock_out_the_admin(configured: Api) -> None:
+    # Within the address's burst (service.core.throttle): refused as wrong, not throttled.
+    # tests/integration/test_security.py measures the rates under attack.
     wrong = basic_auth("admin", "nope")
     for _ in range(3):
         status, _ = await configured.get(wrong, cmd="get_users")
         assert status == 401
-    # Keyed by client address: 0.25 s doubling per failure, so the next answer waits 1 s.
-    assert service.cnf.throttle.delay_for("127.0.0.1") == 1.0
     status, _ = await configured.get(configured.admin, cmd="get_users")
     assert status == 200
-    assert service.cnf.throttle.delay_for("127.0.0.1") == 0.0
 
 
 async def test_admin_password_is_stored_only_as_a_hash(service: RunningService) -> None:

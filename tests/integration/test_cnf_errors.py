@@ -86,7 +86,8 @@ SET_PARAMS_ERRORS: list[tuple[Any, str]] = [
     ({"devices": [{"dev_id": "E1", "used_phases": 9}]}, "used_phases"),
     ({"devices": [{"dev_id": "E1", "surprise": True}]}, "surprise"),
     ({"devices": [{"dev_id": "E1", "charging_rules": [{"mode": 9}]}]}, "mode"),
-    ({"devices": [{"dev_id": "E1", "attach": "M9"}]}, "not a configured meter"),
+    ({"devices": [{"dev_id": "E1", "attach": "M9"}]}, "attach"),
+    ({"devices": [{"dev_type": "meter_ajax", "role": 5}]}, "role"),
     ({"devices": [{"dev_id": "E1", "soft_meter": -3}]}, "soft_meter"),
     # All or nothing: the valid first device is not applied when the second is bad.
     (

@@ -23,7 +23,7 @@ from service.bus import MqttBus
 from service.settings import MqttTarget, Settings
 from service.topics import Topics
 from tests.broker import BrokerAddress, find_free_port
-from tests.integration.conftest import ADMIN_PASSWORD, Api, basic_auth
+from tests.integration.conftest import ADMIN_PASSWORD, IMMEDIATE, Api, basic_auth
 from tests.integration.mqtt_observer import MqttObserver, Seen
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ async def wait_known(bridge: HttpInputBridge, dev_id: str, timeout: float = 10) 
 
 @pytest.fixture
 async def site(api: Api, service: RunningService) -> HttpInputBridge:
-    await api.set_params({"max_total_current": 32000, "devices": [M3]})
+    await api.set_params({"max_total_current": 32000, **IMMEDIATE, "devices": [M3]})
     await api.set_params({"devices": [E1]})
     bridge = service.cnf.http_input
     assert bridge is not None

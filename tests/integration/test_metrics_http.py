@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from service.app import RunningService
-from tests.integration.conftest import Api
+from tests.integration.conftest import IMMEDIATE, Api
 from tests.integration.mqtt_observer import MqttObserver
 
 pytestmark = pytest.mark.integration
@@ -77,7 +77,9 @@ async def test_device_gauge_follows_a_published_state(
     api: Api, service: RunningService, observer: MqttObserver, base_topic: str
 ) -> None:
     port = service.http_port
-    await api.set_params({"max_total_current": 32000, "cycle_time": 500, "devices": [E1]})
+    await api.set_params(
+        {"max_total_current": 32000, "cycle_time": 500, **IMMEDIATE, "devices": [E1]}
+    )
     observer.publish(
         f"{base_topic}/devices/E1/state",
         json.dumps({"ts": time.time(), "state": 3, "current": [12500, 12000, 11500]}),

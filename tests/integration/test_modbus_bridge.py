@@ -20,7 +20,7 @@ from bridges.sim.server import SimSite, simulated_site
 from service.app import modbus_bridge, running_service
 from service.settings import MqttTarget, Settings
 from tests.broker import MosquittoBroker, find_free_port
-from tests.integration.conftest import Api
+from tests.integration.conftest import IMMEDIATE, Api
 from tests.integration.mqtt_observer import MqttObserver
 from tests.integration.waiting import eventually
 
@@ -57,7 +57,7 @@ async def test_poll_state_command_register_and_read_back(
 ) -> None:
     sim, port = site
     pb = sim.powerbrains[0]
-    await api.set_params({"max_total_current": 10_000, "devices": [powerbrain(port)]})
+    await api.set_params({"max_total_current": 10_000, **IMMEDIATE, "devices": [powerbrain(port)]})
     # Polled: the plugged car shows as state 2 on the bus and in get_dev_info.
     state = await observer.wait(
         f"{base_topic}/devices/E1/state", lambda m: m.json().get("state", 0) >= 2

@@ -24,7 +24,7 @@ import pytest
 
 from tests.broker import MosquittoBroker, find_mosquitto
 from tests.integration.bridge_process import BridgeProcess
-from tests.integration.conftest import ADMIN_PASSWORD, Api
+from tests.integration.conftest import ADMIN_PASSWORD, IMMEDIATE, Api
 from tests.integration.mqtt_observer import MqttObserver
 from tests.integration.service_process import ServiceProcess
 
@@ -108,7 +108,9 @@ async def apis(deployment: Deployment) -> AsyncIterator[tuple[Api, Api]]:
         site_a = Api(session, deployment.site_a.http_port)
         site_b = Api(session, deployment.site_b.http_port)
         for api in (site_a, site_b):
-            await api.set_params({"max_total_current": MAX_TOTAL, "devices": [M1, *EVSES]})
+            await api.set_params(
+                {"max_total_current": MAX_TOTAL, **IMMEDIATE, "devices": [M1, *EVSES]}
+            )
         yield site_a, site_b
 
 

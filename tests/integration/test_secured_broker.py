@@ -42,11 +42,12 @@ MOSQUITTO_CONF = REPO / "mosquitto" / "mosquitto.conf"
 ACL = REPO / "mosquitto" / "acl"
 PASSWD_RECIPE = REPO / "scripts" / "make-broker-passwd.sh"
 
-CORE, BRIDGE, HOME = "chargebus-core", "chargebus-bridge", "home-automation"
+# BRIDGE: the Modbus bridge's own login; mosquitto/acl lets it report E1, E2 and M1 only.
+CORE, BRIDGE, HOME = "chargebus-core", "bridge-modbus", "home-automation"
 PASSWORDS = {CORE: "core-pw-1", BRIDGE: "bridge-pw-2", HOME: "home-pw-3"}
 PASSWORD_VARS = {
     CORE: "CHARGEBUS_CORE_MQTT_PASSWORD",
-    BRIDGE: "CHARGEBUS_BRIDGE_MQTT_PASSWORD",
+    BRIDGE: "CHARGEBUS_BRIDGE_MODBUS_MQTT_PASSWORD",
     HOME: "CHARGEBUS_HA_MQTT_PASSWORD",
 }
 BASE = "chargebus"  # what mosquitto/acl is written for; the broker is private

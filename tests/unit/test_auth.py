@@ -1,4 +1,5 @@
-"""Admin password hashing, the failure throttle, the verified cache and the admin account."""
+"""Admin password hashing, the verified cache and the admin account (the guess throttle:
+tests/unit/test_throttle.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import pytest
 
 from service.auth import (
     AdminAccount,
-    FailureThrottle,
     VerifiedCache,
     hash_password,
     verify_password,
@@ -43,76 +43,6 @@ def test_non_ascii_password() -> None:
     secret = hash_password("pässwörd€")
     assert verify_password(secret, "pässwörd€")
     assert not verify_password(secret, "passwörd€")
-
-
-# -- throttle -------------------------------------------------------------------------------
-
-
-def test_throttle_no_delay_without_failures() -> None:
-    assert FailureThrottle().delay_for("1.2.3.4", now=0.0) == 0.0
-
-
-def test_throttle_doubles_and_caps() -> None:
-    throttle = FailureThrottle()
-    delays = []
-    for i in range(10):
-        throttle.failed("c", now=float(i))
-        delays.append(throttle.delay_for("c", now=float(i)))
-    assert delays[:6] == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
-    assert delays[6:] == [8.0] * 4
-
-
-def test_throttle_is_per_client() -> None:
-    throttle = FailureThrottle()
-    throttle.failed("a", now=0.0)
-    throttle.failed("a", now=0.0)
-    assert throttle.delay_for("a", now=0.0) == 0.5
-    assert throttle.delay_for("b", now=0.0) == 0.0
-
-
-def test_throttle_success_clears() -> None:
-    throttle = FailureThrottle()
-    for _ in range(4):
-        throttle.failed("c", now=0.0)
-    throttle.succeeded("c")
-    assert throttle.delay_for("c", now=0.0) == 0.0
-    throttle.failed("c", now=1.0)
-    assert throttle.delay_for("c", now=1.0) == 0.25
-    throttle.succeeded("never-seen")  # no error
-
-
-def test_throttle_forgets_after_quiet_period() -> None:
-    throttle = FailureThrottle(forget_after=900.0)
-    throttle.failed("c", now=0.0)
-    assert throttle.delay_for("c", now=899.0) == 0.25
-    assert throttle.delay_for("c", now=901.0) == 0.0
-
-
-def test_throttle_failure_after_quiet_period_starts_over() -> None:
-    throttle = FailureThrottle(forget_after=900.0)
-    for _ in range(6):
-        throttle.failed("c", now=0.0)
-    throttle.failed("c", now=2000.0)
-    assert throttle.delay_for("c", now=2000.0) == 0.25
-
-
-def test_throttle_is_bounded() -> None:
-    throttle = FailureThrottle(max_entries=3)
-    for i in range(10):
-        throttle.failed(f"10.0.0.{i}", now=float(i))
-    assert len(throttle._failures) <= 3
-    # The newest clients are the ones remembered.
-    assert throttle.delay_for("10.0.0.9", now=9.0) == 0.25
-    assert throttle.delay_for("10.0.0.0", now=9.0) == 0.0
-
-
-def test_throttle_full_table_keeps_counting_known_client() -> None:
-    throttle = FailureThrottle(max_entries=2)
-    throttle.failed("a", now=0.0)
-    throttle.failed("b", now=1.0)
-    throttle.failed("a", now=2.0)
-    assert throttle.delay_for("a", now=2.0) == 0.5
-    assert throttle.delay_for("b", now=2.0) == 0.25
 
 
 # -- verified cache -------------------------------------------------------------------------

@@ -31,14 +31,23 @@ def registry() -> DeviceTypeRegistry:
 
 @pytest.fixture
 def inst(registry: DeviceTypeRegistry) -> Installation:
-    """An installation with EVSE E1 (attached to meter M1) and meter M1."""
+    """An installation with EVSE E1 (attached to meter M1) and meter M1.
+
+    set_params refuses `attach` (not supported); an older configuration that has it still
+    loads, and edits keep it."""
     body = {
         "devices": [
             {"dev_type": "meter_ajax", "dev_id": "M1", "name": "grid", "role": 3},
-            {"dev_type": "evse_ajax", "dev_id": "E1", "name": "garage", "attach": "M1"},
+            {"dev_type": "evse_ajax", "dev_id": "E1", "name": "garage"},
         ]
     }
-    return apply_set_params(Installation(), body, registry, USERS).installation
+    made = apply_set_params(Installation(), body, registry, USERS).installation
+    return Installation.model_validate(
+        {**made.model_dump(), "devices": {
+            **made.model_dump()["devices"],
+            "E1": {**made.devices["E1"].model_dump(), "attach": "M1"},
+        }}
+    )  # fmt: skip
 
 
 def refused(
@@ -299,9 +308,10 @@ def test_device_type_can_change_within_kind(
         ([{"dev_id": "M1", "role": 9}], ("devices[0].role",)),
         ([{"dev_id": "M1", "label": "x"}], ("devices[0].label",)),
         ([{"dev_id": "E1", "users": ["u1", "nobody"]}], ("devices[0].users", "nobody")),
-        ([{"dev_id": "E1", "attach": "M9"}], ("E1.attach", "M9")),
-        ([{"dev_type": "evse_ajax", "dev_id": "E2"}, {"dev_id": "E1", "attach": "E2"}],
-         ("E1.attach", "E2", "not a configured meter")),
+        ([{"dev_id": "E1", "attach": "M9"}], ("devices[0].attach", "M9", "not supported")),
+        ([{"dev_type": "evse_ajax", "attach": "M1"}], ("devices[0].attach", "M1", "not supported")),
+        ([{"dev_id": "M1", "role": 4}], ("devices[0].role", "vehicle consumption")),
+        ([{"dev_type": "meter_ajax", "role": 5}], ("devices[0].role", "storage")),
         ([{"dev_id": "E1", "soft_meter": -1}], ("devices[0].soft_meter",)),
         ([{"dev_id": "E1", "soft_meter": "12"}], ("devices[0].soft_meter",)),
         ([{"dev_id": "E1", "soft_meter": True}], ("devices[0].soft_meter",)),
@@ -340,11 +350,16 @@ def test_users_must_be_known(inst: Installation, registry: DeviceTypeRegistry) -
     assert device.users == ["u2"]
 
 
-def test_attach_to_meter_created_in_same_request(registry: DeviceTypeRegistry) -> None:
-    body = {"devices": [{"dev_type": "evse_ajax", "attach": "M1"}, {"dev_type": "meter_ajax"}]}
-    edit = apply_set_params(Installation(), body, registry, USERS)
-    assert edit.installation.devices["E1"].attach == "M1"
-    assert edit.changed_devices == ["E1", "M1"]
+def test_roles_in_use_and_an_empty_attach_are_accepted(
+    inst: Installation, registry: DeviceTypeRegistry
+) -> None:
+    # What clients send today keeps working: roles 0-3, attach "" (a get_dev_info echo).
+    for role in (0, 1, 2, 3):
+        edit = apply_set_params(
+            inst, {"devices": [{"dev_id": "M1", "role": role, "attach": ""}]}, registry, USERS
+        )
+        device = edit.installation.devices["M1"]
+        assert isinstance(device, MeterConfig) and device.role == role
 
 
 def test_soft_meter_collected(inst: Installation, registry: DeviceTypeRegistry) -> None:
@@ -509,8 +524,27 @@ def test_rfid_listed_twice_refused(users: dict[str, User]) -> None:
 
 def test_user_keeps_own_rfid(users: dict[str, User]) -> None:
     result, _ = apply_set_user(users, {"id": "u1", "rfids": [{"id": "AAAA"}, {"id": "DD"}]},
-                               is_admin=False, new_id="x")
+                               is_admin=True, new_id="x")
     assert [r.id for r in result["u1"].rfids] == ["AAAA", "DD"]
+
+
+def test_only_the_admin_changes_rfids(users: dict[str, User]) -> None:
+    # A user id is no credential for PINs (issue 13, item 1).
+    with pytest.raises(PermissionError, match="rfids"):
+        apply_set_user(users, {"id": "u1", "rfids": [{"id": "AAAA"}, {"id": "DD"}]},
+                       is_admin=False, new_id="x")
+    unchanged, _ = apply_set_user(users, {"id": "u1", "name": "n", "rfids": [{"id": "AAAA"}]},
+                                  is_admin=False, new_id="x")
+    assert unchanged["u1"].name == "n"
+
+
+def test_rfid_uniqueness_ignores_letter_case(users: dict[str, User]) -> None:
+    with pytest.raises(EditError, match="another user"):
+        apply_set_user(users, {"id": "u2", "rfids": [{"id": "aaaa"}]}, is_admin=True,
+                       new_id="x")
+    with pytest.raises(EditError, match="twice"):
+        apply_set_user(users, {"id": "u2", "rfids": [{"id": "Cc"}, {"id": "cC"}]},
+                       is_admin=True, new_id="x")
 
 
 @pytest.mark.parametrize(

@@ -94,8 +94,9 @@ def test_hand_formatted_payload_is_the_json_of_the_command(
 ) -> None:  # fmt: skip
     sent = Sent(device_enabled, charging_enabled, paused, current, state_ts)
     out = commands_to_send(
+        # A device is commanded off only when disable_policy 0 switched it off.
         {"E1": result(current, enabled=charging_enabled, paused=paused)._replace(
-            device_enabled=device_enabled)},
+            device_enabled=device_enabled, reason="ok" if device_enabled else "disabled")},
         {"E1": state_ts}, {}, now, refresh=True,
     )  # fmt: skip
     assert out[0].sent == sent

@@ -98,6 +98,7 @@ Soft meter: for EVSEs whose state has no `total_energy`, `Allocation.energy_wh` 
 energy since the previous call (power * elapsed time, the gap capped at `stale_after_s`).
 """
 
+from service.core.allocation.budgets import hold_peaks, overdraft_grace_s
 from service.core.allocation.cache import AllocationCache
 from service.core.allocation.events import enter_rfid, override
 from service.core.allocation.model import (
@@ -186,6 +187,8 @@ __all__ = [
     "allocate",
     "effective_minimum",
     "enter_rfid",
+    "hold_peaks",
+    "overdraft_grace_s",
     "override",
     "resolve_max_current",
     "stale_after_s",

@@ -12,7 +12,7 @@ as the package docstring defines it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from service.core.allocation.model import (
@@ -151,13 +151,30 @@ def constraints(params: Params, tree: GroupTree, failed: list[bool]) -> Constrai
     return Constraints(count, evse_cap, fail_cap, chain, min_only)
 
 
-def overdraft(
-    params: Params, memory: Memory, meters: Meters, now: float
-) -> tuple[int, float, int]:
-    """The active reduction of the main limit, until when it holds, and overdraft_cur."""
+def overdraft_grace_s(params: Params) -> float:
+    """How long the grid may show more than max_total_current before it is an overdraft:
+    after a decrease the cars take up to `follow_time` to follow, and the meter's next
+    reading may come a cycle later. That excess is the control loop at work, not a fuse
+    that needs to cool down; one that outlasts it is."""
+    return params.follow_time + params.cycle_time / 1000
+
+
+class Overdraft(NamedTuple):
+    active: int  # the active reduction of the main limit, mA
+    until: float  # when it ends
+    reported: int  # overdraft_cur
+    over_since: float | None  # since when the grid has been over the limit
+
+
+def overdraft(params: Params, memory: Memory, meters: Meters, now: float) -> Overdraft:
     overdraw = 0
     if meters.has_grid[0] and not meters.grid_lost[0]:
         overdraw = max(0, max(meters.grid[0]) - params.max_total_current)
+    over_since = None
+    if overdraw > 0:
+        over_since = memory.over_since if memory.over_since is not None else now
+        if now - over_since < overdraft_grace_s(params):
+            overdraw = 0
     active = memory.overdraft if now < memory.overdraft_until else 0
     until = memory.overdraft_until
     if params.overdraft_cur < memory.overdraft_reported:
@@ -168,7 +185,49 @@ def overdraft(
         until = now + OVERDRAFT_HOLD_S
     elif active == 0:
         until = 0.0
-    return active, until, max(params.overdraft_cur, overdraw)
+    return Overdraft(active, until, max(params.overdraft_cur, overdraw), over_since)
+
+
+# Per group id: (when, mA per grid phase) of its recent other load, newest last.
+LoadPeaks = Mapping[int, tuple[tuple[float, int, int, int], ...]]
+
+
+def hold_peaks(
+    history: tuple[tuple[float, int, int, int], ...],
+    load: Sequence[int],
+    now: float,
+    hold_s: float,
+) -> tuple[list[int], tuple[tuple[float, int, int, int], ...]]:
+    """The highest other load per phase within the last `hold_s` seconds, and the history to
+    keep. A new, higher load counts at once; a lower one only once the higher figures are
+    older than `hold_s`. Meter noise and readings that a wallbox's next report has not yet
+    caught up with would otherwise move the budgets, and with them the commands, at every
+    reading (a meter that reads 0.3 A high for a second costs nothing; one that reads low
+    would hand out current that is not there)."""
+    entry = (now, int(load[0]), int(load[1]), int(load[2]))
+    kept = [h for h in history if now - h[0] < hold_s and h[0] <= now]
+    if not kept or kept[-1][1:] != entry[1:]:
+        kept.append(entry)
+    # A bounded memory: the oldest go first (a burst of runs within one hold time).
+    kept = kept[-32:]
+    held = [max(h[1] for h in kept), max(h[2] for h in kept), max(h[3] for h in kept)]
+    return held, tuple(kept)
+
+
+def held_loads(
+    params: Params, tree: GroupTree, non_evse: list[list[int]], peaks: LoadPeaks, now: float
+) -> tuple[list[list[int]], dict[int, tuple[tuple[float, int, int, int], ...]]]:
+    """Per group, the other load held at its recent peak (params.load_hold_time; 0: the
+    load as measured now), and the peaks to remember."""
+    kept: dict[int, tuple[tuple[float, int, int, int], ...]] = {}
+    if params.load_hold_time <= 0:
+        return non_evse, kept
+    held: list[list[int]] = []
+    for g, load in enumerate(non_evse):
+        gid = tree.ids[g]
+        peak, kept[gid] = hold_peaks(peaks.get(gid, ()), load, now, params.load_hold_time)
+        held.append(peak)
+    return held, kept
 
 
 def non_evse_loads(

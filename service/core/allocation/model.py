@@ -73,6 +73,10 @@ class EvseInput:
     config: EvseConfig
     state: EvseState | None = None
     state_age_s: float | None = None  # None: never heard
+    # What the EVSE drew (EVSE-local phases, mA) at the time of the grid reading it is
+    # subtracted from, as the control loop pairs them (see control_law.counted_currents);
+    # None: the state's own currents.
+    counted_current: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,14 @@ class Memory:
     overdraft: int = 0  # active reduction of the main limit, mA
     overdraft_until: float = 0.0
     overdraft_reported: int = 0
+    # Since when the main grid meter has shown more than max_total_current (None: it does
+    # not); an overdraw counts only once it outlasts overdraft_grace_s.
+    over_since: float | None = None
+    # Per group id: the recent other-load figures (when, mA per grid phase), newest last;
+    # the highest of those within params.load_hold_time is what budgets count.
+    load_peaks: Mapping[int, tuple[tuple[float, int, int, int], ...]] = field(
+        default_factory=dict
+    )
 
     def evse(self, dev_id: str) -> EvseMemory:
         return self.evses.get(dev_id, EMPTY_EVSE_MEMORY)
@@ -181,6 +193,11 @@ class Allocation:
     com_err: frozenset[str]  # devices (meters, EVSEs) without fresh data
     energy_wh: Mapping[str, float]  # soft-meter energy since the last call
     notes: tuple[str, ...]
+    # For the control law (control_law.govern), which must keep every limit while it holds
+    # increases back: the budget of each constraint slot (constraint * 3 + grid phase, see
+    # groups.share) and, per EVSE with a vehicle and a fresh state, the slots it loads.
+    budgets: tuple[int, ...] = ()
+    slots: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 # --- rules shared by the stages ---------------------------------------------------------

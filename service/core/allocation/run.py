@@ -9,6 +9,7 @@ from typing import Final
 from service.core.allocation.budgets import (
     Meters,
     group_budgets,
+    held_loads,
     non_evse_loads,
     overdraft,
     read_meters,
@@ -26,7 +27,15 @@ from service.core.allocation.model import (
 )
 from service.core.allocation.sessions import conclude
 from service.core.allocation.verdict import Site, Verdict, classify, refreshed
-from service.core.allocation.wishes import Vehicle, Wish, demand_for, has_rules, make_wish
+from service.core.allocation.views import grid_draw
+from service.core.allocation.wishes import (
+    Vehicle,
+    Wish,
+    demand_for,
+    has_rules,
+    make_wish,
+    solar_pools,
+)
 from service.core.authorization import RfidIndex
 from service.core.charging_rules import RuleContext, minute_of_week, numeric_variables
 from service.core.groups import Demand, share, sum_subtrees
@@ -67,10 +76,13 @@ def allocate(
     survey.take_verdicts(inp, memory, site, cache.verdicts)
     # 3. Budgets, now that what the EVSEs draw and the fixed loads are known.
     draw_sub = sum_subtrees(tree, survey.draw)
-    active, until, reported = overdraft(params, memory, meters, now)
+    over = overdraft(params, memory, meters, now)
+    non_evse, load_peaks = held_loads(
+        params, tree, non_evse_loads(tree, meters, draw_sub), memory.load_peaks, now
+    )
     budgets = group_budgets(
-        params, tree, context.constraints, non_evse_loads(tree, meters, draw_sub),
-        sum_subtrees(tree, survey.fixed), active,
+        params, tree, context.constraints, non_evse, sum_subtrees(tree, survey.fixed),
+        over.active,
     )  # fmt: skip
     # 4. The wishes that charging rules shape, now that the solar figures are known.
     if survey.deferred:
@@ -93,16 +105,20 @@ def allocate(
         memory=Memory(
             evses=_merged(memory.evses, survey.changed_mem, inp.evses),
             last_now=now,
-            overdraft=active,
-            overdraft_until=until,
-            overdraft_reported=reported,
+            overdraft=over.active,
+            overdraft_until=over.until,
+            overdraft_reported=over.reported,
+            over_since=over.over_since,
+            load_peaks=load_peaks,
         ),
         grid_meter_lost=meters.main_grid_lost,
-        overdraft_cur=reported,
-        overdraft_active=active,
+        overdraft_cur=over.reported,
+        overdraft_active=over.active,
         com_err=frozenset(com_err),
         energy_wh=survey.energy,
         notes=tuple(notes),
+        budgets=tuple(budgets.slots),
+        slots={wish[0]: sl for wish, sl in zip(survey.wishes, survey.slot_of, strict=True)},
     )
 
 
@@ -117,6 +133,7 @@ class Survey:
     results: dict[str, EvseResult]
     wishes: list[Wish]
     demand_of: list[int]  # per wish: the index of its demand, -1 = it does not share
+    slot_of: list[tuple[int, ...]]  # per wish: the constraint slots its EVSE loads
     demands: list[Demand]
     deferred: list[Vehicle]  # vehicles whose wish the charging rules shape
     changed_mem: dict[str, EvseMemory]  # most runs change few EVSEs' memory
@@ -127,7 +144,7 @@ class Survey:
     def empty(cls, n_groups: int, com_err: set[str]) -> Survey:
         return cls(
             [[0, 0, 0] for _ in range(n_groups)], [[0, 0, 0] for _ in range(n_groups)],
-            com_err, {}, [], [], [], [], {}, {},
+            com_err, {}, [], [], [], [], [], {}, {},
         )  # fmt: skip
 
     def take_verdicts(
@@ -144,6 +161,7 @@ class Survey:
         hours = elapsed / 3600
         draw, results, energy = self.draw, self.results, self.energy
         wishes, demand_of, demands = self.wishes, self.demand_of, self.demands
+        slot_of = self.slot_of
         power_sum = 0.0
         for dev_id, ev in inp.evses.items():
             orig = old_get(dev_id)
@@ -166,11 +184,14 @@ class Survey:
             if verdict is None:
                 verdict = _made(dev_id, ev.state, classify(dev_id, ev, orig, is_fresh, site),
                                 orig, site, verdicts)  # fmt: skip
-            (g, power, soft, d0, d1, d2, fixed, changed, result, vehicle, wish, demand,
-             lost) = verdict  # fmt: skip
+            (g, power, soft, d0, d1, d2, rotation, fixed, changed, result, vehicle, wish,
+             demand, lost) = verdict  # fmt: skip
             power_sum += power
             if soft and hours:
                 energy[dev_id] = soft * hours
+            paired = ev.counted_current
+            if paired is not None and rotation >= 0:
+                d0, d1, d2 = grid_draw(rotation, *paired)
             acc = draw[g]
             acc[0] += d0
             acc[1] += d1
@@ -181,16 +202,17 @@ class Survey:
                     self._take_rest(dev_id, g, fixed, changed, lost)
                 continue
             results[dev_id] = _PLACEHOLDER
+            assert vehicle is not None  # a verdict is a result or a vehicle
             if wish is not None:
                 # add_wish, inline: most vehicles come here in most runs.
                 wishes.append(wish)
+                slot_of.append(vehicle.slots)
                 if demand is None:
                     demand_of.append(-1)
                 else:
                     demand_of.append(len(demands))
                     demands.append(demand)
             else:
-                assert vehicle is not None  # a verdict is a result, a wish or a vehicle
                 self.vehicle_wish(vehicle, site)
         self.cons_power = power_sum
 
@@ -213,8 +235,9 @@ class Survey:
         if lost:
             self.com_err.add(dev_id)
 
-    def add_wish(self, wish: Wish, demand: Demand | None) -> None:
+    def add_wish(self, wish: Wish, demand: Demand | None, slots: tuple[int, ...]) -> None:
         self.wishes.append(wish)
+        self.slot_of.append(slots)
         if demand is None:
             self.demand_of.append(-1)
         else:
@@ -233,14 +256,20 @@ class Survey:
     def wishes_with_rules(
         self, inp: AllocationInput, site: Site, meters: Meters, surplus: int
     ) -> None:
-        """The deferred wishes, with the solar figures (totals over the phases, per phase
-        the vehicle uses)."""
+        """The deferred wishes, with the solar figures: per phase the vehicle uses, its share
+        of the production or the surplus when its rules charge from that (solar_pools), else
+        the whole figure."""
         week_minute = minute_of_week(site.now, inp.utc_offset_s)
+        production = meters.production
+        from_production, from_surplus = solar_pools(
+            self.deferred, site.context.users, production, surplus
+        )
         for vehicle in self.deferred:
             n = PHASE_COUNT[vehicle.local_mask]
+            dev_id = vehicle.dev_id
             rules = RuleContext(
-                week_minute, vehicle.max_current, meters.production // n, surplus // n,
-                site.variables,
+                week_minute, vehicle.max_current, from_production.get(dev_id, production // n),
+                from_surplus.get(dev_id, surplus // n), site.variables,
             )  # fmt: skip
             self._wish(vehicle, site, rules)
 
@@ -251,8 +280,8 @@ class Survey:
         wish, minimum = make_wish(vehicle, ctx.users, rules, cons.min_only[g], site.now)
         demand = None
         if not wish.reason:
-            demand = demand_for(vehicle, wish, minimum, cons.chain[g], ctx.cells, site.now)
-        self.add_wish(wish, demand)
+            demand = demand_for(vehicle, wish, minimum, site.now)
+        self.add_wish(wish, demand, vehicle.slots)
 
 
 def _carried_over(

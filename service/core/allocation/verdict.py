@@ -55,6 +55,7 @@ from service.core.allocation.wishes import (
     demand_for,
     make_wish,
     reads_the_clock,
+    slots_for,
 )
 from service.core.authorization import NO_OVERRIDES, RfidIndex
 from service.core.groups import Demand
@@ -119,6 +120,9 @@ class Verdict(NamedTuple):
     draw_l1: int  # mA it draws now, on the grid phases
     draw_l2: int
     draw_l3: int
+    # Its phase_rotation, to place what it drew at the time of the grid reading
+    # (EvseInput.counted_current); -1: what it draws is not counted (switched off, lost).
+    rotation: int
     fixed: tuple[int, int, int] | None  # mA it counts as fixed load, on the grid phases
     memory: EvseMemory | None  # its new memory, when it changed (not for a vehicle)
     result: EvseResult | None  # its result: it takes no part in sharing
@@ -128,7 +132,7 @@ class Verdict(NamedTuple):
     com_err: bool
 
 
-_NOTHING = (0.0, 0.0, 0, 0, 0)
+_NOTHING = (0.0, 0.0, 0, 0, 0, -1)
 
 
 def classify(
@@ -226,21 +230,23 @@ def _vehicle(
     local = _local_mask(cv, m2, site)
     gmask = GRID_MASK[cv.rotation][local]
     power = sv.power
-    vehicle = Vehicle(dev_id, cfg, m2, g, local, gmask, max_cur, power, not cv.enabled, orig)
     ctx = site.context
+    constraints = ctx.constraints
+    slots = slots_for(g, gmask, constraints.chain[g], ctx.cells)
+    vehicle = new(
+        Vehicle,
+        (dev_id, cfg, m2, g, local, gmask, max_cur, power, not cv.enabled, orig, slots),
+    )  # fmt: skip
     wish = demand = None
     if not reads_the_clock(vehicle, ctx.users):
-        constraints = ctx.constraints
         wish, minimum = make_wish(vehicle, ctx.users, None, constraints.min_only[g], site.now)
         if not wish.reason:
-            demand = demand_for(
-                vehicle, wish, minimum, constraints.chain[g], ctx.cells, site.now
-            )
+            demand = demand_for(vehicle, wish, minimum, site.now)
     draw = grid_draw(cv.rotation, sv.c0, sv.c1, sv.c2)
     return new(
         Verdict,
-        (g, power, soft_power(power, sv.metered), *draw, None, None, None, vehicle, wish,
-         demand, False),
+        (g, power, soft_power(power, sv.metered), *draw, cv.rotation, None, None, None,
+         vehicle, wish, demand, False),
     )  # fmt: skip
 
 
@@ -283,7 +289,7 @@ def _not_sharing(
     draw = grid_draw(cv.rotation, sv.c0, sv.c1, sv.c2)
     return new(
         Verdict,
-        (g, sv.power, soft_power(sv.power, sv.metered), *draw, fixed,
+        (g, sv.power, soft_power(sv.power, sv.metered), *draw, cv.rotation, fixed,
          _settled_memory(mem, m2), result, None, None, None, False),
     )  # fmt: skip
 
@@ -324,6 +330,6 @@ def refreshed(verdict: Verdict, old: StateView, new_view: StateView, rotation: i
     draw = grid_draw(rotation, new_view.c0, new_view.c1, new_view.c2)
     return new(
         Verdict,
-        (verdict.group, power, soft_power(power, new_view.metered), *draw, verdict.fixed,
-         None, result, vehicle, wish, verdict.demand, False),
+        (verdict.group, power, soft_power(power, new_view.metered), *draw, rotation,
+         verdict.fixed, None, result, vehicle, wish, verdict.demand, False),
     )  # fmt: skip

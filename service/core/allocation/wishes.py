@@ -8,7 +8,7 @@ takes no part in sharing when it does not; then the `Demand` that sharing
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from service.core.allocation.model import (
@@ -23,10 +23,21 @@ from service.core.allocation.model import (
 )
 from service.core.allocation.views import new
 from service.core.authorization import may_charge
-from service.core.charging_rules import RuleContext, RuleState, evaluate_rule_set
+from service.core.charging_rules import (
+    MODE_RELATIVE_SOLAR,
+    MODE_SOLAR,
+    MODE_SOLAR_MINUS,
+    MODE_SURPLUS,
+    RuleContext,
+    RuleState,
+    evaluate_rule_set,
+)
 from service.core.groups import Demand, class_key
 from service.core.models import EvseConfig, User
-from service.core.phases import PHASES_OF
+from service.core.phases import PHASE_COUNT, PHASES_OF
+from service.core.solar_share import SolarCandidate, split_pool
+
+_FROM_PRODUCTION = frozenset((MODE_SOLAR, MODE_RELATIVE_SOLAR, MODE_SOLAR_MINUS))
 
 
 class Vehicle(NamedTuple):
@@ -42,6 +53,7 @@ class Vehicle(NamedTuple):
     power: float
     disabled_min: bool  # device disabled under disable_policy 1
     old: EvseMemory | None  # the memory the run began with
+    slots: tuple[int, ...]  # the constraint slots it loads (constraint * 3 + grid phase)
 
 
 class Wish(NamedTuple):
@@ -173,26 +185,70 @@ def _ruled(
     return target, limited, mem
 
 
-def demand_for(
-    v: Vehicle,
-    wish: Wish,
-    minimum: int,
-    chain: tuple[int, ...],
-    cells: dict[int, tuple[int, ...]],
-    now: float,
-) -> Demand:
-    """What a wish that shares asks of sharing. `chain`: the constraints its group's EVSEs
-    load; `cells`: the slots of each (group, phases), made once per constraints."""
-    cell = v.group * 8 + v.grid_mask
+def slots_for(
+    g: int, grid_mask: int, chain: tuple[int, ...], cells: dict[int, tuple[int, ...]]
+) -> tuple[int, ...]:
+    """The constraint slots an EVSE of group `g` on `grid_mask` loads. `chain`: the
+    constraints its group's EVSEs load; `cells`: the slots per (group, phases), made once
+    per constraints."""
+    cell = g * 8 + grid_mask
     slots = cells.get(cell)
     if slots is None:
-        phases = PHASES_OF[v.grid_mask]
+        phases = PHASES_OF[grid_mask]
         slots = cells[cell] = tuple(k * 3 + p for k in chain for p in phases)
+    return slots
+
+
+def demand_for(v: Vehicle, wish: Wish, minimum: int, now: float) -> Demand:
+    """What a wish that shares asks of sharing."""
+    cell = v.group * 8 + v.grid_mask
     mem = wish.memory
     prio = v.config.prio
     target = wish.target
     return new(
         Demand,
-        (prio, (0 if mem.charging else 1, mem.plugged_at or now, v.dev_id), cell, slots,
+        (prio, (0 if mem.charging else 1, mem.plugged_at or now, v.dev_id), cell, v.slots,
          v.grid_mask, minimum, target, class_key(prio, cell, minimum, target)),
     )  # fmt: skip
+
+
+def solar_modes(v: Vehicle, users: Mapping[str, User]) -> tuple[bool, bool]:
+    """Whether the EVSE's rules (its own and its user's, unless switched off by override)
+    charge from the production (modes 2-4) and from the surplus (mode 5)."""
+    ov = v.memory.overrides
+    rules = [] if ov.evse_rules_disabled else list(v.config.charging_rules)
+    auth = v.memory.auth
+    if auth is not None and auth.user_id is not None and not ov.user_rules_disabled:
+        user = users.get(auth.user_id)
+        if user is not None:
+            rules.extend(user.charging_rules)
+    modes = {r.mode for r in rules if r.enabled}
+    return bool(modes & _FROM_PRODUCTION), MODE_SURPLUS in modes
+
+
+def solar_pools(
+    deferred: Sequence[Vehicle], users: Mapping[str, User], production: int, surplus: int
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Per EVSE charging from it: its share of the production and of the surplus, mA per
+    phase (see solar_share). EVSEs not listed see the whole figures."""
+    by_production: list[tuple[Vehicle, SolarCandidate]] = []
+    by_surplus: list[tuple[Vehicle, SolarCandidate]] = []
+    for v in deferred:
+        uses_production, uses_surplus = solar_modes(v, users)
+        c = SolarCandidate(v.dev_id, PHASE_COUNT[v.local_mask], effective_minimum(v.config))
+        if uses_production:
+            by_production.append((v, c))
+        if uses_surplus:
+            by_surplus.append((v, c))
+    return (
+        split_pool([c for _, c in sorted(by_production, key=_precedence)], production),
+        split_pool([c for _, c in sorted(by_surplus, key=_precedence)], surplus),
+    )
+
+
+def _precedence(item: tuple[Vehicle, SolarCandidate]) -> tuple[int, int, float, str]:
+    """Who is admitted to a solar pool first: the highest priority, then the one charging,
+    the one plugged in first, the device id."""
+    v = item[0]
+    m = v.memory
+    return (-v.config.prio, 0 if m.charging else 1, m.plugged_at or 0.0, v.dev_id)

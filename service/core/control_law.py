@@ -1,0 +1,310 @@
+"""The control law: from the allocation's currents to the commands, on a plant that lags.
+
+The allocation (allocation.py) answers "what may each EVSE have now" for one snapshot of
+readings. The wallboxes and cars answer late: a car follows a new current within seconds
+(IEC 61851 allows about 5 s) and ramps, and meters are read a moment after the wallboxes
+report. Sent as they are, the allocation's answers overshoot a fuse (a raise goes out while
+the car whose current was cut still draws its old one) and oscillate (every reading moves the
+answer a little). The control law stands between them, with memory of its own per EVSE
+(`EvseControl`); see docs/load-balancing.md, "Control in the loop":
+
+* **Decreases go out at once.** A cut smaller than `deadband` is held back only while every
+  limit still holds with the old command.
+* **Follow time.** An EVSE whose command was lowered counts at the higher of its measured
+  draw and its old command until a report taken after the cut shows it followed, or
+  `follow_time` has passed. Increases of other EVSEs must fit beside that.
+* **Increases** go out only once the allocation has offered more for `settle_time` (and
+  `settle_time` after the EVSE's last change), in steps of at most `ramp_step`, and only when
+  they are at least `deadband`. Every increase must fit the budgets of all the EVSE's
+  constraint slots (groups, phases, caps) beside what the others are committed to, in the
+  allocation's order of precedence.
+* **Resume with hysteresis.** A vehicle that has charged in this session and stopped starts
+  again only once its minimum plus `resume_margin` (or its whole target, when smaller) has
+  been offered for `resume_time`. A first start waits `settle_time`.
+
+An EVSE never gets more than the allocation gave it, so every limit the allocation keeps
+holds for the commands too, except for the current of EVSEs still following a cut, which the
+increases of the others leave room for. Pure: no I/O, the time comes in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
+
+from service.core.allocation import (
+    R_NO_VEHICLE,
+    Allocation,
+    AllocationInput,
+    EvseResult,
+    effective_minimum,
+)
+from service.core.models import Params
+
+# A car counts as following a cut when it draws at most this much above the new command
+# (meters and the car's own regulation are not exact).
+FOLLOW_TOLERANCE_MA = 500
+R_SETTLING = "settling"  # the allocation offers current; the control law waits for it to hold
+
+
+@dataclass(frozen=True, slots=True)
+class ControlSettings:
+    follow_s: float = 6.0
+    settle_s: float = 3.0
+    ramp_step: int = 6000
+    deadband: int = 300
+    resume_margin: int = 1000
+    resume_s: float = 10.0
+
+    @classmethod
+    def from_params(cls, params: Params) -> ControlSettings:
+        return cls(
+            follow_s=params.follow_time,
+            settle_s=params.settle_time,
+            ramp_step=params.ramp_step,
+            deadband=params.deadband,
+            resume_margin=params.resume_margin,
+            resume_s=params.resume_time,
+        )
+
+
+class EvseControl(NamedTuple):
+    """What the control law keeps per EVSE between runs."""
+
+    command: int = 0  # mA last commanded (0: none, paused or off)
+    changed_at: float = -math.inf  # when `command` last changed
+    lowered_at: float | None = None  # when it was last cut, while it may still follow
+    lingering: int = 0  # mA per phase it may still draw until it has followed the cut
+    up_since: float | None = None  # since when the allocation has offered more
+    charged: bool = False  # it has had current in this session: a new start is a resume
+
+
+NO_CONTROL = EvseControl()
+
+
+@dataclass(frozen=True, slots=True)
+class ControlMemory:
+    evses: Mapping[str, EvseControl] = field(default_factory=dict)
+
+    def evse(self, dev_id: str) -> EvseControl:
+        return self.evses.get(dev_id, NO_CONTROL)
+
+    def commanded(self, dev_id: str) -> int | None:
+        """The current last commanded to an EVSE, None before the first command."""
+        ctl = self.evses.get(dev_id)
+        return None if ctl is None else ctl.command
+
+
+@dataclass(slots=True)
+class _Step:
+    """One EVSE within one run."""
+
+    dev_id: str
+    result: EvseResult
+    offered: int  # what the allocation gives it (0 when it may not charge)
+    before: EvseControl
+    command: int
+    lingering: int
+    lowered_at: float | None
+    up_since: float | None
+    slots: tuple[int, ...]
+    small_cut: bool = False
+
+
+def govern(
+    alloc: Allocation,
+    inp: AllocationInput,
+    memory: ControlMemory,
+    settings: ControlSettings,
+) -> tuple[Allocation, ControlMemory]:
+    """The allocation with its commands as the control law sends them, and the new memory.
+    In observation mode (`lb_enabled` false) the commands are the allocation's."""
+    now = inp.now
+    if not inp.params.lb_enabled:
+        return alloc, _observed(alloc, memory, now)
+    steps = [
+        _first_pass(d, r, alloc, inp, memory.evse(d), settings) for d, r in alloc.evses.items()
+    ]
+    usage = _usage(steps, len(alloc.budgets))
+    _keep_small_cuts(steps, alloc.budgets, usage)
+    for step in _by_precedence(steps, inp):
+        if step.offered > step.command:
+            _increase(step, inp, alloc.budgets, usage, settings)
+    results = dict(alloc.evses)
+    kept: dict[str, EvseControl] = {}
+    for step in steps:
+        results[step.dev_id] = _commanded(step)
+        kept[step.dev_id] = _remember(step, now)
+    return _with_results(alloc, results), ControlMemory(kept)
+
+
+def _observed(alloc: Allocation, memory: ControlMemory, now: float) -> ControlMemory:
+    kept: dict[str, EvseControl] = {}
+    for dev_id, r in alloc.evses.items():
+        before = memory.evse(dev_id)
+        command = r.charging_current if r.charging_enabled and not r.paused else 0
+        changed = before.changed_at if command == before.command else now
+        kept[dev_id] = EvseControl(command, changed, charged=command > 0 or before.charged)
+    return ControlMemory(kept)
+
+
+def _first_pass(
+    dev_id: str,
+    r: EvseResult,
+    alloc: Allocation,
+    inp: AllocationInput,
+    before: EvseControl,
+    settings: ControlSettings,
+) -> _Step:
+    """Cuts at once; notes who may rise; ends the follow time of those that followed."""
+    now = inp.now
+    offered = r.charging_current if r.charging_enabled and not r.paused else 0
+    c = before.command
+    lingering, lowered_at = _still_following(dev_id, before, inp, settings)
+    step = _Step(dev_id, r, offered, before, c, lingering, lowered_at, before.up_since,
+                 alloc.slots.get(dev_id, ()))  # fmt: skip
+    if offered < c:
+        step.command = offered
+        step.up_since = None
+        # Until it has followed, it may draw its old command or what it was measured at.
+        step.lingering = max(lingering, c, _measured(dev_id, inp))
+        step.lowered_at = now
+        step.small_cut = offered > 0 and c - offered < settings.deadband and bool(step.slots)
+    elif offered > c:
+        if step.up_since is None:
+            step.up_since = now
+    else:
+        step.up_since = None
+    return step
+
+
+def _still_following(
+    dev_id: str, before: EvseControl, inp: AllocationInput, settings: ControlSettings
+) -> tuple[int, float | None]:
+    """What a cut EVSE may still draw, and since when; (0, None) once it followed."""
+    if before.lowered_at is None or before.lingering <= 0:
+        return 0, None
+    if inp.now - before.lowered_at >= settings.follow_s:
+        return 0, None
+    ev = inp.evses.get(dev_id)
+    st = ev.state if ev is not None else None
+    if (
+        st is not None
+        and st.ts > before.lowered_at
+        and max(st.current) <= before.command + FOLLOW_TOLERANCE_MA
+    ):
+        return 0, None
+    return before.lingering, before.lowered_at
+
+
+def _measured(dev_id: str, inp: AllocationInput) -> int:
+    ev = inp.evses.get(dev_id)
+    if ev is None or ev.state is None:
+        return 0
+    return max(0, *ev.state.current)
+
+
+def _usage(steps: Iterable[_Step], n_slots: int) -> list[int]:
+    """What the EVSEs are committed to, per constraint slot."""
+    usage = [0] * n_slots
+    for step in steps:
+        committed = max(step.command, step.lingering)
+        if committed:
+            for s in step.slots:
+                usage[s] += committed
+    return usage
+
+
+def _room(slots: Sequence[int], budgets: Sequence[int], usage: Sequence[int]) -> int:
+    return min((budgets[s] - usage[s] for s in slots), default=0)
+
+
+def _keep_small_cuts(steps: Iterable[_Step], budgets: Sequence[int], usage: list[int]) -> None:
+    """A cut below the deadband is not sent while the old command still fits every limit:
+    meter noise would otherwise send one every few readings."""
+    for step in steps:
+        if not step.small_cut:
+            continue
+        old = step.before.command
+        extra = old - max(step.command, step.lingering)
+        if extra > 0 and _room(step.slots, budgets, usage) < extra:
+            continue  # a limit needs the cut
+        for s in step.slots:
+            usage[s] += max(0, extra)
+        step.command = old
+        step.lingering = step.before.lingering
+        step.lowered_at = step.before.lowered_at
+
+
+def _by_precedence(steps: Sequence[_Step], inp: AllocationInput) -> list[_Step]:
+    """Higher priority first, then EVSEs already charging, then by device id."""
+
+    def key(step: _Step) -> tuple[int, int, str]:
+        ev = inp.evses.get(step.dev_id)
+        prio = ev.config.prio if ev is not None else 0
+        return (-prio, 0 if step.command > 0 else 1, step.dev_id)
+
+    return sorted(steps, key=key)
+
+
+def _increase(
+    step: _Step,
+    inp: AllocationInput,
+    budgets: Sequence[int],
+    usage: list[int],
+    settings: ControlSettings,
+) -> None:
+    """Raises the command toward the offer when the offer has held, within every slot."""
+    now = inp.now
+    c = step.command
+    offered = step.offered
+    ev = inp.evses.get(step.dev_id)
+    minimum = effective_minimum(ev.config) if ev is not None else 1
+    resume = c == 0 and step.before.charged
+    if resume and offered < min(step.result.target, minimum + settings.resume_margin):
+        step.up_since = None  # the margin does not fit: the hold starts anew when it does
+        return
+    wait = settings.resume_s if resume else settings.settle_s
+    since = step.up_since if step.up_since is not None else now
+    if now - since < wait or now - step.before.changed_at < settings.settle_s:
+        return
+    if offered - c < settings.deadband and c > 0:
+        return
+    # A start goes to at least the minimum (a car cannot charge below it).
+    limit = settings.ramp_step or offered  # 0: no limit
+    wanted = min(offered, c + limit if c > 0 else max(minimum, limit))
+    base = max(c, step.lingering)
+    room = _room(step.slots, budgets, usage) if step.slots else wanted - base
+    new = min(wanted, base + max(0, room)) if wanted > base else wanted
+    if new <= c or (c == 0 and new < minimum) or (c > 0 and new - c < settings.deadband):
+        return
+    for s in step.slots:
+        usage[s] += max(0, new - base)
+    step.command = new
+    step.up_since = now if new < offered else None
+
+
+def _commanded(step: _Step) -> EvseResult:
+    r = step.result
+    if step.command == (r.charging_current if r.charging_enabled and not r.paused else 0):
+        return r
+    if step.command == 0:
+        # Held back from starting (the offer has not held yet) or kept in its pause.
+        return r._replace(paused=True, charging_current=0, reason=R_SETTLING)
+    return r._replace(charging_current=step.command, paused=False)
+
+
+def _remember(step: _Step, now: float) -> EvseControl:
+    before = step.before
+    changed_at = before.changed_at if step.command == before.command else now
+    charged = (before.charged or step.command > 0) and step.result.reason != R_NO_VEHICLE
+    return EvseControl(
+        step.command, changed_at, step.lowered_at, step.lingering, step.up_since, charged
+    )
+
+
+def _with_results(alloc: Allocation, results: Mapping[str, EvseResult]) -> Allocation:
+    return replace(alloc, evses=results)
+

@@ -1,0 +1,82 @@
+"""Pairing each wallbox's draw with the grid reading it is subtracted from.
+
+The other load on a phase is the grid meter's reading minus what the EVSEs behind that meter
+draw. Meter and wallboxes are read at different moments: while a car ramps up, a wallbox
+report newer than the grid reading shows more than the meter saw, and the difference would
+be taken for negative other load, i.e. current that is not there (the demo's start measured
+26-27 A on its 25 A fuse that way). So every reading carries the time it was taken (`ts`),
+the core keeps each EVSE's recent samples, and the draw subtracted from a grid reading is
+the EVSE's newest sample taken at or before that reading, never a newer one. With no such
+sample the EVSE counts as drawing nothing, which can only make the other load look larger.
+
+An EVSE whose last command was 0 (paused or switched off) counts as drawing nothing either:
+a paused car's old current, from a report older than the grid reading, must not count as
+surplus or free headroom (a surplus car would restart from the grid and flap). Whatever it
+still draws shows in the grid reading as other load, which errs on the safe side.
+
+An EVSE is paired with the grid meter of its own group or, without one, of the nearest
+group above it that has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from service.core.models import GroupConfig, MeterConfig, MeterState
+
+Currents = tuple[int, int, int]
+Sample = tuple[float, Currents]  # (ts, EVSE-local currents in mA)
+NOTHING: Currents = (0, 0, 0)
+ROLE_GRID = 3
+
+
+def paired_draw(samples: Sequence[Sample], reading_ts: float) -> Currents:
+    """The newest sample taken at or before `reading_ts` (samples oldest first)."""
+    for ts, current in reversed(samples):
+        if ts <= reading_ts:
+            return current
+    return NOTHING
+
+
+def counted_current(
+    samples: Sequence[Sample], reading_ts: float | None, commanded: int | None
+) -> Currents | None:
+    """What the allocation subtracts from the grid reading for one EVSE; None: no grid
+    reading to pair with (the allocation then uses the EVSE's latest state)."""
+    if commanded == 0:
+        return NOTHING
+    if reading_ts is None:
+        return None
+    return paired_draw(samples, reading_ts)
+
+
+def grid_reading_times(
+    meters: Iterable[tuple[MeterConfig, MeterState | None]],
+) -> dict[int, float]:
+    """Per group id, the time of its grid meters' oldest current reading (with several grid
+    meters in one group, the oldest: no EVSE sample newer than any of them is paired)."""
+    times: dict[int, float] = {}
+    for config, state in meters:
+        if config.role != ROLE_GRID or not config.device_enabled or state is None:
+            continue
+        ts = state.ts
+        times[config.group] = min(ts, times.get(config.group, ts))
+    return times
+
+
+def reading_time_for(
+    group: int, groups: Sequence[GroupConfig], times: Mapping[int, float]
+) -> float | None:
+    """The grid reading time that governs an EVSE of `group`: its own group's, else the
+    nearest group above it with a grid meter."""
+    parent = {g.id: g.parent for g in groups}
+    seen: set[int] = set()
+    g = group
+    while g not in seen:
+        if g in times:
+            return times[g]
+        seen.add(g)
+        if g == 0:
+            break
+        g = parent.get(g, 0)
+    return None

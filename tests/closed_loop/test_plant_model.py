@@ -1,0 +1,113 @@
+"""The plant simulator itself: cars, wallboxes, meters and the figures measured on them.
+The closed-loop claims are only as good as this."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tests.plant.figures import compute
+from tests.plant.harness import run_plant_async
+from tests.plant.model import Car, CarSpec, Command, Curve, Wallbox, WallboxSpec
+from tests.plant.plants import demo_plant, random_plant
+
+
+def drive(car: Car, until: float, dt: float = 0.1, t0: float = 0.0) -> list[tuple[float, int]]:
+    out = []
+    t = t0
+    while t < until - 1e-9:
+        t = round(t + dt, 6)
+        out.append((t, car.step(t, dt)))
+    return out
+
+
+def test_a_car_follows_a_new_pilot_only_after_its_delay_then_ramps() -> None:
+    car = Car(CarSpec(phases=3, delay_s=2.0, ramp_up_ma_per_s=2000.0))
+    car.offered(0.0, 16_000)
+    seen = dict(drive(car, 10.0))
+    assert seen[1.9] == 0  # still waiting
+    assert seen[2.0] == 6000  # starts at 6 A
+    assert seen[3.0] == 8000  # then 2 A/s
+    assert seen[7.0] == 16_000 and seen[10.0] == 16_000
+
+
+def test_a_decrease_is_a_step_after_the_delay_or_a_fast_ramp() -> None:
+    step = Car(CarSpec(delay_s=1.0, ramp_up_ma_per_s=100_000.0))
+    ramp = Car(CarSpec(delay_s=1.0, ramp_up_ma_per_s=100_000.0, ramp_down_ma_per_s=10_000.0))
+    for car in (step, ramp):
+        car.offered(0.0, 16_000)
+        drive(car, 5.0)
+        car.offered(5.0, 6000)
+    s, r = dict(drive(step, 8.0, t0=5.0)), dict(drive(ramp, 8.0, t0=5.0))
+    assert s[5.9] == 16_000 and s[6.0] == 6000
+    assert r[5.9] == 16_000 and r[6.0] == 15_000 and r[6.5] == 10_000 and r[7.0] == 6000
+
+
+def test_a_pilot_below_6_a_stops_one_car_and_not_another() -> None:
+    stops = Car(CarSpec(delay_s=0.0, below_min="stop"))
+    ignores = Car(CarSpec(delay_s=0.0, below_min="ignore"))
+    for car in (stops, ignores):
+        car.offered(0.0, 10_000)
+        drive(car, 5.0)
+        car.offered(5.0, 4000)
+    assert drive(stops, 6.0, t0=5.0)[-1][1] == 0
+    assert drive(ignores, 6.0, t0=5.0)[-1][1] == 6000
+
+
+def test_the_car_takes_no_more_than_its_own_maximum_nor_the_wallbox_more_than_its() -> None:
+    car = CarSpec(phases=1, delay_s=0.0, max_ma=10_000, ramp_up_ma_per_s=1e6)
+    wb = Wallbox(WallboxSpec("E1", car, max_ma=16_000, rotation=2))
+    wb.apply(0.0, Command(True, True, False, 32_000))
+    assert wb.offer_ma == 16_000
+    for k in range(1, 5):
+        wb.step(k * 0.1, 0.1)
+    assert wb.local_draw == (10_000, 0, 0)
+    assert wb.grid_draw == (0, 0, 10_000)  # its L1 is the grid's L3
+    wb.apply(1.0, Command(True, True, True, 16_000))  # paused
+    assert wb.offer_ma == 0
+
+
+def test_a_curve_steps_and_interpolates() -> None:
+    curve = Curve.steps((1000, 1000, 1000), [(10.0, (5000, 0, 0))])
+    assert curve.at(9.99) == (1000, 1000, 1000) and curve.at(10.0) == (5000, 0, 0)
+    ramp = Curve(((0.0, (0, 0, 0)), (10.0, (10_000, 0, 0))))
+    assert ramp.at(2.5) == (2500, 0, 0) and ramp.at(99.0) == (10_000, 0, 0)
+
+
+async def test_a_run_is_the_same_for_the_same_seed_and_differs_for_another() -> None:
+    a = await run_plant_async(random_plant("mixed", 3, duration_s=40.0))
+    b = await run_plant_async(random_plant("mixed", 3, duration_s=40.0))
+    c = await run_plant_async(random_plant("mixed", 4, duration_s=40.0))
+    assert a.commands == b.commands and a.draws == b.draws
+    assert a.commands != c.commands
+
+
+async def test_meter_readings_arrive_out_of_order_where_the_plant_says_so() -> None:
+    spec = random_plant("out-of-order", 0, duration_s=60.0)
+    trace = await run_plant_async(spec)
+    assert trace.out_of_order > 0
+    calm = await run_plant_async(demo_plant(duration_s=60.0))
+    assert calm.out_of_order == 0
+
+
+async def test_the_core_runs_on_arrivals_and_every_cycle_and_its_commands_reach_the_cars() -> None:
+    spec = demo_plant(duration_s=30.0)
+    trace = await run_plant_async(spec)
+    # Three devices reporting about once a second, and the cycle: well over one run a second.
+    assert trace.runs > 2 * 30
+    assert trace.failures == 0
+    assert {c.dev_id for c in trace.commands} == {"E1", "E2"}
+    # The cars charge: what the core commanded reached them.
+    assert max(d[0] for d in trace.draws["E1"]) >= 6000
+    assert max(d[0] for d in trace.draws["E2"]) >= 6000
+    assert max(d[1] for d in trace.draws["E2"]) == 0  # one phase
+
+
+async def test_the_figures_see_an_overload_the_core_is_told_not_to_prevent() -> None:
+    # Observation mode: every EVSE is commanded its maximum whatever the fuse says. Two
+    # 16 A cars and 2 A of other load on L1 of a 25 A fuse: 9 A over, for good.
+    spec = replace(demo_plant(duration_s=40.0), extra_params={"lb_enabled": False})
+    figures = compute(spec, await run_plant_async(spec))
+    assert figures.peak_excess_ma >= 8000
+    assert figures.seconds_over > 20
+    assert any(e.disturbance is None for e in figures.episodes)
+    assert figures.problems()

@@ -1,0 +1,176 @@
+"""The load manager in the loop, over seeded random plants (tests/plant/plants.py:
+random_plant): 2-4 wallboxes whose cars follow a new limit 0-5 s late and ramp at 1-10 A/s,
+1- and 3-phase, some with a maximum below the wallbox's; a grid meter read every 0.5-1.5 s
+that reaches the core 0.02-0.8 s later (up to 2.5 s, out of order, in "out-of-order"
+plants), with noise; a base-load step every 60 s; sub-fuse groups, wallboxes that report
+late or never, cars that plug in and leave.
+
+The bounds each run must keep (tests/plant/figures.py computes them on the true currents):
+
+* over a limit only after a disturbance that raised the load, and for at most the follow
+  bound: the grid meter's next reading (poll interval + jitter + lag) + one cycle + the
+  command's delivery + the slowest car's delay and decrease (figures.follow_bound_s);
+* never more over than the cars' draws before the disturbance explain;
+* settled (no command change beyond 300 mA for 20 s) within 30 s of every disturbance;
+* in steady state (30 s after a disturbance until the next) at most 2 command changes per
+  minute per EVSE;
+* at least 90 % of the headroom used on the tightest phase once settled;
+* no EVSE paused while its minimum (with those of the EVSEs that charge) fits with 1 A to
+  spare.
+
+Every plant is run once per module; each claim is one test over all of them, so a failure
+names the claims that broke and the plants (kind, seed) to replay with
+`random_plant(kind, seed)` and `figures.timeline`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from tests.plant.figures import EXCESS_TOLERANCE_MA, SETTLE_BOUND_S, Figures, compute
+from tests.plant.harness import run_plant_async
+from tests.plant.plants import RANDOM_KINDS, PlantKind, random_plant
+
+SEEDS_PER_KIND = 24
+NOT_LANDED = "control law of issue 12 not landed yet"
+
+Runs = dict[tuple[str, int], Figures]
+
+
+@pytest.fixture(scope="module")
+def runs() -> Runs:
+    async def run_all() -> Runs:
+        out: Runs = {}
+        for kind in RANDOM_KINDS:
+            for seed in range(SEEDS_PER_KIND):
+                spec = random_plant(kind, seed)
+                out[(kind, seed)] = compute(spec, await run_plant_async(spec))
+        return out
+
+    return asyncio.run(run_all())
+
+
+def broken(runs: Runs, check: Callable[[Figures], list[str]]) -> list[str]:
+    return [
+        f"{kind} seed {seed}: {problem}"
+        for (kind, seed), figures in runs.items()
+        for problem in check(figures)
+    ]
+
+
+def report(found: list[str], total: int) -> str:
+    plants = len({line.split(":")[0] for line in found})
+    return f"{plants} of {total} plants:\n" + "\n".join(found[:15])
+
+
+def test_every_kind_of_plant_ran_without_a_failed_core_run(runs: Runs) -> None:
+    assert len(runs) == SEEDS_PER_KIND * len(RANDOM_KINDS)
+    assert all(f.failures == 0 for f in runs.values())
+    # The plants do load the core: most of them go to a limit.
+    assert sum(1 for f in runs.values() if f.headroom_used is not None) > len(runs) // 2
+
+
+def _excess_bounds(f: Figures) -> list[str]:
+    out = []
+    for e in f.episodes:
+        if e.disturbance is None:
+            out.append(f"{e.peak_ma} mA over at {e.start:.1f}..{e.end:.1f} s, no disturbance")
+        elif e.within > f.follow_bound_s:
+            out.append(
+                f"over until {e.within:.1f} s after the disturbance at {e.disturbance:.1f} s "
+                f"(bound {f.follow_bound_s:.1f} s)"
+            )
+    return out
+
+
+@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
+def test_over_a_limit_only_while_the_cars_follow_a_decrease(runs: Runs) -> None:
+    found = broken(runs, _excess_bounds)
+    assert not found, report(found, len(runs))
+
+
+def _excess_explained(f: Figures) -> list[str]:
+    return [
+        f"{e.unexplained_ma} mA more than the old draws explain at {e.start:.1f} s ({e.where})"
+        for e in f.episodes
+        if e.unexplained_ma > EXCESS_TOLERANCE_MA
+    ]
+
+
+@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
+def test_never_more_over_than_the_cars_old_draws_explain(runs: Runs) -> None:
+    found = broken(runs, _excess_explained)
+    assert not found, report(found, len(runs))
+
+
+def _settle(f: Figures) -> list[str]:
+    return [
+        f"after {t:.1f} s: settled after {s} s"
+        for t, s in f.settle_s
+        if s is None or s > SETTLE_BOUND_S
+    ]
+
+
+@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
+def test_the_site_settles_within_the_bound(runs: Runs) -> None:
+    found = broken(runs, _settle)
+    assert not found, report(found, len(runs))
+
+
+def _quiet(f: Figures) -> list[str]:
+    return [
+        f"{dev_id}: {rate:.1f} changes/min"
+        for dev_id, rate in f.changes_per_min.items()
+        if rate > 2.0
+    ]
+
+
+@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
+def test_at_most_two_command_changes_per_minute_in_steady_state(runs: Runs) -> None:
+    found = broken(runs, _quiet)
+    assert not found, report(found, len(runs))
+
+
+def _headroom(f: Figures) -> list[str]:
+    if f.headroom_used is None or f.headroom_used >= 0.9:
+        return []
+    return [f"{f.headroom_used:.0%} of the headroom used"]
+
+
+@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
+def test_at_least_90_percent_of_the_headroom_used_once_settled(runs: Runs) -> None:
+    found = broken(runs, _headroom)
+    assert not found, report(found, len(runs))
+
+
+def _pauses(f: Figures) -> list[str]:
+    return [f"{d} paused at {t:.1f} s ({why})" for t, d, why in f.paused_while_min_fit]
+
+
+@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
+def test_no_evse_paused_while_its_minimum_fits(runs: Runs) -> None:
+    found = broken(runs, _pauses)
+    assert not found, report(found, len(runs))
+
+
+@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
+@settings(
+    max_examples=20,
+    deadline=None,
+    derandomize=True,
+    # A seed has no smaller form: shrinking would only rerun plants.
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(kind=st.sampled_from(RANDOM_KINDS), seed=st.integers(1000, 10**9))
+def test_the_fuse_holds_on_any_plant(kind: PlantKind, seed: int) -> None:
+    """The safety claims alone, on plants the fixed seeds above do not cover."""
+    spec = random_plant(kind, seed, duration_s=90.0)
+    figures = compute(spec, asyncio.run(run_plant_async(spec)))
+    problems = _excess_bounds(figures) + _excess_explained(figures)
+    assert not problems, f"random_plant({kind!r}, {seed}): {problems}"

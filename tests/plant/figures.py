@@ -1,0 +1,503 @@
+"""The figures of one plant run, computed from its trace (true currents, not readings).
+
+* over a limit: a step where the true current on any phase of the main fuse or of a group is
+  more than EXCESS_TOLERANCE_MA above that limit (the meters' noise is ±100 mA: a load
+  manager that uses all the headroom may go over by the noise);
+* an episode of excess is explained when it begins within the follow bound after a
+  disturbance that raised the load (base load up, solar down, a limit lowered), ends within
+  the follow bound after it, and is never larger than it would be with every car held at
+  what it drew just before the disturbance ("what the cars' old commands explain");
+* settle time: from a disturbance until the last command change beyond SETTLE_DEADBAND_MA
+  (or on/off) before the next one, provided the commands then stayed quiet for QUIET_S;
+* steady state: from SETTLE_BOUND_S after a disturbance to the next one; changes per minute
+  count every change of a command there, per EVSE;
+* headroom used: at the end of each steady window, on the constraint and phase that is
+  loaded most relative to what it can give the EVSEs, what the EVSEs draw over what they
+  could draw there (the headroom, or the own demand of the cars the core lets charge when
+  that is smaller);
+* paused while the minimum fits: an EVSE whose car wants to charge is switched off while its
+  minimum, with those of the EVSEs that are on, fits every limit with FIT_MARGIN_MA to
+  spare; at the moment it is paused, or for longer than its pause_min_time and
+  RESUME_GRACE_S after the minimum began to fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tests.plant.harness import SentCommand, Trace
+from tests.plant.model import Command, PlantSpec, grid_phase
+
+EXCESS_TOLERANCE_MA = 200
+SETTLE_DEADBAND_MA = 300
+QUIET_S = 20.0
+SETTLE_BOUND_S = 30.0
+FIT_MARGIN_MA = 1000
+RESUME_GRACE_S = 30.0
+HEADROOM_AVERAGE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Episode:
+    start: float
+    end: float
+    peak_ma: int
+    where: str
+    disturbance: float | None  # the disturbance it is linked to
+    unexplained_ma: int  # the largest excess beyond what the cars' old draws explain
+
+    @property
+    def within(self) -> float:
+        """Seconds from its disturbance (or its own start) to its end."""
+        return self.end - (self.disturbance if self.disturbance is not None else self.start)
+
+
+@dataclass(frozen=True)
+class Figures:
+    seconds_over: float
+    peak_excess_ma: int
+    episodes: tuple[Episode, ...]
+    follow_bound_s: float
+    settle_s: tuple[tuple[float, float | None], ...]  # (disturbance t, settle s or None)
+    changes_per_min: dict[str, float]
+    steady_minutes: float
+    headroom_used: float | None
+    paused_while_min_fit: tuple[tuple[float, str, str], ...]  # (t, dev_id, why)
+    runs: int
+    failures: int
+
+    @property
+    def max_changes_per_min(self) -> float:
+        return max(self.changes_per_min.values(), default=0.0)
+
+    @property
+    def max_settle_s(self) -> float | None:
+        """The longest settle time; None when some disturbance never settled."""
+        found = [s for _, s in self.settle_s]
+        if any(s is None for s in found):
+            return None
+        return max((s for s in found if s is not None), default=0.0)
+
+    def problems(self, settle_bound_s: float = SETTLE_BOUND_S) -> list[str]:
+        """Every claim of issue 12 this run breaks, in words (empty: none)."""
+        out: list[str] = []
+        for e in self.episodes:
+            if e.disturbance is None:
+                out.append(
+                    f"{e.where}: {e.peak_ma} mA over from {e.start:.1f} s to {e.end:.1f} s "
+                    "without a disturbance"
+                )
+            elif e.within > self.follow_bound_s:
+                out.append(
+                    f"{e.where}: over until {e.end:.1f} s, {e.within:.1f} s after the "
+                    f"disturbance at {e.disturbance:.1f} s (bound {self.follow_bound_s:.1f} s)"
+                )
+            if e.unexplained_ma > EXCESS_TOLERANCE_MA:
+                out.append(
+                    f"{e.where}: {e.unexplained_ma} mA more than the cars' old draws explain "
+                    f"at {e.start:.1f}..{e.end:.1f} s"
+                )
+        for t, settle in self.settle_s:
+            if settle is None or settle > settle_bound_s:
+                out.append(f"not settled within {settle_bound_s:g} s after {t:.1f} s: {settle}")
+        for dev_id, rate in self.changes_per_min.items():
+            if rate > 2.0:
+                out.append(f"{dev_id}: {rate:.1f} command changes per minute in steady state")
+        if self.headroom_used is not None and self.headroom_used < 0.9:
+            out.append(f"only {self.headroom_used:.0%} of the headroom used once settled")
+        for t, dev_id, why in self.paused_while_min_fit:
+            out.append(f"{dev_id} paused at {t:.1f} s while its minimum fits ({why})")
+        if self.failures:
+            out.append(f"{self.failures} runs of the core failed")
+        return out
+
+
+def follow_bound_s(spec: PlantSpec) -> float:
+    """How long the measured current may stay over a limit after a disturbance: the grid
+    meter's next reading (poll interval + jitter + lag), one cycle, the command's way to the
+    wallbox, then the slowest car's delay and decrease, plus two simulation steps."""
+    meter = max(
+        (m.poll_period_s + m.poll_jitter_s + m.lag_s[1] for m in spec.meters if not m.silent),
+        default=0.0,
+    )
+    delivery = max((w.command_delay_s for w in spec.wallboxes), default=0.0)
+    car = 0.0
+    for w in spec.wallboxes:
+        if w.car is None:
+            continue
+        down = 0.0
+        if w.car.ramp_down_ma_per_s is not None:
+            down = min(w.max_ma, w.car.max_ma) / w.car.ramp_down_ma_per_s
+        car = max(car, w.car.delay_s + down)
+    return meter + spec.cycle_time_ms / 1000 + delivery + car + 2 * spec.dt_s
+
+
+class _Constraint:
+    def __init__(self, where: str, members: list[str], with_other: bool) -> None:
+        self.where = where
+        self.members = members
+        self.with_other = with_other
+
+
+def _constraints(spec: PlantSpec) -> list[tuple[_Constraint, int | None]]:
+    """(constraint, fixed limit or None for the main fuse whose limit may change)."""
+    parents = {g.id: g.parent for g in spec.groups}
+
+    def chain(group: int) -> list[int]:
+        out = []
+        seen = set()
+        while group and group in parents and group not in seen:
+            seen.add(group)
+            out.append(group)
+            group = parents[group]
+        return out
+
+    out: list[tuple[_Constraint, int | None]] = [
+        (_Constraint("main", [w.dev_id for w in spec.wallboxes], True), None)
+    ]
+    for g in spec.groups:
+        members = [w.dev_id for w in spec.wallboxes if g.id in chain(w.group)]
+        out.append((_Constraint(f"group {g.id}", members, False), g.max_ma))
+    return out
+
+
+def _current(tr: Trace, c: _Constraint, i: int) -> list[int]:
+    cur = list(tr.other[i]) if c.with_other else [0, 0, 0]
+    for dev_id in c.members:
+        d = tr.draws[dev_id][i]
+        cur[0] += d[0]
+        cur[1] += d[1]
+        cur[2] += d[2]
+    return cur
+
+
+def _changes(commands: list[SentCommand]) -> dict[str, list[tuple[float, Command]]]:
+    """Per EVSE, each command that differs from the one before it (the refreshes repeat)."""
+    out: dict[str, list[tuple[float, Command]]] = {}
+    for sent in commands:
+        seq = out.setdefault(sent.dev_id, [])
+        if not seq or seq[-1][1] != sent.command:
+            seq.append((sent.t, sent.command))
+    return out
+
+
+def _big(before: Command, after: Command) -> bool:
+    return (before.offer_ma > 0) != (after.offer_ma > 0) or abs(
+        before.offer_ma - after.offer_ma
+    ) > SETTLE_DEADBAND_MA
+
+
+def compute(spec: PlantSpec, tr: Trace) -> Figures:
+    bound = follow_bound_s(spec)
+    n = len(tr.t)
+    dt = spec.dt_s
+    constraints = _constraints(spec)
+    disturbances = sorted(spec.disturbances, key=lambda d: d.t)
+    raising = [d.t for d in disturbances if d.raises_load]
+
+    # -- excess ----------------------------------------------------------------------------
+    over = [0] * n
+    where_at = [""] * n
+    unexplained = [0] * n
+    for i in range(n):
+        t = tr.t[i]
+        linked = max((d for d in raising if d <= t + 1e-9 and t - d <= bound), default=None)
+        base_i = None
+        if linked is not None:
+            base_i = max(0, min(n - 1, round(linked / dt) - 1))
+        for c, fixed in constraints:
+            limit = tr.main_limit[i] if fixed is None else fixed
+            cur = _current(tr, c, i)
+            for p in range(3):
+                excess = cur[p] - limit
+                if excess > over[i]:
+                    over[i] = excess
+                    where_at[i] = f"{c.where} L{p + 1}"
+                if excess <= EXCESS_TOLERANCE_MA:
+                    continue
+                if base_i is None:
+                    unexplained[i] = max(unexplained[i], excess)
+                    continue
+                # The same constraint with every car held at its draw before the disturbance.
+                held = tr.other[i][p] if c.with_other else 0
+                for dev_id in c.members:
+                    held += min(tr.draws[dev_id][i][p], tr.draws[dev_id][base_i][p])
+                unexplained[i] = max(unexplained[i], excess - max(0, held - limit))
+    episodes: list[Episode] = []
+    i = 0
+    while i < n:
+        if over[i] <= EXCESS_TOLERANCE_MA:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and over[j + 1] > EXCESS_TOLERANCE_MA:
+            j += 1
+        start, end = tr.t[i], tr.t[j] + dt
+        linked = max((d for d in raising if d <= start + 1e-9 and start - d <= bound), default=None)
+        peak_i = max(range(i, j + 1), key=lambda k: over[k])
+        episodes.append(
+            Episode(
+                start,
+                end,
+                over[peak_i],
+                where_at[peak_i],
+                linked,
+                max(unexplained[i : j + 1]),
+            )
+        )
+        i = j + 1
+    seconds_over = sum(e.end - e.start for e in episodes)
+    peak = max((e.peak_ma for e in episodes), default=max(0, max(over, default=0)))
+
+    # -- settle and steady state -----------------------------------------------------------
+    changes = _changes(tr.commands)
+    starts = [0.0] + [d.t for d in disturbances if d.t > 0]
+    ends = [*starts[1:], spec.duration_s]
+    settle: list[tuple[float, float | None]] = []
+    counts: dict[str, int] = {w.dev_id: 0 for w in spec.wallboxes}
+    steady_s = 0.0
+    windows: list[tuple[float, float]] = []
+    for t0, t1 in zip(starts, ends, strict=True):
+        last: float | None = None
+        for seq in changes.values():
+            for k in range(1, len(seq)):
+                t, cmd = seq[k]
+                if t0 <= t < t1 and _big(seq[k - 1][1], cmd):
+                    last = t if last is None else max(last, t)
+        if t1 - t0 >= QUIET_S:
+            if last is None:
+                settle.append((t0, 0.0))
+            elif t1 - last >= QUIET_S:
+                settle.append((t0, last - t0))
+            else:
+                settle.append((t0, None))
+        steady_from = t0 + SETTLE_BOUND_S
+        if t1 - steady_from >= 20.0:
+            windows.append((steady_from, t1))
+            steady_s += t1 - steady_from
+            for dev_id, seq in changes.items():
+                counts[dev_id] = counts.get(dev_id, 0) + sum(
+                    1 for k in range(1, len(seq)) if steady_from <= seq[k][0] < t1
+                )
+    minutes = steady_s / 60
+    per_min = {d: (c / minutes if minutes else 0.0) for d, c in counts.items()}
+
+    # -- headroom --------------------------------------------------------------------------
+    in_force = _in_force(spec, tr, changes)
+    headroom = None
+    if not any(w.charging_rules for w in spec.wallboxes):
+        fractions = [
+            f
+            for _, t1 in windows
+            if (f := _headroom_used(spec, tr, constraints, in_force, t1)) is not None
+        ]
+        headroom = min(fractions) if fractions else None
+
+    return Figures(
+        seconds_over=round(seconds_over, 3),
+        peak_excess_ma=peak,
+        episodes=tuple(episodes),
+        follow_bound_s=bound,
+        settle_s=tuple(settle),
+        changes_per_min=per_min,
+        steady_minutes=minutes,
+        headroom_used=headroom,
+        paused_while_min_fit=tuple(_paused_while_fit(spec, tr, constraints, in_force)),
+        runs=tr.runs,
+        failures=tr.failures,
+    )
+
+
+def _car_phases(spec: PlantSpec, dev_id: str) -> tuple[int, ...]:
+    w = next(w for w in spec.wallboxes if w.dev_id == dev_id)
+    if w.car is None:
+        return ()
+    return tuple(grid_phase(w.rotation, i) for i in range(w.car.phases))
+
+
+def _demand(spec: PlantSpec, dev_id: str) -> int:
+    w = next(w for w in spec.wallboxes if w.dev_id == dev_id)
+    return 0 if w.car is None else min(w.max_ma, w.car.max_ma)
+
+
+def _reserved(spec: PlantSpec, c: _Constraint, p: int, t: float) -> int:
+    """What the core rightly keeps for EVSEs that never report: their maximum."""
+    return sum(
+        w.max_ma
+        for w in spec.wallboxes
+        if w.report == "silent"
+        and w.dev_id in c.members
+        and w.added_at_s <= t
+        and p in _budget_phases(spec, w.dev_id, False)
+    )
+
+
+def _headroom_used(
+    spec: PlantSpec,
+    tr: Trace,
+    constraints: list[tuple[_Constraint, int | None]],
+    in_force: dict[str, list[Command | None]],
+    t1: float,
+) -> float | None:
+    """At the end of a steady window: drawn / min(headroom, demand) on the constraint and
+    phase with the highest demand / headroom. The demand is that of the EVSEs the core lets
+    charge: whether a paused one should charge is the pause check's question."""
+    end = min(len(tr.t) - 1, round(t1 / spec.dt_s) - 1)
+    start = max(0, end - round(HEADROOM_AVERAGE_S / spec.dt_s))
+    best: tuple[float, float] | None = None  # (demand / headroom, used fraction)
+    for c, fixed in constraints:
+        limit = tr.main_limit[end] if fixed is None else fixed
+        for p in range(3):
+            other = max(0, tr.other[end][p]) if c.with_other else 0
+            room = limit - other - _reserved(spec, c, p, tr.t[end])
+            demand = sum(
+                _demand(spec, d)
+                for d in c.members
+                if tr.wants[d][end]
+                and p in _car_phases(spec, d)
+                and (cmd := in_force[d][end]) is not None
+                and cmd.offer_ma > 0
+            )
+            if demand <= 0 or room <= 0:
+                continue
+            used = sum(sum(tr.draws[d][k][p] for d in c.members) for k in range(start, end + 1)) / (
+                end + 1 - start
+            )
+            ratio = demand / room
+            if best is None or ratio > best[0]:
+                best = (ratio, used / min(room, demand))
+    return None if best is None else best[1]
+
+
+def _minimums_fit(
+    spec: PlantSpec,
+    tr: Trace,
+    constraints: list[tuple[_Constraint, int | None]],
+    i: int,
+    on: set[str],
+    first_draw: dict[str, int],
+) -> bool:
+    mins = {w.dev_id: w.min_ma for w in spec.wallboxes}
+    phases = {d: _budget_phases(spec, d, i >= first_draw[d]) for d in on}
+    for c, fixed in constraints:
+        limit = tr.main_limit[i] if fixed is None else fixed
+        for p in range(3):
+            load = max(0, tr.other[i][p]) if c.with_other else 0
+            load += _reserved(spec, c, p, tr.t[i])
+            load += sum(mins[d] for d in c.members if d in on and p in phases[d])
+            if load > limit - FIT_MARGIN_MA:
+                return False
+    return True
+
+
+def _budget_phases(spec: PlantSpec, dev_id: str, has_drawn: bool) -> tuple[int, ...]:
+    """The phases the core can know the EVSE uses: configured, or seen drawing; a car that
+    never drew counts on all three (as the core must assume)."""
+    w = next(w for w in spec.wallboxes if w.dev_id == dev_id)
+    if w.used_phases:
+        return tuple(grid_phase(w.rotation, k) for k in range(3) if w.used_phases >> k & 1)
+    if has_drawn:
+        return _car_phases(spec, dev_id)
+    return (0, 1, 2)
+
+
+def _in_force(
+    spec: PlantSpec, tr: Trace, changes: dict[str, list[tuple[float, Command]]]
+) -> dict[str, list[Command | None]]:
+    """The command in force at each step (as sent, not as applied), per EVSE."""
+    n = len(tr.t)
+    in_force: dict[str, list[Command | None]] = {}
+    for w in spec.wallboxes:
+        seq = changes.get(w.dev_id, [])
+        col: list[Command | None] = [None] * n
+        k = 0
+        cur: Command | None = None
+        for i in range(n):
+            while k < len(seq) and seq[k][0] <= tr.t[i] + 1e-9:
+                cur = seq[k][1]
+                k += 1
+            col[i] = cur
+        in_force[w.dev_id] = col
+    return in_force
+
+
+def _paused_while_fit(
+    spec: PlantSpec,
+    tr: Trace,
+    constraints: list[tuple[_Constraint, int | None]],
+    in_force: dict[str, list[Command | None]],
+) -> list[tuple[float, str, str]]:
+    dt = spec.dt_s
+    n = len(tr.t)
+    pause_min = {w.dev_id: w.pause_min_time_s for w in spec.wallboxes}
+    swap = round(1.0 / dt)
+    first_draw = {
+        d: next((i for i, x in enumerate(col) if any(x)), n) for d, col in tr.draws.items()
+    }
+    found: list[tuple[float, str, str]] = []
+    for w in spec.wallboxes:
+        if w.charging_rules:
+            continue  # its rules, not the limits, may ask for nothing
+        d = w.dev_id
+        paused_since: float | None = None
+        fit_since: float | None = None
+        reported = False
+        for i in range(1, n):
+            cmd, before = in_force[d][i], in_force[d][i - 1]
+            off = cmd is not None and cmd.offer_ma <= 0 and tr.wants[d][i]
+            if not off:
+                paused_since = fit_since = None
+                reported = False
+                continue
+            # The EVSEs on around this moment: a swap (one paused so that another starts,
+            # within a second) is a choice between minimums, not a pause while one fits.
+            on = {
+                e
+                for e in in_force
+                if e != d
+                and tr.plugged[e][i]
+                and any(
+                    (c := in_force[e][k]) is not None and c.offer_ma > 0
+                    for k in range(i - 1, min(n, i + swap + 1))
+                )
+            }
+            fits = _minimums_fit(spec, tr, constraints, i, on | {d}, first_draw)
+            if paused_since is None:
+                paused_since = tr.t[i]
+                if before is not None and before.offer_ma > 0 and fits:
+                    found.append((tr.t[i], d, "when it was paused"))
+                    reported = True
+            fit_since = (fit_since if fit_since is not None else tr.t[i]) if fits else None
+            if fits and not reported and fit_since is not None:
+                allowed = max(paused_since + pause_min[d], fit_since + RESUME_GRACE_S) + dt
+                if tr.t[i] > allowed + w.command_delay_s:
+                    found.append((tr.t[i], d, f"fits since {fit_since:.1f} s"))
+                    reported = True
+    return found
+
+
+def timeline(spec: PlantSpec, tr: Trace, every_s: float = 1.0) -> str:
+    """The run as a table, one row per `every_s`: true main current, each EVSE's draw
+    (grid phases, A) and offer, and the commands sent in between. For reading a failure."""
+    step = max(1, round(every_s / spec.dt_s))
+    changes = _changes(tr.commands)
+    rows = []
+    for i in range(0, len(tr.t), step):
+        t = tr.t[i]
+        main = list(tr.other[i])
+        for d in tr.draws:
+            for p in range(3):
+                main[p] += tr.draws[d][i][p]
+        cells = [f"{t:6.1f}", "main " + "/".join(f"{c / 1000:5.1f}" for c in main)]
+        cells.append(f"lim {tr.main_limit[i] / 1000:4.1f}")
+        for d in tr.draws:
+            draw = "/".join(f"{c / 1000:4.1f}" for c in tr.draws[d][i])
+            sent = [
+                f"{c.offer_ma / 1000:.1f}" for ct, c in changes.get(d, []) if t - every_s < ct <= t
+            ]
+            cells.append(
+                f"{d} {draw} off {tr.offers[d][i] / 1000:4.1f}"
+                + (f" cmd {','.join(sent)}" if sent else "")
+            )
+        rows.append("  ".join(cells))
+    return "\n".join(rows)
