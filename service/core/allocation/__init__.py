@@ -36,7 +36,11 @@ All currents are mA per grid phase. For every group *g* and phase:
 * non_evse(g): with a fresh grid-demand meter (role 3) placed in *g*: its reading minus what
   the EVSEs below *g* measurably draw. Without one: the consumption meters (role 1) placed in
   *g* plus non_evse of the groups directly below. Each is clamped at ≥ 0 per phase, so solar
-  export never lends budget. Several grid meters in one group are added up.
+  export never lends budget. Several grid meters in one group are added up. With
+  `params.load_hold_time` > 0 each group's non_evse is held at its highest figure of that
+  many seconds (budgets.hold_peaks): a rise counts at once, a fall after the hold. An EVSE's
+  draw is its state's currents, or `EvseInput.counted_current` (what it drew at the time of
+  the grid reading, as the control loop pairs them).
 * fixed(g): what EVSEs below *g* that the allocation cannot steer may draw, at their maximum
   current on their assumed phases: lost EVSEs (no fresh state, state 6 or com_err) and disabled
   EVSEs under `disable_policy` -1 (unless a fresh state shows no vehicle or an error).
@@ -48,13 +52,14 @@ and groups below. EVSEs below it get only their minimum current — or, when
 `params.grid_fail_current` > 0, share that many mA per phase (fixed loads included). Every
 group limit still holds. `grid_meter_lost` reports this for the main group.
 
-Overdraft: when the main grid meter shows a phase above `max_total_current`, the excess is
-subtracted from limit(0) for OVERDRAFT_HOLD_S seconds (the cFos documentation: 5 minutes, "to
-allow the fuse to cool down"). Every new excess restarts the hold; the larger of the held and
-the new amount applies. `Allocation.overdraft_cur` is the largest excess seen, for
-`params.overdraft_cur`: the caller writes it back into the params after each call. When the
-params come in lower than what was last returned (a user set it to 0 with set_params), the
-history is reset and an active reduction ends too.
+Overdraft: when the main grid meter shows a phase above `max_total_current` for longer than
+`overdraft_grace_s` (follow_time plus one cycle: cars still following a decrease are not a
+fuse to cool down), the excess is subtracted from limit(0) for OVERDRAFT_HOLD_S seconds (the
+cFos documentation: 5 minutes, "to allow the fuse to cool down"). Every new excess restarts
+the hold; the larger of the held and the new amount applies. `Allocation.overdraft_cur` is
+the largest excess seen, for `params.overdraft_cur`: the caller writes it back into the
+params after each call. When the params come in lower than what was last returned (a user
+set it to 0 with set_params), the history is reset and an active reduction ends too.
 
 EVSEs
 -----
@@ -92,7 +97,9 @@ and reported (`current`, `reason`), but the commands give every EVSE its maximum
 Solar figures for charging rules (totals over the three phases): production = the fresh
 production meters (role 2); surplus = what the EVSEs draw minus the main grid meter's reading
 (what would be exported without them), or without a grid meter production minus consumption
-meters, and 0 while the main grid meter is lost. Every EVSE's rules see the whole surplus.
+meters, and 0 while the main grid meter is lost. EVSEs whose rules charge from the
+production (modes 2-4) or the surplus (mode 5) share that pool (wishes.solar_pools, see
+solar_share.py); the others' rules see the whole figures.
 
 Soft meter: for EVSEs whose state has no `total_energy`, `Allocation.energy_wh` holds the
 energy since the previous call (power * elapsed time, the gap capped at `stale_after_s`).

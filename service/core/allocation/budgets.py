@@ -230,9 +230,7 @@ def held_loads(
     return held, kept
 
 
-def non_evse_loads(
-    tree: GroupTree, meters: Meters, draw_sub: list[list[int]]
-) -> list[list[int]]:
+def non_evse_loads(tree: GroupTree, meters: Meters, draw_sub: list[list[int]]) -> list[list[int]]:
     """Per group and grid phase, the load that is not an EVSE's, bottom-up: a fresh grid
     meter's reading minus what the EVSEs below draw, else the consumption meters plus the
     groups directly below. Never below 0 (export lends no budget)."""

@@ -150,9 +150,7 @@ class Memory:
     over_since: float | None = None
     # Per group id: the recent other-load figures (when, mA per grid phase), newest last;
     # the highest of those within params.load_hold_time is what budgets count.
-    load_peaks: Mapping[int, tuple[tuple[float, int, int, int], ...]] = field(
-        default_factory=dict
-    )
+    load_peaks: Mapping[int, tuple[tuple[float, int, int, int], ...]] = field(default_factory=dict)
 
     def evse(self, dev_id: str) -> EvseMemory:
         return self.evses.get(dev_id, EMPTY_EVSE_MEMORY)

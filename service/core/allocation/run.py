@@ -27,7 +27,7 @@ from service.core.allocation.model import (
 )
 from service.core.allocation.sessions import conclude
 from service.core.allocation.verdict import Site, Verdict, classify, refreshed
-from service.core.allocation.views import grid_draw
+from service.core.allocation.views import grid_draw, state_view
 from service.core.allocation.wishes import (
     Vehicle,
     Wish,
@@ -296,8 +296,8 @@ def _carried_over(
     config, _, old_view, orig, context, verdict = entry
     if st is None or old_view is None:
         return None
-    view = site.state_view(dev_id, st)
-    moved = refreshed(verdict, old_view, view, site.views[dev_id].rotation)
+    view = site.state_views[dev_id] = state_view(st)
+    moved = refreshed(verdict, old_view, view)
     if moved is not None:
         verdicts[dev_id] = (config, st, view, orig, context, moved)
     return moved

@@ -45,7 +45,6 @@ from service.core.allocation.views import (
     config_view,
     grid_draw,
     new,
-    same_verdict,
     soft_power,
     state_view,
 )
@@ -306,30 +305,35 @@ def _settled_memory(mem: EvseMemory, m2: EvseMemory) -> EvseMemory | None:
     return None if m2 == mem else m2
 
 
-def refreshed(verdict: Verdict, old: StateView, new_view: StateView, rotation: int) -> (
-    Verdict | None
-):
-    """A cached verdict carried over to a new state that only moved its measurements (see
-    views.same_verdict): what it draws and its power are the new state's. None: the new
-    state needs a verdict of its own."""
-    if not same_verdict(old, new_view):
+def refreshed(verdict: Verdict, old: StateView, new_view: StateView) -> Verdict | None:
+    """A cached verdict carried over to a new state, when that leaves what the allocation
+    decides for the EVSE as it was: only its measurements moved (currents, voltages, power),
+    not its state, error, RFID, metering, reported maximum or the phases it draws on. What
+    it draws and its power are the new state's. None: the new state needs a verdict of its
+    own."""
+    # Field by field, not by slices: this runs for every new state of a busy site.
+    if (
+        old[1] != new_view[1]
+        or old[5] != new_view[5]
+        or old[6] != new_view[6]
+        or old[8] != new_view[8]
+        or old[9] != new_view[9]
+        or old[10] != new_view[10]
+    ):
         return None
-    power = new_view.power
+    # Unpacked at once and rebuilt from slices, not read by name and _replace'd (Python-level
+    # calls): this runs for every new state of a busy site.
+    (g, _, _, _, _, _, rotation, fixed, _, result, vehicle, wish, demand, _) = verdict
+    _, _, c0, c1, c2, _, _, power, metered, _, _ = new_view
     watts = round(power)
-    # Rebuilt from slices, not by _replace (a Python-level call): this runs for every new
-    # state of a busy site.
-    wish = verdict.wish
     if wish is not None and wish[6] != watts:
         wish = new(Wish, (*wish[:6], watts, *wish[7:]))
-    result = verdict.result
     if result is not None and result[9] != watts:
         result = new(EvseResult, (*result[:9], watts, *result[10:]))
-    vehicle = verdict.vehicle
     if vehicle is not None:
         vehicle = new(Vehicle, (*vehicle[:7], power, *vehicle[8:]))
-    draw = grid_draw(rotation, new_view.c0, new_view.c1, new_view.c2)
     return new(
         Verdict,
-        (verdict.group, power, soft_power(power, new_view.metered), *draw, rotation,
-         verdict.fixed, None, result, vehicle, wish, verdict.demand, False),
+        (g, power, soft_power(power, metered), *grid_draw(rotation, c0, c1, c2), rotation,
+         fixed, None, result, vehicle, wish, demand, False),
     )  # fmt: skip

@@ -72,21 +72,6 @@ def state_view(st: EvseState) -> StateView:
     )  # fmt: skip
 
 
-def same_verdict(old: StateView, new: StateView) -> bool:
-    """Whether a new state leaves what the allocation decides for its EVSE as it was: only
-    its measurements moved (currents, voltages, power), not its state, error, RFID,
-    metering, reported maximum or the phases it draws on."""
-    # Field by field, not by slices: this runs for every new state of a busy site.
-    return (
-        old[1] == new[1]
-        and old[5] == new[5]
-        and old[6] == new[6]
-        and old[8] == new[8]
-        and old[9] == new[9]
-        and old[10] == new[10]
-    )
-
-
 def soft_power(power: float, metered: bool) -> float:
     """W the soft meter counts for an EVSE: its power when it reports no energy itself."""
     return power if power > 0 and not metered else 0.0

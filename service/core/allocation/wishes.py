@@ -169,15 +169,11 @@ def _ruled(
     evse_state: RuleState | None = None
     user_state: RuleState | None = None
     if cfg.charging_rules and not ov.evse_rules_disabled:
-        asked, evse_state = evaluate_rule_set(
-            cfg.charging_rules, ctx, minimum, mem.evse_rule, now
-        )
+        asked, evse_state = evaluate_rule_set(cfg.charging_rules, ctx, minimum, mem.evse_rule, now)
         if asked is not None and asked < target:
             target, limited = asked, True
     if user is not None and user.charging_rules and not ov.user_rules_disabled:
-        asked, user_state = evaluate_rule_set(
-            user.charging_rules, ctx, minimum, mem.user_rule, now
-        )
+        asked, user_state = evaluate_rule_set(user.charging_rules, ctx, minimum, mem.user_rule, now)
         if asked is not None and asked < target:
             target, limited = asked, True
     if mem.evse_rule != evse_state or mem.user_rule != user_state:
