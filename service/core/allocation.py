@@ -188,6 +188,10 @@ class EvseInput:
     # subtracted from, as the control loop pairs them (see control_law.counted_currents);
     # None: the state's own currents.
     counted_current: tuple[int, int, int] | None = None
+    # mA (summed over the phases) that counted_current holds beyond the paired report for a
+    # car ramping up (pairing.counted_current): it counts against other load, never as
+    # surplus.
+    ramp_credit: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -1011,6 +1015,10 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
     changed_mem: dict[str, EvseMemory] = {}
     energy: dict[str, float] = {}
     cons_power = 0.0
+    # What EVSEs that got no current in the last call still draw (a car that was just
+    # paused, seen in a report older than the grid reading): not counted as surplus, or a
+    # surplus car would restart from the grid at once and flap. Ramp credits neither.
+    idle_draw = 0
     dt = 0.0
     if memory.last_now is not None:
         dt = min(max(0.0, now - memory.last_now), stale)
@@ -1113,6 +1121,11 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 acc[0] += d0
                 acc[1] += d1
                 acc[2] += d2
+                if orig is None or not orig[_M_CHARGING]:
+                    # Not given current: what it still draws is no surplus (see below).
+                    idle_draw += d0 + d1 + d2
+                else:
+                    idle_draw += ev.ramp_credit
                 if entry is None:
                     if idle is not None:
                         results[dev_id] = idle
@@ -1194,15 +1207,14 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         gd = _grid_draw(rot, c0, c1, c2)
         paired = ev.counted_current
         acc = draw[g]
-        if paired is not None:
-            gc = _grid_draw(rot, *paired)
-            acc[0] += gc[0]
-            acc[1] += gc[1]
-            acc[2] += gc[2]
+        gc = _grid_draw(rot, *paired) if paired is not None else gd
+        acc[0] += gc[0]
+        acc[1] += gc[1]
+        acc[2] += gc[2]
+        if not mem.charging:
+            idle_draw += gc[0] + gc[1] + gc[2]
         else:
-            acc[0] += gd[0]
-            acc[1] += gd[1]
-            acc[2] += gd[2]
+            idle_draw += ev.ramp_credit
 
         if (s == 2 or s == 3 or s == 4) and (enabled or policy == 1):
             # Holds the EVSE's place so that results keep the input order.
@@ -1400,7 +1412,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         surplus = 0
         if meters.has_grid[0]:
             if not meters.grid_lost[0]:
-                surplus = max(0, sum(draw_sub[0]) - sum(meters.grid[0]))
+                surplus = max(0, sum(draw_sub[0]) - idle_draw - sum(meters.grid[0]))
         else:
             surplus = max(0, meters.production - sum(sum(c) for c in meters.cons))
         week_minute = minute_of_week(now, inp.utc_offset_s)
