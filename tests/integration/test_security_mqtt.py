@@ -201,3 +201,12 @@ def test_10_a_bridge_login_cannot_report_another_devices_state(broker: SecuredBr
         core.wait_for(f"{BASE}/devices/M1/state", own)
         assert core.got(f"{BASE}/devices/M2/state") == []
         assert core.got(f"{BASE}/bridges/http/status") == []
+
+
+def test_10_the_quick_start_keeps_its_open_broker_on_loopback() -> None:
+    """The embedded broker has no passwords (docs/security.md, "An open broker"): by default
+    it, and the API, listen on loopback only."""
+    fields = Settings.model_fields  # the defaults, whatever this environment sets
+    assert fields["mqtt_url"].default is None  # the embedded broker
+    assert fields["embedded_broker_host"].default == "127.0.0.1"
+    assert fields["http_host"].default == "127.0.0.1"
