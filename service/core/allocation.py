@@ -409,6 +409,11 @@ class _Shapes:
     context: _Context | None = None
 
 
+# One other-load figure kept for hold_peaks: when, mA per grid phase, and whether a ramp
+# credit went into it.
+LoadEntry = tuple[float, int, int, int, bool]
+
+
 @dataclass(frozen=True, slots=True)
 class Memory:
     """Everything carried from one call to the next; never changed, always returned anew."""
@@ -423,7 +428,7 @@ class Memory:
     over_since: float | None = None
     # Per group id: the recent other-load figures (when, mA per grid phase), newest last;
     # the highest of those within params.load_hold_time is what budgets count.
-    load_peaks: Mapping[int, tuple[tuple[float, int, int, int], ...]] = field(
+    load_peaks: Mapping[int, tuple[LoadEntry, ...]] = field(
         default_factory=dict
     )
     # Plain-tuple views of the EVSEs' configurations and states, made once per object and
@@ -816,23 +821,32 @@ def _overdraft(
 
 
 def hold_peaks(
-    history: tuple[tuple[float, int, int, int], ...],
+    history: tuple[LoadEntry, ...],
     load: Sequence[int],
     now: float,
     hold_s: float,
-) -> tuple[list[int], tuple[tuple[float, int, int, int], ...]]:
+    credited: bool = False,
+) -> tuple[list[int], tuple[LoadEntry, ...]]:
     """The highest other load per phase within the last `hold_s` seconds, and the history to
     keep. A new, higher load counts at once; a lower one only once the higher figures are
     older than `hold_s`. Meter noise and readings that a wallbox's next report has not yet
     caught up with would otherwise move the budgets, and with them the commands, at every
     reading (a meter that reads 0.3 A high for a second costs nothing; one that reads low
-    would hand out current that is not there)."""
-    entry = (now, int(load[0]), int(load[1]), int(load[2]))
+    would hand out current that is not there).
+
+    `credited`: the figure counts cars ramping up at their new command (pairing), so it may
+    be low by what they have yet to ramp. Such a figure never lowers the held load on its
+    own: the newest figure without a credit is kept beyond `hold_s` until another one comes,
+    so that ramps that follow one another for longer than `hold_s` lend no budget."""
+    entry: LoadEntry = (now, int(load[0]), int(load[1]), int(load[2]), credited)
+    plain = [h for h in history if not h[4] and h[0] <= now]
     kept = [h for h in history if now - h[0] < hold_s and h[0] <= now]
     if not kept or kept[-1][1:] != entry[1:]:
         kept.append(entry)
     # A bounded memory: the oldest go first (a burst of runs within one hold time).
     kept = kept[-32:]
+    if credited and plain and plain[-1] not in kept:
+        kept.insert(0, plain[-1])
     held = [max(h[1] for h in kept), max(h[2] for h in kept), max(h[3] for h in kept)]
     return held, tuple(kept)
 
@@ -1019,6 +1033,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
     # paused, seen in a report older than the grid reading): not counted as surplus, or a
     # surplus car would restart from the grid at once and flap. Ramp credits neither.
     idle_draw = 0
+    credited_in: set[int] = set()  # groups with an EVSE counted with a ramp credit
     dt = 0.0
     if memory.last_now is not None:
         dt = min(max(0.0, now - memory.last_now), stale)
@@ -1124,8 +1139,9 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 if orig is None or not orig[_M_CHARGING]:
                     # Not given current: what it still draws is no surplus (see below).
                     idle_draw += d0 + d1 + d2
-                else:
+                elif ev.ramp_credit:
                     idle_draw += ev.ramp_credit
+                    credited_in.add(p_group)
                 if entry is None:
                     if idle is not None:
                         results[dev_id] = idle
@@ -1213,8 +1229,9 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         acc[2] += gc[2]
         if not mem.charging:
             idle_draw += gc[0] + gc[1] + gc[2]
-        else:
+        elif ev.ramp_credit:
             idle_draw += ev.ramp_credit
+            credited_in.add(g)
 
         if (s == 2 or s == 3 or s == 4) and (enabled or policy == 1):
             # Holds the EVSE's place so that results keep the input order.
@@ -1382,12 +1399,17 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             bp[2] += ne[2]
 
     active, until, reported, over_since = _overdraft(params, memory, meters, now)
-    load_peaks: dict[int, tuple[tuple[float, int, int, int], ...]] = {}
+    load_peaks: dict[int, tuple[LoadEntry, ...]] = {}
     if params.load_hold_time > 0:
+        credited = {a for g in credited_in for a in tree.chains[g]}
         for g in range(n_groups):
             gid = tree.ids[g]
             non_evse[g], load_peaks[gid] = hold_peaks(
-                memory.load_peaks.get(gid, ()), non_evse[g], now, params.load_hold_time
+                memory.load_peaks.get(gid, ()),
+                non_evse[g],
+                now,
+                params.load_hold_time,
+                g in credited,
             )
 
     budgets = [0] * (cons_info.total * 3)

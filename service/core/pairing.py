@@ -24,6 +24,8 @@ Currents = tuple[int, int, int]
 Sample = tuple[float, Currents]  # (ts, EVSE-local currents in mA)
 NOTHING: Currents = (0, 0, 0)
 ROLE_GRID = 3
+# A phase drawing at least this much is one the car charges on (as phases.LEARN_THRESHOLD_MA).
+DRAWING_MA = 1000
 
 
 def paired_draw(samples: Sequence[Sample], reading_ts: float) -> Currents:
@@ -44,7 +46,8 @@ def counted_current(
     reading to pair with (the allocation then uses the EVSE's latest state).
 
     `ramping_to`: the command of an EVSE that was raised a moment ago and may still be
-    ramping up to it; it then counts at that command on the EVSE-local `phases` (bit mask).
+    ramping up to it; it then counts at that command on the phases it is seen drawing on
+    (at a start, when it draws nothing yet: the EVSE-local `phases`, a bit mask).
     A car ramping at 3 A/s draws up to 3 A more at the grid reading than its last report
     showed; taken for other load, every start would cut or pause the other cars. Counted at
     its command, the other load looks lower while the ramp lasts, and the allocation holds
@@ -58,6 +61,9 @@ def counted_current(
     if ramping_to is None:
         return drawn
     a, b, c = drawn
+    # The phases it is seen drawing on; at a start (nothing drawn yet) those it may use.
+    seen = (a >= DRAWING_MA) | (b >= DRAWING_MA) << 1 | (c >= DRAWING_MA) << 2
+    phases = seen or phases
     return (
         max(a, ramping_to) if phases & 1 else a,
         max(b, ramping_to) if phases & 2 else b,
