@@ -284,9 +284,10 @@ class ServiceState:
         groups = self.installation.groups
         time_of_group: dict[int, float | None] = {}
         params = self.installation.params
-        # A raised EVSE may still ramp for follow_time; its credit must stay within the
-        # other-load hold, which is what keeps it from lending budget (pairing).
-        ramp_window = min(params.follow_time, params.load_hold_time)
+        # A raised car starts within follow_time and may take as long again to ramp up (6 A
+        # at 1 A/s). The credit lends no budget: hold_peaks keeps the last figure made
+        # without one (pairing.counted_current). Without a hold there is no credit.
+        ramp_window = 2 * params.follow_time if params.load_hold_time > 0 else 0
         for dev_id, config in self.installation.devices.items():
             if not isinstance(config, EvseConfig):
                 continue
