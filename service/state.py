@@ -292,24 +292,37 @@ class ServiceState:
         times = pairing.grid_reading_times((m.config, m.state) for m in meters.values())
         groups = self.installation.groups
         time_of_group: dict[int, float | None] = {}
+        params = self.installation.params
+        # A raised car starts within follow_time and may take as long again to ramp up (6 A
+        # at 1 A/s). The credit lends no budget: hold_peaks keeps the last figure made
+        # without one (pairing.counted_current). Without a hold there is no credit.
+        ramp_window = 2 * params.follow_time if params.load_hold_time > 0 else 0
         for dev_id, config in self.installation.devices.items():
             if not isinstance(config, EvseConfig):
                 continue
             runtime = self.runtime.get(dev_id)
             state = runtime.state if runtime is not None else None
             counted = None
+            credit = 0
             if runtime is not None and isinstance(state, EvseState):
                 g = config.group
                 if g not in time_of_group:
                     time_of_group[g] = pairing.reading_time_for(g, groups, times)
                 counted = pairing.counted_current(
-                    runtime.samples, time_of_group[g], self.control.commanded(dev_id)
+                    runtime.samples,
+                    time_of_group[g],
+                    self.control.ramping_to(dev_id, now, ramp_window),
+                    config.used_phases or 7,
                 )
+                if counted is not None:
+                    plain = pairing.paired_draw(runtime.samples, time_of_group[g] or 0.0)
+                    credit = sum(counted) - sum(plain)
             evses[dev_id] = EvseInput(
                 config,
                 state if isinstance(state, EvseState) else None,
                 _age(runtime, now),
                 counted,
+                credit,
             )
         return AllocationInput(
             params=self.installation.params,

@@ -79,6 +79,7 @@ class EvseControl(NamedTuple):
     lingering: int = 0  # mA per phase it may still draw until it has followed the cut
     up_since: float | None = None  # since when the allocation has offered more
     charged: bool = False  # it has had current in this session: a new start is a resume
+    raised_at: float | None = None  # when the command was last raised
 
 
 NO_CONTROL = EvseControl()
@@ -91,10 +92,13 @@ class ControlMemory:
     def evse(self, dev_id: str) -> EvseControl:
         return self.evses.get(dev_id, NO_CONTROL)
 
-    def commanded(self, dev_id: str) -> int | None:
-        """The current last commanded to an EVSE, None before the first command."""
+    def ramping_to(self, dev_id: str, now: float, window_s: float) -> int | None:
+        """The command an EVSE was raised to less than `window_s` ago (it may still be
+        ramping up to it), else None (see pairing.counted_current)."""
         ctl = self.evses.get(dev_id)
-        return None if ctl is None else ctl.command
+        if ctl is None or ctl.raised_at is None or ctl.command <= 0:
+            return None
+        return ctl.command if now - ctl.raised_at < window_s else None
 
 
 @dataclass(slots=True)
@@ -300,9 +304,13 @@ def _remember(step: _Step, now: float) -> EvseControl:
     before = step.before
     changed_at = before.changed_at if step.command == before.command else now
     charged = (before.charged or step.command > 0) and step.result.reason != R_NO_VEHICLE
+    raised_at = now if step.command > before.command else before.raised_at
+    if step.command < before.command:
+        raised_at = None
     return EvseControl(
-        step.command, changed_at, step.lowered_at, step.lingering, step.up_since, charged
-    )
+        step.command, changed_at, step.lowered_at, step.lingering, step.up_since, charged,
+        raised_at,
+    )  # fmt: skip
 
 
 def _with_results(alloc: Allocation, results: Mapping[str, EvseResult]) -> Allocation:

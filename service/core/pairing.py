@@ -6,13 +6,9 @@ report newer than the grid reading shows more than the meter saw, and the differ
 be taken for negative other load, i.e. current that is not there (the demo's start measured
 26-27 A on its 25 A fuse that way). So every reading carries the time it was taken (`ts`),
 the core keeps each EVSE's recent samples, and the draw subtracted from a grid reading is
-the EVSE's newest sample taken at or before that reading, never a newer one. With no such
+the EVSE's newest sample taken at or before that reading, never a newer one (an EVSE
+ramping up to a new command counts at that command, see `counted_current`). With no such
 sample the EVSE counts as drawing nothing, which can only make the other load look larger.
-
-An EVSE whose last command was 0 (paused or switched off) counts as drawing nothing either:
-a paused car's old current, from a report older than the grid reading, must not count as
-surplus or free headroom (a surplus car would restart from the grid and flap). Whatever it
-still draws shows in the grid reading as other load, which errs on the safe side.
 
 An EVSE is paired with the grid meter of its own group or, without one, of the nearest
 group above it that has one.
@@ -28,6 +24,8 @@ Currents = tuple[int, int, int]
 Sample = tuple[float, Currents]  # (ts, EVSE-local currents in mA)
 NOTHING: Currents = (0, 0, 0)
 ROLE_GRID = 3
+# A phase drawing at least this much is one the car charges on (as phases.LEARN_THRESHOLD_MA).
+DRAWING_MA = 1000
 
 
 def paired_draw(samples: Sequence[Sample], reading_ts: float) -> Currents:
@@ -39,15 +37,38 @@ def paired_draw(samples: Sequence[Sample], reading_ts: float) -> Currents:
 
 
 def counted_current(
-    samples: Sequence[Sample], reading_ts: float | None, commanded: int | None
+    samples: Sequence[Sample],
+    reading_ts: float | None,
+    ramping_to: int | None = None,
+    phases: int = 7,
 ) -> Currents | None:
     """What the allocation subtracts from the grid reading for one EVSE; None: no grid
-    reading to pair with (the allocation then uses the EVSE's latest state)."""
-    if commanded == 0:
-        return NOTHING
+    reading to pair with (the allocation then uses the EVSE's latest state).
+
+    `ramping_to`: the command of an EVSE that was raised a moment ago and may still be
+    ramping up to it; it then counts at that command on the phases it is seen drawing on
+    (at a start, when it draws nothing yet: the EVSE-local `phases`, a bit mask).
+    A car ramping at 3 A/s draws up to 3 A more at the grid reading than its last report
+    showed; taken for other load, every start would cut or pause the other cars. Counted at
+    its command, the other load looks lower while the ramp lasts, and the allocation holds
+    the highest other load of the last `load_hold_time` seconds (hold_peaks), which reaches
+    back to before the raise: the ramp neither lowers the budget nor lends any. A real rise
+    of other load during the ramp shows as far as it exceeds what the ramp may explain, and
+    in full once the ramp is over (the caller bounds the ramp window by both times)."""
     if reading_ts is None:
         return None
-    return paired_draw(samples, reading_ts)
+    drawn = paired_draw(samples, reading_ts)
+    if ramping_to is None:
+        return drawn
+    a, b, c = drawn
+    # The phases it is seen drawing on; at a start (nothing drawn yet) those it may use.
+    seen = (a >= DRAWING_MA) | (b >= DRAWING_MA) << 1 | (c >= DRAWING_MA) << 2
+    phases = seen or phases
+    return (
+        max(a, ramping_to) if phases & 1 else a,
+        max(b, ramping_to) if phases & 2 else b,
+        max(c, ramping_to) if phases & 4 else c,
+    )
 
 
 def grid_reading_times(

@@ -68,8 +68,10 @@ async def read_body(request: web.Request, limit: int) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise ApiError(408, f"request body not received within {BODY_TIMEOUT_S:g} s") from None
-    except (aiohttp.ClientPayloadError, HttpProcessingError) as exc:
-        raise ApiError(400, f"malformed request body: {exc}") from None
+    except (aiohttp.ClientPayloadError, HttpProcessingError, ConnectionError) as exc:
+        # Also a client that went away mid-body: nobody reads this answer, but it must not
+        # count as the service's fault.
+        raise ApiError(400, f"malformed or incomplete request body: {exc}") from None
     return b"".join(chunks)
 
 

@@ -67,7 +67,6 @@ async def run(spec: PlantSpec) -> Trace:
     return await run_plant_async(spec)
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
 async def test_demo_start_never_takes_the_grid_above_the_fuse() -> None:
     """Issue: at start the grid meter read 26.0-27.0 A on the 25 A fuse (both cars were given
     12.5 A while the meter still showed 2 A). Two cars ramping at 3 A/s, 2 A other load:
@@ -107,7 +106,6 @@ async def test_demo_settles_within_15_s_then_stays_quiet() -> None:
     assert not found, "\n".join(found)
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
 async def test_a_lower_fuse_keeps_both_cars_charging_at_about_7_a() -> None:
     """Issue: after the fuse was lowered to 16 A with set_params, both cars were paused for
     their pause_min_time although 7 A each fits. Now both keep charging, at about 7 A, and
@@ -161,7 +159,6 @@ async def test_a_surplus_car_paused_by_a_cloud_does_not_flap() -> None:
     assert not on_at(tr, "E1", 120.0)
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
 async def test_two_surplus_wallboxes_share_the_surplus() -> None:
     """Issue: two wallboxes with a surplus rule (mode 5) each got the whole surplus, so
     together they imported as much from the grid as the surplus is (20 A -> 2 x 20 A). Both

@@ -6,8 +6,17 @@ from __future__ import annotations
 from dataclasses import replace
 
 from tests.plant.figures import compute
-from tests.plant.harness import run_plant_async
-from tests.plant.model import Car, CarSpec, Command, Curve, Wallbox, WallboxSpec
+from tests.plant.harness import SentCommand, Trace, run_plant_async
+from tests.plant.model import (
+    Car,
+    CarSpec,
+    Command,
+    Curve,
+    MeterSpec,
+    PlantSpec,
+    Wallbox,
+    WallboxSpec,
+)
 from tests.plant.plants import demo_plant, random_plant
 
 
@@ -111,3 +120,58 @@ async def test_the_figures_see_an_overload_the_core_is_told_not_to_prevent() -> 
     assert figures.seconds_over > 20
     assert any(e.disturbance is None for e in figures.episodes)
     assert figures.problems()
+
+
+def synthetic(
+    commands: list[tuple[float, int]], duration_s: float = 90.0
+) -> tuple[PlantSpec, Trace]:
+    """A one-wallbox plant and a trace in which its car wants to charge throughout and the
+    core sent `commands` (t, offered mA; 0 = paused); the car draws what is offered."""
+    spec = PlantSpec(
+        name="synthetic",
+        seed=0,
+        max_total_ma=25_000,
+        wallboxes=(WallboxSpec("E1", CarSpec(phases=3), used_phases=7),),
+        meters=(MeterSpec("M1", role=3),),
+        base_load=Curve.constant((2000, 2000, 2000)),
+        duration_s=duration_s,
+        dt_s=0.5,
+    )
+    trace = Trace()
+    sent = sorted(commands)
+    trace.commands = [SentCommand(t, "E1", Command(True, True, ma == 0, ma)) for t, ma in sent]
+    for k in range(int(duration_s / 0.5) + 1):
+        t = k * 0.5
+        offer = next((ma for ct, ma in reversed(sent) if ct <= t), 0)
+        trace.t.append(t)
+        trace.other.append((2000, 2000, 2000))
+        trace.main_limit.append(25_000)
+        trace.draws.setdefault("E1", []).append((offer, offer, offer))
+        trace.offers.setdefault("E1", []).append(offer)
+        trace.wants.setdefault("E1", []).append(True)
+        trace.plugged.setdefault("E1", []).append(True)
+    return spec, trace
+
+
+def test_settle_time_ends_at_the_last_change_beyond_the_deadband() -> None:
+    spec, trace = synthetic([(0.0, 6000), (5.0, 12_000), (10.0, 16_000), (12.0, 15_900)])
+    figures = compute(spec, trace)
+    assert figures.settle_s == ((0.0, 10.0),)  # the 100 mA change at 12 s is within 300 mA
+    assert figures.changes_per_min == {"E1": 0.0}
+
+
+def test_changes_in_steady_state_are_counted_per_minute() -> None:
+    spec, trace = synthetic([(0.0, 16_000), (40.0, 15_900), (50.0, 16_000), (70.0, 15_900)])
+    figures = compute(spec, trace)
+    # Steady from 30 s to 90 s: three changes in one minute.
+    assert figures.changes_per_min == {"E1": 3.0}
+    assert figures.problems()
+
+
+def test_a_pause_while_the_minimum_fits_is_found_and_one_that_is_needed_is_not() -> None:
+    spec, trace = synthetic([(0.0, 16_000), (20.0, 0)])
+    found = compute(spec, trace).paused_while_min_fit
+    assert [(t, d) for t, d, _ in found] == [(20.0, "E1")]
+    # The same pause with 20 A of other load: 6 A no longer fit beside it with 1 A to spare.
+    trace.other[:] = [(20_000, 20_000, 20_000)] * len(trace.t)
+    assert compute(spec, trace).paused_while_min_fit == ()

@@ -158,7 +158,6 @@ def test_no_evse_paused_while_its_minimum_fits(runs: Runs) -> None:
     assert not found, report(found, len(runs))
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
 @settings(
     max_examples=20,
     deadline=None,

@@ -174,14 +174,15 @@ async def test_9_a_flood_of_online_announces_at_most_twice_per_interval(
                 home._client.publish("homeassistant/status", b"online", qos=0)
             home.publish("homeassistant/status", b"online")  # QoS 1: the flood is out
             started = time.monotonic()
-            # One announcement at once or at the end of the window; then look for as long
-            # again: more than two announcements would show by then.
-            await asyncio.sleep(window + 2.0)
+            # Home Assistant is answered: one announcement, at once or when the window ends.
+            await eventually(lambda: configs(home) >= per_announce, "a re-announcement")
+            # Then look for one window more: any further announcement would show by then.
+            await asyncio.sleep(window + 1.0)
             seen = configs(home)
             elapsed = time.monotonic() - started
         print(f"{flood + 1} x online: {seen} discovery messages in {elapsed:.1f} s "
               f"({per_announce} per announcement)")
-        assert per_announce <= seen <= 2 * per_announce
+        assert seen <= 2 * per_announce
 
 
 # -- 10: a bridge reports its own devices only -----------------------------------------------
@@ -201,3 +202,12 @@ def test_10_a_bridge_login_cannot_report_another_devices_state(broker: SecuredBr
         core.wait_for(f"{BASE}/devices/M1/state", own)
         assert core.got(f"{BASE}/devices/M2/state") == []
         assert core.got(f"{BASE}/bridges/http/status") == []
+
+
+def test_10_the_quick_start_keeps_its_open_broker_on_loopback() -> None:
+    """The embedded broker has no passwords (docs/security.md, "An open broker"): by default
+    it, and the API, listen on loopback only."""
+    fields = Settings.model_fields  # the defaults, whatever this environment sets
+    assert fields["mqtt_url"].default is None  # the embedded broker
+    assert fields["embedded_broker_host"].default == "127.0.0.1"
+    assert fields["http_host"].default == "127.0.0.1"

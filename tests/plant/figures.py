@@ -6,7 +6,8 @@
 * an episode of excess is explained when it begins within the follow bound after a
   disturbance that raised the load (base load up, solar down, a limit lowered), ends within
   the follow bound after it, and is never larger than it would be with every car held at
-  what it drew just before the disturbance ("what the cars' old commands explain");
+  what it drew just before the disturbance, or at the highest command it may still have been
+  following then (those of its last delay: "what the cars' old commands explain");
 * settle time: from a disturbance until the last command change beyond SETTLE_DEADBAND_MA
   (or on/off) before the next one, provided the commands then stayed quiet for QUIET_S;
 * steady state: from SETTLE_BOUND_S after a disturbance to the next one; changes per minute
@@ -196,6 +197,10 @@ def compute(spec: PlantSpec, tr: Trace) -> Figures:
     raising = [d.t for d in disturbances if d.raises_load]
 
     # -- excess ----------------------------------------------------------------------------
+    car_phases = {w.dev_id: _car_phases(spec, w.dev_id) for w in spec.wallboxes}
+    lag_steps = {
+        w.dev_id: (0 if w.car is None else round(w.car.delay_s / dt) + 1) for w in spec.wallboxes
+    }
     over = [0] * n
     where_at = [""] * n
     unexplained = [0] * n
@@ -218,10 +223,17 @@ def compute(spec: PlantSpec, tr: Trace) -> Figures:
                 if base_i is None:
                     unexplained[i] = max(unexplained[i], excess)
                     continue
-                # The same constraint with every car held at its draw before the disturbance.
+                # The same constraint with every car held at what it drew before the
+                # disturbance, or at most the command it had then (a car may still be
+                # ramping up to it).
                 held = tr.other[i][p] if c.with_other else 0
                 for dev_id in c.members:
-                    held += min(tr.draws[dev_id][i][p], tr.draws[dev_id][base_i][p])
+                    before = tr.draws[dev_id][base_i][p]
+                    if p in car_phases[dev_id]:
+                        # A car still follows the offers of its last delay.
+                        first = max(0, base_i - lag_steps[dev_id])
+                        before = max(before, *tr.offers[dev_id][first : base_i + 1])
+                    held += min(tr.draws[dev_id][i][p], before)
                 unexplained[i] = max(unexplained[i], excess - max(0, held - limit))
     episodes: list[Episode] = []
     i = 0

@@ -621,3 +621,40 @@ def test_a_device_in_a_missing_group_is_refused(
         with_group, {"devices": [{"dev_id": "E1", "group": 9}]}, registry, USERS
     )
     refused(moved.installation, {"groups": []}, registry, "E1")
+
+
+# -- MQTT devices/{id}/set: operational fields only (issue 13, item 7) ------------------------
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"dev_type": "evse_powerbrain", "address": "10.0.0.9:502"},
+        {"address": "10.0.0.9:502"},
+        {"users": []},
+        {"fixed_rfid": "AB"},
+        {"group": 3},
+        {"failsafe_current": 32000},
+        {"max_charging_cur": 10000, "id": 7},  # one refused field refuses the whole set
+    ],
+)
+def test_mqtt_set_refuses_all_but_operational_fields(
+    inst: Installation, registry: DeviceTypeRegistry, patch: dict[str, Any]
+) -> None:
+    with pytest.raises(EditError, match="may not be changed over MQTT"):
+        apply_device_set(inst, "E1", patch, registry, USERS)
+
+
+def test_mqtt_set_takes_operational_fields(
+    inst: Installation, registry: DeviceTypeRegistry
+) -> None:
+    patch = {"dev_id": "E9", "max_charging_cur": 10000, "min_charging_cur": 7000, "prio": 2,
+             "device_enabled": False, "name": "Carport", "charging_rules": []}
+    edit = apply_device_set(inst, "E1", patch, registry, USERS)
+    device = edit.installation.devices["E1"]
+    assert isinstance(device, EvseConfig)
+    assert (device.max_charging_cur, device.prio, device.device_enabled) == (10000, 2, False)
+    with pytest.raises(EditError, match="may not be changed over MQTT"):
+        apply_device_set(inst, "M1", {"role": 1}, registry, USERS)
+    assert apply_device_set(inst, "M1", {"name": "Grid"}, registry, USERS).changed_devices == [
+        "M1"]

@@ -27,6 +27,7 @@ from service.core.models import (
     MeterConfig,
     MeterState,
     Params,
+    User,
 )
 from service.core.runtime import DeviceRuntime
 
@@ -338,3 +339,14 @@ def test_device_info_dispatches(registry: DeviceTypeRegistry) -> None:
     assert device_info(make_meter(), DeviceRuntime(), registry, NOW)["is_evse"] is False
     assert device_info(make_evse(), DeviceRuntime(), registry, NOW,
                        soft_meter_wh=10)["total_energy"] == 10
+
+
+def test_redaction_shows_a_user_by_name_never_by_id(registry: DeviceTypeRegistry) -> None:
+    info = evse_info(make_evse(), DeviceRuntime(), registry, NOW)
+    shown = User(id="6849319649", name="Anna", display=True)
+    hidden = User(id="1234567890", name="Bert", display=False)
+    users = {u.id: u for u in (shown, hidden)}
+    assert redact_device({**info, "user": shown.id}, users)["user"] == "Anna"
+    assert redact_device({**info, "user": hidden.id}, users)["user"] == ""
+    assert redact_device({**info, "user": "gone"}, users)["user"] == ""
+    assert redact_device({**info, "user": shown.id})["user"] == ""

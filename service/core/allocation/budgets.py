@@ -22,6 +22,7 @@ from service.core.allocation.model import (
     ROLE_GRID,
     ROLE_PRODUCTION,
     AllocationInput,
+    LoadEntry,
     Memory,
     MeterInput,
     fresh,
@@ -188,44 +189,59 @@ def overdraft(params: Params, memory: Memory, meters: Meters, now: float) -> Ove
     return Overdraft(active, until, max(params.overdraft_cur, overdraw), over_since)
 
 
-# Per group id: (when, mA per grid phase) of its recent other load, newest last.
-LoadPeaks = Mapping[int, tuple[tuple[float, int, int, int], ...]]
-
-
 def hold_peaks(
-    history: tuple[tuple[float, int, int, int], ...],
+    history: tuple[LoadEntry, ...],
     load: Sequence[int],
     now: float,
     hold_s: float,
-) -> tuple[list[int], tuple[tuple[float, int, int, int], ...]]:
+    credited: bool = False,
+) -> tuple[list[int], tuple[LoadEntry, ...]]:
     """The highest other load per phase within the last `hold_s` seconds, and the history to
     keep. A new, higher load counts at once; a lower one only once the higher figures are
     older than `hold_s`. Meter noise and readings that a wallbox's next report has not yet
     caught up with would otherwise move the budgets, and with them the commands, at every
     reading (a meter that reads 0.3 A high for a second costs nothing; one that reads low
-    would hand out current that is not there)."""
-    entry = (now, int(load[0]), int(load[1]), int(load[2]))
+    would hand out current that is not there).
+
+    `credited`: the figure counts cars ramping up at their new command (pairing), so it may
+    be low by what they have yet to ramp. Such a figure never lowers the held load on its
+    own: the newest figure without a credit is kept beyond `hold_s` until another one comes,
+    so that ramps that follow one another for longer than `hold_s` lend no budget."""
+    entry: LoadEntry = (now, int(load[0]), int(load[1]), int(load[2]), credited)
+    plain = [h for h in history if not h[4] and h[0] <= now]
     kept = [h for h in history if now - h[0] < hold_s and h[0] <= now]
     if not kept or kept[-1][1:] != entry[1:]:
         kept.append(entry)
     # A bounded memory: the oldest go first (a burst of runs within one hold time).
     kept = kept[-32:]
+    if credited and plain and plain[-1] not in kept:
+        kept.insert(0, plain[-1])
     held = [max(h[1] for h in kept), max(h[2] for h in kept), max(h[3] for h in kept)]
     return held, tuple(kept)
 
 
 def held_loads(
-    params: Params, tree: GroupTree, non_evse: list[list[int]], peaks: LoadPeaks, now: float
-) -> tuple[list[list[int]], dict[int, tuple[tuple[float, int, int, int], ...]]]:
+    params: Params,
+    tree: GroupTree,
+    non_evse: list[list[int]],
+    peaks: Mapping[int, tuple[LoadEntry, ...]],
+    credited_in: set[int],
+    now: float,
+) -> tuple[list[list[int]], dict[int, tuple[LoadEntry, ...]]]:
     """Per group, the other load held at its recent peak (params.load_hold_time; 0: the
-    load as measured now), and the peaks to remember."""
-    kept: dict[int, tuple[tuple[float, int, int, int], ...]] = {}
+    load as measured now), and the peaks to remember. `credited_in`: the groups with an
+    EVSE counted with a ramp credit; their figure, and those of the groups above, are
+    credited (see hold_peaks)."""
+    kept: dict[int, tuple[LoadEntry, ...]] = {}
     if params.load_hold_time <= 0:
         return non_evse, kept
+    credited = {a for g in credited_in for a in tree.chains[g]}
     held: list[list[int]] = []
     for g, load in enumerate(non_evse):
         gid = tree.ids[g]
-        peak, kept[gid] = hold_peaks(peaks.get(gid, ()), load, now, params.load_hold_time)
+        peak, kept[gid] = hold_peaks(
+            peaks.get(gid, ()), load, now, params.load_hold_time, g in credited
+        )
         held.append(peak)
     return held, kept
 
@@ -294,12 +310,13 @@ def group_budgets(
     return Budgets(slots, per_group, available)
 
 
-def solar_surplus(meters: Meters, draw_sub: list[list[int]]) -> int:
-    """The surplus the charging rules see (total over the phases): what the EVSEs draw minus
-    the main grid meter's reading, or without one production minus consumption; 0 while
-    the main grid meter is lost."""
+def solar_surplus(meters: Meters, draw_sub: list[list[int]], idle_draw: int) -> int:
+    """The surplus the charging rules see (total over the phases): what the EVSEs draw
+    (less `idle_draw`: what EVSEs given no current still draw, and ramp credits) minus the
+    main grid meter's reading, or without one production minus consumption; 0 while the
+    main grid meter is lost."""
     if meters.has_grid[0]:
         if meters.grid_lost[0]:
             return 0
-        return max(0, sum(draw_sub[0]) - sum(meters.grid[0]))
+        return max(0, sum(draw_sub[0]) - idle_draw - sum(meters.grid[0]))
     return max(0, meters.production - sum(sum(c) for c in meters.cons))

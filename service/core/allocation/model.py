@@ -77,6 +77,10 @@ class EvseInput:
     # subtracted from, as the control loop pairs them (see control_law.counted_currents);
     # None: the state's own currents.
     counted_current: tuple[int, int, int] | None = None
+    # mA (summed over the phases) that counted_current holds beyond the paired report for a
+    # car ramping up (pairing.counted_current): it counts against other load, never as
+    # surplus.
+    ramp_credit: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +134,21 @@ class EvseMemory(NamedTuple):
     stopped_at: float | None = None
 
 
+# EvseMemory fields read by position in hot loops: a NamedTuple field read by name is a
+# descriptor call. Literals, so that the type checker knows each field's type; the
+# assertion keeps them true.
+M_PAUSED_SINCE: Final = 2
+M_CHARGING: Final = 3
+assert EvseMemory._fields[2:4] == ("paused_since", "charging")
+
 EMPTY_EVSE_MEMORY: Final = EvseMemory()
 # The memory of an EVSE without a vehicle, shared by all of them.
 IDLE_MEMORY: Final = EvseMemory(last_state=STATE_NO_VEHICLE)
+
+
+# One other-load figure kept for hold_peaks: when, mA per grid phase, and whether a ramp
+# credit went into it.
+LoadEntry = tuple[float, int, int, int, bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +164,9 @@ class Memory:
     # Since when the main grid meter has shown more than max_total_current (None: it does
     # not); an overdraw counts only once it outlasts overdraft_grace_s.
     over_since: float | None = None
-    # Per group id: the recent other-load figures (when, mA per grid phase), newest last;
-    # the highest of those within params.load_hold_time is what budgets count.
-    load_peaks: Mapping[int, tuple[tuple[float, int, int, int], ...]] = field(default_factory=dict)
+    # Per group id: the recent other-load figures, newest last; the highest of those within
+    # params.load_hold_time is what budgets count.
+    load_peaks: Mapping[int, tuple[LoadEntry, ...]] = field(default_factory=dict)
 
     def evse(self, dev_id: str) -> EvseMemory:
         return self.evses.get(dev_id, EMPTY_EVSE_MEMORY)

@@ -17,6 +17,7 @@ from service.core.allocation.budgets import (
 )
 from service.core.allocation.cache import AllocationCache, Prepared
 from service.core.allocation.model import (
+    M_CHARGING,
     OBSERVED_AT_MAXIMUM,
     Allocation,
     AllocationInput,
@@ -78,15 +79,17 @@ def allocate(
     draw_sub = sum_subtrees(tree, survey.draw)
     over = overdraft(params, memory, meters, now)
     non_evse, load_peaks = held_loads(
-        params, tree, non_evse_loads(tree, meters, draw_sub), memory.load_peaks, now
-    )
+        params, tree, non_evse_loads(tree, meters, draw_sub), memory.load_peaks,
+        survey.credited, now,
+    )  # fmt: skip
     budgets = group_budgets(
         params, tree, context.constraints, non_evse, sum_subtrees(tree, survey.fixed),
         over.active,
     )  # fmt: skip
     # 4. The wishes that charging rules shape, now that the solar figures are known.
     if survey.deferred:
-        survey.wishes_with_rules(inp, site, meters, solar_surplus(meters, draw_sub))
+        surplus = solar_surplus(meters, draw_sub, survey.idle_draw)
+        survey.wishes_with_rules(inp, site, meters, surplus)
     # 5. Sharing: minimums by priority, then water-filling.
     currents = share(budgets.slots, survey.demands, params.max_imbalance)
     # 6. Sessions: reasons, pauses and results after sharing.
@@ -138,64 +141,58 @@ class Survey:
     deferred: list[Vehicle]  # vehicles whose wish the charging rules shape
     changed_mem: dict[str, EvseMemory]  # most runs change few EVSEs' memory
     energy: dict[str, float]
+    credited: set[int]  # groups with an EVSE counted with a ramp credit
     cons_power: float = 0.0
+    idle_draw: int = 0  # mA (Σ phases) drawn by EVSEs given no current in the last run
 
     @classmethod
     def empty(cls, n_groups: int, com_err: set[str]) -> Survey:
         return cls(
             [[0, 0, 0] for _ in range(n_groups)], [[0, 0, 0] for _ in range(n_groups)],
-            com_err, {}, [], [], [], [], [], {}, {},
+            com_err, {}, [], [], [], [], [], {}, {}, set(),
         )  # fmt: skip
 
     def take_verdicts(
         self, inp: AllocationInput, memory: Memory, site: Site, verdicts: dict[str, Prepared]
     ) -> None:
-        """Every EVSE's verdict, cached or made anew, added up. The hot loop of a run."""
+        """Every EVSE's verdict (cached or made anew, see found_verdicts), added up. The hot
+        loop of a run."""
+        found = found_verdicts(inp, memory, site, verdicts)
         old_get = memory.evses.get
-        verdicts_get = verdicts.get
-        stale = inp.stale_after_s
-        context = site.context
         elapsed = 0.0
         if memory.last_now is not None:
-            elapsed = min(max(0.0, site.now - memory.last_now), stale)
+            elapsed = min(max(0.0, site.now - memory.last_now), inp.stale_after_s)
         hours = elapsed / 3600
         draw, results, energy = self.draw, self.results, self.energy
         wishes, demand_of, demands = self.wishes, self.demand_of, self.demands
         slot_of = self.slot_of
         power_sum = 0.0
-        for dev_id, ev in inp.evses.items():
-            orig = old_get(dev_id)
-            age = ev.state_age_s
-            is_fresh = age is not None and age <= stale
-            entry = verdicts_get(dev_id)
-            verdict = None
-            # A cached verdict holds while what it was made from is the very same, and the
-            # state is still fresh.
-            if (
-                entry is not None
-                and is_fresh
-                and entry[0] is ev.config
-                and entry[3] is orig
-                and entry[4] is context
-            ):
-                verdict = entry[5]
-                if entry[1] is not ev.state:
-                    verdict = _carried_over(dev_id, entry, ev.state, site, verdicts)
-            if verdict is None:
-                verdict = _made(dev_id, ev.state, classify(dev_id, ev, orig, is_fresh, site),
-                                orig, site, verdicts)  # fmt: skip
+        idle_draw = 0
+        for (dev_id, ev), verdict in zip(inp.evses.items(), found, strict=True):
             (g, power, soft, d0, d1, d2, rotation, fixed, changed, result, vehicle, wish,
              demand, lost) = verdict  # fmt: skip
             power_sum += power
             if soft and hours:
                 energy[dev_id] = soft * hours
-            paired = ev.counted_current
-            if paired is not None and rotation >= 0:
-                d0, d1, d2 = grid_draw(rotation, *paired)
-            acc = draw[g]
-            acc[0] += d0
-            acc[1] += d1
-            acc[2] += d2
+            if rotation >= 0:
+                # What it draws, to tell it apart from other load: at the time of the grid
+                # reading, when the control loop paired them.
+                paired = ev.counted_current
+                if paired is not None:
+                    d0, d1, d2 = grid_draw(rotation, *paired)
+                acc = draw[g]
+                acc[0] += d0
+                acc[1] += d1
+                acc[2] += d2
+                orig = old_get(dev_id)
+                if orig is None or not orig[M_CHARGING]:
+                    # Not given current in the last run: what it still draws (a car just
+                    # paused) is no surplus, or a surplus car would restart from the grid.
+                    idle_draw += d0 + d1 + d2
+                elif ev.ramp_credit:
+                    # A ramp credit is no surplus either, and marks its group's load figure.
+                    idle_draw += ev.ramp_credit
+                    self.credited.add(g)
             if result is not None:
                 results[dev_id] = result
                 if fixed is not None or changed is not None or lost:
@@ -215,6 +212,7 @@ class Survey:
             else:
                 self.vehicle_wish(vehicle, site)
         self.cons_power = power_sum
+        self.idle_draw = idle_draw
 
     def _take_rest(
         self,
@@ -282,6 +280,40 @@ class Survey:
         if not wish.reason:
             demand = demand_for(vehicle, wish, minimum, site.now)
         self.add_wish(wish, demand, vehicle.slots)
+
+
+def found_verdicts(
+    inp: AllocationInput, memory: Memory, site: Site, verdicts: dict[str, Prepared]
+) -> list[Verdict]:
+    """Every EVSE's verdict, in input order: the cached one while what it was made from is
+    the very same and the state is still fresh, carried over to a new state that only moved
+    its measurements, else made anew (and cached when it may be)."""
+    old_get = memory.evses.get
+    verdicts_get = verdicts.get
+    stale = inp.stale_after_s
+    context = site.context
+    found: list[Verdict] = []
+    for dev_id, ev in inp.evses.items():
+        orig = old_get(dev_id)
+        age = ev.state_age_s
+        is_fresh = age is not None and age <= stale
+        entry = verdicts_get(dev_id)
+        verdict = None
+        if (
+            entry is not None
+            and is_fresh
+            and entry[0] is ev.config
+            and entry[3] is orig
+            and entry[4] is context
+        ):
+            verdict = entry[5]
+            if entry[1] is not ev.state:
+                verdict = _carried_over(dev_id, entry, ev.state, site, verdicts)
+        if verdict is None:
+            made = classify(dev_id, ev, orig, is_fresh, site)
+            verdict = _made(dev_id, ev.state, made, orig, site, verdicts)
+        found.append(verdict)
+    return found
 
 
 def _carried_over(

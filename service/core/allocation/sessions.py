@@ -9,9 +9,9 @@ missing or override C are not pauses: those EVSEs are commanded `charging_enable
 
 from __future__ import annotations
 
-from typing import Final
-
 from service.core.allocation.model import (
+    M_CHARGING,
+    M_PAUSED_SINCE,
     PAUSE_REASONS,
     R_AUTH,
     R_GRID_LOST,
@@ -28,13 +28,6 @@ from service.core.authorization import NO_OVERRIDES
 
 # A result with what it was made from: wish, current, observation mode.
 Settled = tuple[Wish, int, bool, EvseResult]
-
-# EvseMemory fields read by position in the loop below: a NamedTuple field read by name is
-# a descriptor call. Literals, so that the type checker knows each field's type; the
-# assertion keeps them true.
-_M_PAUSED_SINCE: Final = 2
-_M_CHARGING: Final = 3
-assert EvseMemory._fields[2:4] == ("paused_since", "charging")
 
 
 def conclude(
@@ -63,7 +56,7 @@ def conclude(
         results[wish[0]] = result
         old = wish[12]
         if mem is old:
-            if mem[_M_PAUSED_SINCE] is None:
+            if mem[M_PAUSED_SINCE] is None:
                 settled[wish[0]] = (wish, current, observe, result)
         elif mem != old:
             changed_mem[wish[0]] = mem
@@ -80,7 +73,7 @@ def _result(
     else:
         paused = reason in PAUSE_REASONS
     mem = _pause_memory(mem, current, paused, now)
-    since = mem[_M_PAUSED_SINCE]
+    since = mem[M_PAUSED_SINCE]
     ov = mem.overrides
     if observe:
         # Observation: every EVSE gets its maximum (the computed figures stay visible).
@@ -109,8 +102,8 @@ def _shared_reason(current: int, target: int, capped: bool) -> str:
 def _pause_memory(mem: EvseMemory, current: int, paused: bool, now: float) -> EvseMemory:
     """The pause bookkeeping after this run: charging, paused (since when, and when it
     stopped charging), or switched off. Returns `mem` itself when nothing changed."""
-    since = mem[_M_PAUSED_SINCE]
-    charging = mem[_M_CHARGING]
+    since = mem[M_PAUSED_SINCE]
+    charging = mem[M_CHARGING]
     if current > 0:
         if since is not None or not charging:
             return mem._replace(paused_since=None, charging=True, stopped_at=None)
