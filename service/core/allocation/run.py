@@ -21,6 +21,7 @@ from service.core.allocation.model import (
     OBSERVED_AT_MAXIMUM,
     Allocation,
     AllocationInput,
+    EvseInput,
     EvseMemory,
     EvseResult,
     Memory,
@@ -138,7 +139,7 @@ class Survey:
     demand_of: list[int]  # per wish: the index of its demand, -1 = it does not share
     slot_of: list[tuple[int, ...]]  # per wish: the constraint slots its EVSE loads
     demands: list[Demand]
-    deferred: list[Vehicle]  # vehicles whose wish the charging rules shape
+    deferred: list[tuple[Vehicle, int]]  # vehicles (and W) whose wish the rules shape
     changed_mem: dict[str, EvseMemory]  # most runs change few EVSEs' memory
     energy: dict[str, float]
     credited: set[int]  # groups with an EVSE counted with a ramp credit
@@ -155,22 +156,40 @@ class Survey:
     def take_verdicts(
         self, inp: AllocationInput, memory: Memory, site: Site, verdicts: dict[str, Prepared]
     ) -> None:
-        """Every EVSE's verdict (cached or made anew, see found_verdicts), added up. The hot
-        loop of a run."""
-        found = found_verdicts(inp, memory, site, verdicts)
+        """Every EVSE's verdict, cached or made anew, added up. The hot loop of a run."""
         old_get = memory.evses.get
+        verdicts_get = verdicts.get
+        stale = inp.stale_after_s
+        context = site.context
         elapsed = 0.0
         if memory.last_now is not None:
-            elapsed = min(max(0.0, site.now - memory.last_now), inp.stale_after_s)
+            elapsed = min(max(0.0, site.now - memory.last_now), stale)
         hours = elapsed / 3600
         draw, results, energy = self.draw, self.results, self.energy
         wishes, demand_of, demands = self.wishes, self.demand_of, self.demands
         slot_of = self.slot_of
         power_sum = 0.0
         idle_draw = 0
-        for (dev_id, ev), verdict in zip(inp.evses.items(), found, strict=True):
+        for dev_id, ev in inp.evses.items():
+            orig = old_get(dev_id)
+            age = ev.state_age_s
+            is_fresh = age is not None and age <= stale
+            entry = verdicts_get(dev_id)
+            # A cached verdict holds while what it was made from is the very same, and the
+            # state is still fresh.
+            if (
+                entry is not None
+                and is_fresh
+                and entry[1] is ev.state
+                and entry[0] is ev.config
+                and entry[3] is orig
+                and entry[4] is context
+            ):
+                verdict = entry[5]
+            else:
+                verdict = verdict_anew(dev_id, ev, orig, is_fresh, entry, site, verdicts)
             (g, power, soft, d0, d1, d2, rotation, fixed, changed, result, vehicle, wish,
-             demand, lost) = verdict  # fmt: skip
+             demand, slots, lost) = verdict  # fmt: skip
             power_sum += power
             if soft and hours:
                 energy[dev_id] = soft * hours
@@ -184,35 +203,38 @@ class Survey:
                 acc[0] += d0
                 acc[1] += d1
                 acc[2] += d2
-                orig = old_get(dev_id)
                 if orig is None or not orig[M_CHARGING]:
                     # Not given current in the last run: what it still draws (a car just
                     # paused) is no surplus, or a surplus car would restart from the grid.
                     idle_draw += d0 + d1 + d2
                 elif ev.ramp_credit:
                     # A ramp credit is no surplus either, and marks its group's load figure.
-                    idle_draw += ev.ramp_credit
-                    self.credited.add(g)
+                    self.credit(g, ev.ramp_credit)
             if result is not None:
                 results[dev_id] = result
                 if fixed is not None or changed is not None or lost:
                     self._take_rest(dev_id, g, fixed, changed, lost)
                 continue
             results[dev_id] = _PLACEHOLDER
-            assert vehicle is not None  # a verdict is a result or a vehicle
             if wish is not None:
                 # add_wish, inline: most vehicles come here in most runs.
                 wishes.append(wish)
-                slot_of.append(vehicle.slots)
+                slot_of.append(slots)
                 if demand is None:
                     demand_of.append(-1)
                 else:
                     demand_of.append(len(demands))
                     demands.append(demand)
             else:
-                self.vehicle_wish(vehicle, site)
+                self.vehicle_wish(vehicle, round(power), site)
         self.cons_power = power_sum
-        self.idle_draw = idle_draw
+        self.idle_draw += idle_draw
+
+    def credit(self, g: int, ramp_credit: int) -> None:
+        """An EVSE in group `g` counted with a ramp credit: no surplus, and its group's load
+        figure is credited (see budgets.held_loads)."""
+        self.idle_draw += ramp_credit
+        self.credited.add(g)
 
     def _take_rest(
         self,
@@ -242,14 +264,15 @@ class Survey:
             self.demand_of.append(len(self.demands))
             self.demands.append(demand)
 
-    def vehicle_wish(self, vehicle: Vehicle, site: Site) -> None:
-        """The wish of a vehicle made in this run: now, or after all EVSEs are read when
-        charging rules shape it."""
+    def vehicle_wish(self, vehicle: Vehicle | None, watts: int, site: Site) -> None:
+        """The wish of a vehicle (drawing `watts` now) made in this run: now, or after all
+        EVSEs are read when charging rules shape it."""
+        assert vehicle is not None  # a verdict is a result or a vehicle
         ctx = site.context
         if has_rules(vehicle, ctx.users):
-            self.deferred.append(vehicle)
+            self.deferred.append((vehicle, watts))
         else:
-            self._wish(vehicle, site, None)
+            self._wish(vehicle, watts, site, None)
 
     def wishes_with_rules(
         self, inp: AllocationInput, site: Site, meters: Meters, surplus: int
@@ -262,77 +285,56 @@ class Survey:
         from_production, from_surplus = solar_pools(
             self.deferred, site.context.users, production, surplus
         )
-        for vehicle in self.deferred:
+        for vehicle, watts in self.deferred:
             n = PHASE_COUNT[vehicle.local_mask]
             dev_id = vehicle.dev_id
             rules = RuleContext(
                 week_minute, vehicle.max_current, from_production.get(dev_id, production // n),
                 from_surplus.get(dev_id, surplus // n), site.variables,
             )  # fmt: skip
-            self._wish(vehicle, site, rules)
+            self._wish(vehicle, watts, site, rules)
 
-    def _wish(self, vehicle: Vehicle, site: Site, rules: RuleContext | None) -> None:
+    def _wish(self, vehicle: Vehicle, watts: int, site: Site, rules: RuleContext | None) -> None:
         ctx = site.context
         g = vehicle.group
         cons = ctx.constraints
-        wish, minimum = make_wish(vehicle, ctx.users, rules, cons.min_only[g], site.now)
+        wish, minimum = make_wish(vehicle, watts, ctx.users, rules, cons.min_only[g], site.now)
         demand = None
         if not wish.reason:
             demand = demand_for(vehicle, wish, minimum, site.now)
         self.add_wish(wish, demand, vehicle.slots)
 
 
-def found_verdicts(
-    inp: AllocationInput, memory: Memory, site: Site, verdicts: dict[str, Prepared]
-) -> list[Verdict]:
-    """Every EVSE's verdict, in input order: the cached one while what it was made from is
-    the very same and the state is still fresh, carried over to a new state that only moved
-    its measurements, else made anew (and cached when it may be)."""
-    old_get = memory.evses.get
-    verdicts_get = verdicts.get
-    stale = inp.stale_after_s
-    context = site.context
-    found: list[Verdict] = []
-    for dev_id, ev in inp.evses.items():
-        orig = old_get(dev_id)
-        age = ev.state_age_s
-        is_fresh = age is not None and age <= stale
-        entry = verdicts_get(dev_id)
-        verdict = None
-        if (
-            entry is not None
-            and is_fresh
-            and entry[0] is ev.config
-            and entry[3] is orig
-            and entry[4] is context
-        ):
-            verdict = entry[5]
-            if entry[1] is not ev.state:
-                verdict = _carried_over(dev_id, entry, ev.state, site, verdicts)
-        if verdict is None:
-            made = classify(dev_id, ev, orig, is_fresh, site)
-            verdict = _made(dev_id, ev.state, made, orig, site, verdicts)
-        found.append(verdict)
-    return found
-
-
-def _carried_over(
+def verdict_anew(
     dev_id: str,
-    entry: Prepared,
-    st: EvseState | None,
+    ev: EvseInput,
+    orig: EvseMemory | None,
+    is_fresh: bool,
+    entry: Prepared | None,
     site: Site,
     verdicts: dict[str, Prepared],
-) -> Verdict | None:
-    """A cached verdict carried over to a new state of its EVSE that only moved its
-    measurements; None when the new state needs a verdict of its own."""
-    config, _, old_view, orig, context, verdict = entry
-    if st is None or old_view is None:
-        return None
-    view = site.state_views[dev_id] = state_view(st)
-    moved = refreshed(verdict, old_view, view)
-    if moved is not None:
-        verdicts[dev_id] = (config, st, view, orig, context, moved)
-    return moved
+) -> Verdict:
+    """An EVSE's verdict when the cached one does not hold as it is. While its configuration,
+    memory and context are the very same and its state is fresh, a new state that only
+    moved its measurements carries it over (verdict.refreshed); else it is made anew (and
+    cached when it may be)."""
+    st = ev.state
+    if (
+        entry is not None
+        and is_fresh
+        and entry[0] is ev.config
+        and entry[3] is orig
+        and entry[4] is site.context
+        and st is not None
+        and entry[2] is not None
+    ):
+        view = site.state_views[dev_id] = state_view(st)
+        moved = refreshed(entry[5], entry[2], view)
+        if moved is not None:
+            verdicts[dev_id] = (entry[0], st, view, orig, entry[4], moved)
+            return moved
+    made = classify(dev_id, ev, orig, is_fresh, site)
+    return _made(dev_id, st, made, orig, site, verdicts)
 
 
 def _made(

@@ -107,7 +107,6 @@ class Site:
 
 # Positions of the fields that refreshed() rebuilds from slices (the assertion keeps them true).
 assert Wish._fields[6] == "watts" and EvseResult._fields[9] == "cur_charging_power"
-assert Vehicle._fields[7] == "power"
 
 
 class Verdict(NamedTuple):
@@ -128,6 +127,7 @@ class Verdict(NamedTuple):
     vehicle: Vehicle | None  # a vehicle that may ask for current
     wish: Wish | None  # its wish already made (no clock or rule goes into it)
     demand: Demand | None  # what that wish asks of sharing (None: it does not share)
+    slots: tuple[int, ...]  # the constraint slots a vehicle loads (its Vehicle's), else ()
     com_err: bool
 
 
@@ -150,7 +150,7 @@ def classify(
         result = EvseResult(
             False, False, False, 0, 0, 0, 0, 0, 0, 0, R_DISABLED, False, False, None, 0, 0
         )  # fmt: skip
-        return Verdict(0, *_NOTHING, None, None, result, None, None, None, False), False
+        return Verdict(0, *_NOTHING, None, None, result, None, None, None, (), False), False
     notes_before = len(site.notes)
     g = ctx.group_index.get(cv.group)
     if g is None:
@@ -207,7 +207,7 @@ def _lost(
     )  # fmt: skip
     changed = mem._replace(charging=False) if mem.charging else None
     fixed = _on_phases(gmask, max_cur)
-    return Verdict(g, *_NOTHING, fixed, changed, result, None, None, None, True)
+    return Verdict(g, *_NOTHING, fixed, changed, result, None, None, None, (), True)
 
 
 def _vehicle(
@@ -234,18 +234,20 @@ def _vehicle(
     slots = slots_for(g, gmask, constraints.chain[g], ctx.cells)
     vehicle = new(
         Vehicle,
-        (dev_id, cfg, m2, g, local, gmask, max_cur, power, not cv.enabled, orig, slots),
+        (dev_id, cfg, m2, g, local, gmask, max_cur, not cv.enabled, orig, slots),
     )  # fmt: skip
     wish = demand = None
     if not reads_the_clock(vehicle, ctx.users):
-        wish, minimum = make_wish(vehicle, ctx.users, None, constraints.min_only[g], site.now)
+        wish, minimum = make_wish(
+            vehicle, round(power), ctx.users, None, constraints.min_only[g], site.now
+        )
         if not wish.reason:
             demand = demand_for(vehicle, wish, minimum, site.now)
     draw = grid_draw(cv.rotation, sv.c0, sv.c1, sv.c2)
     return new(
         Verdict,
         (g, power, soft_power(power, sv.metered), *draw, cv.rotation, None, None, None,
-         vehicle, wish, demand, False),
+         vehicle, wish, demand, slots, False),
     )  # fmt: skip
 
 
@@ -289,7 +291,7 @@ def _not_sharing(
     return new(
         Verdict,
         (g, sv.power, soft_power(sv.power, sv.metered), *draw, cv.rotation, fixed,
-         _settled_memory(mem, m2), result, None, None, None, False),
+         _settled_memory(mem, m2), result, None, None, None, (), False),
     )  # fmt: skip
 
 
@@ -323,17 +325,15 @@ def refreshed(verdict: Verdict, old: StateView, new_view: StateView) -> Verdict 
         return None
     # Unpacked at once and rebuilt from slices, not read by name and _replace'd (Python-level
     # calls): this runs for every new state of a busy site.
-    (g, _, _, _, _, _, rotation, fixed, _, result, vehicle, wish, demand, _) = verdict
+    (g, _, _, _, _, _, rotation, fixed, _, result, vehicle, wish, demand, slots, _) = verdict
     _, _, c0, c1, c2, _, _, power, metered, _, _ = new_view
     watts = round(power)
     if wish is not None and wish[6] != watts:
         wish = new(Wish, (*wish[:6], watts, *wish[7:]))
     if result is not None and result[9] != watts:
         result = new(EvseResult, (*result[:9], watts, *result[10:]))
-    if vehicle is not None:
-        vehicle = new(Vehicle, (*vehicle[:7], power, *vehicle[8:]))
     return new(
         Verdict,
         (g, power, soft_power(power, metered), *grid_draw(rotation, c0, c1, c2), rotation,
-         fixed, None, result, vehicle, wish, demand, False),
+         fixed, None, result, vehicle, wish, demand, slots, False),
     )  # fmt: skip

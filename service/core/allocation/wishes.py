@@ -50,7 +50,6 @@ class Vehicle(NamedTuple):
     local_mask: int
     grid_mask: int
     max_current: int
-    power: float
     disabled_min: bool  # device disabled under disable_policy 1
     old: EvseMemory | None  # the memory the run began with
     slots: tuple[int, ...]  # the constraint slots it loads (constraint * 3 + grid phase)
@@ -98,13 +97,14 @@ def reads_the_clock(v: Vehicle, users: Mapping[str, User]) -> bool:
 
 def make_wish(
     v: Vehicle,
+    watts: int,
     users: Mapping[str, User],
     ctx: RuleContext | None,
     min_only: bool,
     now: float,
 ) -> tuple[Wish, int]:
-    """The wish of an EVSE with a vehicle, and its minimum. `ctx` None: its rules must not
-    matter (the caller made sure it has none that apply)."""
+    """The wish of an EVSE with a vehicle that draws `watts` now, and its minimum. `ctx`
+    None: its rules must not matter (the caller made sure it has none that apply)."""
     cfg = v.config
     mem = v.memory
     minimum = effective_minimum(cfg)
@@ -137,7 +137,7 @@ def make_wish(
     wish = new(
         Wish,
         (v.dev_id, cfg.device_enabled, mem, v.local_mask, v.grid_mask, v.max_current,
-         round(v.power), target, reason, needs_auth, capped_min, user_id, v.old),
+         watts, target, reason, needs_auth, capped_min, user_id, v.old),
     )  # fmt: skip
     return wish, minimum
 
@@ -223,13 +223,16 @@ def solar_modes(v: Vehicle, users: Mapping[str, User]) -> tuple[bool, bool]:
 
 
 def solar_pools(
-    deferred: Sequence[Vehicle], users: Mapping[str, User], production: int, surplus: int
+    deferred: Sequence[tuple[Vehicle, int]],
+    users: Mapping[str, User],
+    production: int,
+    surplus: int,
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Per EVSE charging from it: its share of the production and of the surplus, mA per
     phase (see solar_share). EVSEs not listed see the whole figures."""
     by_production: list[tuple[Vehicle, SolarCandidate]] = []
     by_surplus: list[tuple[Vehicle, SolarCandidate]] = []
-    for v in deferred:
+    for v, _ in deferred:
         uses_production, uses_surplus = solar_modes(v, users)
         c = SolarCandidate(v.dev_id, PHASE_COUNT[v.local_mask], effective_minimum(v.config))
         if uses_production:
