@@ -192,6 +192,10 @@ class EvseInput:
     # car ramping up (pairing.counted_current): it counts against other load, never as
     # surplus.
     ramp_credit: int = 0
+    # Its draw at the grid reading is not known well: it ramps up to a raised command or
+    # follows a cut (control_law). Other-load figures made with it are not trusted to lower
+    # the held other load (hold_peaks).
+    in_transition: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -834,10 +838,12 @@ def hold_peaks(
     reading (a meter that reads 0.3 A high for a second costs nothing; one that reads low
     would hand out current that is not there).
 
-    `credited`: the figure counts cars ramping up at their new command (pairing), so it may
-    be low by what they have yet to ramp. Such a figure never lowers the held load on its
-    own: the newest figure without a credit is kept beyond `hold_s` until another one comes,
-    so that ramps that follow one another for longer than `hold_s` lend no budget."""
+    `credited`: the figure was made while a car ramped up to a raised command (counted at
+    that command, pairing) or followed a cut (its last report, older than the reading, may
+    show more than it drew then), so it may be low by what they have yet to ramp. Such a
+    figure never lowers the held load on its own: the newest figure made without one is
+    kept beyond `hold_s` until another one comes, so that transitions that follow one
+    another for longer than `hold_s` lend no budget."""
     entry: LoadEntry = (now, int(load[0]), int(load[1]), int(load[2]), credited)
     plain = [h for h in history if not h[4] and h[0] <= now]
     kept = [h for h in history if now - h[0] < hold_s and h[0] <= now]
@@ -1033,7 +1039,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
     # paused, seen in a report older than the grid reading): not counted as surplus, or a
     # surplus car would restart from the grid at once and flap. Ramp credits neither.
     idle_draw = 0
-    credited_in: set[int] = set()  # groups with an EVSE counted with a ramp credit
+    credited_in: set[int] = set()  # groups with an EVSE in transition (see EvseInput)
     dt = 0.0
     if memory.last_now is not None:
         dt = min(max(0.0, now - memory.last_now), stale)
@@ -1139,8 +1145,9 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 if orig is None or not orig[_M_CHARGING]:
                     # Not given current: what it still draws is no surplus (see below).
                     idle_draw += d0 + d1 + d2
-                elif ev.ramp_credit:
+                else:
                     idle_draw += ev.ramp_credit
+                if ev.in_transition:
                     credited_in.add(p_group)
                 if entry is None:
                     if idle is not None:
@@ -1229,8 +1236,9 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         acc[2] += gc[2]
         if not mem.charging:
             idle_draw += gc[0] + gc[1] + gc[2]
-        elif ev.ramp_credit:
+        else:
             idle_draw += ev.ramp_credit
+        if ev.in_transition:
             credited_in.add(g)
 
         if (s == 2 or s == 3 or s == 4) and (enabled or policy == 1):

@@ -92,6 +92,16 @@ class ControlMemory:
     def evse(self, dev_id: str) -> EvseControl:
         return self.evses.get(dev_id, NO_CONTROL)
 
+    def following(self, dev_id: str, now: float, window_s: float) -> bool:
+        """Whether an EVSE was cut less than `window_s` ago and has not been seen to follow."""
+        ctl = self.evses.get(dev_id)
+        return (
+            ctl is not None
+            and ctl.lowered_at is not None
+            and ctl.lingering > 0
+            and now - ctl.lowered_at < window_s
+        )
+
     def ramping_to(self, dev_id: str, now: float, window_s: float) -> int | None:
         """The command an EVSE was raised to less than `window_s` ago (it may still be
         ramping up to it), else None (see pairing.counted_current)."""
