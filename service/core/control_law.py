@@ -38,7 +38,9 @@ from service.core.allocation import (
     R_NO_VEHICLE,
     Allocation,
     AllocationInput,
+    EvseMemory,
     EvseResult,
+    Memory,
     effective_minimum,
 )
 from service.core.models import Params
@@ -151,7 +153,26 @@ def govern(
     for step in steps:
         results[step.dev_id] = _commanded(step)
         kept[step.dev_id] = _remember(step, now)
-    return _with_results(alloc, results), ControlMemory(kept)
+    return _with_results(alloc, results, _held_back(alloc, steps)), ControlMemory(kept)
+
+
+def _held_back(alloc: Allocation, steps: Iterable[_Step]) -> Memory:
+    """The allocation's memory, told which EVSEs it gave current are still held at 0.
+
+    The allocation notes that an EVSE charges when it gives it current; held back from
+    starting, it does not. Else the allocation's next pause of it would count as a stop
+    after charging and hold it for its pause_min_time (a car that never charged waited 30 s
+    for its first current), and ties would go to it as if it charged."""
+    memory = alloc.memory
+    changed: dict[str, EvseMemory] = {}
+    for step in steps:
+        if step.command == 0 and step.offered > 0:
+            mem = memory.evses.get(step.dev_id)
+            if mem is not None and mem.charging and not step.before.charged:
+                changed[step.dev_id] = mem._replace(charging=False)
+    if not changed:
+        return memory
+    return replace(memory, evses={**memory.evses, **changed})
 
 
 def _observed(alloc: Allocation, memory: ControlMemory, now: float) -> ControlMemory:
@@ -323,6 +344,8 @@ def _remember(step: _Step, now: float) -> EvseControl:
     )  # fmt: skip
 
 
-def _with_results(alloc: Allocation, results: Mapping[str, EvseResult]) -> Allocation:
-    return replace(alloc, evses=results)
+def _with_results(
+    alloc: Allocation, results: Mapping[str, EvseResult], memory: Memory
+) -> Allocation:
+    return replace(alloc, evses=results, memory=memory)
 
