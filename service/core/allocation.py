@@ -40,8 +40,8 @@ EVSEs
 Only EVSEs with a vehicle (state 2, 3, 4) that are authorised, not switched off by override C,
 and whose target reaches their minimum ask for current; state 1 (no vehicle) gets 0 but stays
 enabled, state 5 (error) gets 0. Target = the maximum current
-(`max_charging_cur`; an expression is evaluated when trivial, else the EVSE's reported
-`max_charging_current` or 16 A is used and reported) capped by the EVSE's reported
+(`max_charging_cur`; an expression is evaluated when trivial, else the EVSE's minimum is
+used, fail safe, and reported in notes) capped by the EVSE's reported
 `max_charging_current`, the override `mamps` and the charging rules (see charging_rules). The
 minimum is `min_charging_cur`, raised to `battery_save_threshold`: an EVSE that cannot get that
 much pauses instead of charging slowly (a minimum of 0 counts as 1 mA). Phases: see phases.py;
@@ -503,7 +503,9 @@ def _fresh(state: EvseState | MeterState | None, age: float | None, stale: float
 def resolve_max_current(
     config: EvseConfig, state: EvseState | None, variables: Mapping[str, float]
 ) -> tuple[int, bool]:
-    """An EVSE's maximum current and whether a fallback replaced its expression."""
+    """An EVSE's maximum current and whether a fallback replaced its expression. An
+    expression that cannot be evaluated fails safe: the EVSE's minimum (it once became a
+    fixed 16 A, whatever the expression meant to allow)."""
     raw = config.max_charging_cur
     fallback = False
     if isinstance(raw, int):
@@ -512,13 +514,19 @@ def resolve_max_current(
         evaluated = evaluate_expression(raw, variables)
         if evaluated is None:
             fallback = True
-            reported = state.max_charging_current if state is not None else None
-            value = reported if reported else FALLBACK_MAX_CURRENT
+            value = effective_minimum(config)
         else:
             value = evaluated
     if state is not None and state.max_charging_current:
         value = min(value, state.max_charging_current)
     return max(0, min(value, MAX_EVSE_CURRENT)), fallback
+
+
+def _max_note(dev_id: str, config: EvseConfig, max_cur: int) -> str:
+    return (
+        f"{dev_id}: max_charging_cur {config.max_charging_cur!r} cannot be evaluated; "
+        f"using its minimum, {max_cur} mA"
+    )
 
 
 def effective_minimum(config: EvseConfig) -> int:
@@ -1196,7 +1204,11 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             com_err.add(dev_id)
             max_cur, fallback = resolve_max_current(cfg, st, variables)
             if fallback:
-                notes.append(f"{dev_id}: max_charging_cur not evaluated; using {max_cur} mA")
+                notes.append(_max_note(dev_id, cfg, max_cur))
+                # Counted as load, the unknown maximum of an EVSE that may still draw is not
+                # its minimum: what it reports, else 16 A.
+                reported = st.max_charging_current if st is not None else None
+                max_cur = max(max_cur, reported or FALLBACK_MAX_CURRENT)
             local = assumed_mask(used_phases, rfids.phases(mem.auth), mem.learned_phases)
             gmask = GRID_MASK[rot][local]
             acc = fixed[g]
@@ -1249,7 +1261,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             else:
                 max_cur, fallback = resolve_max_current(cfg, st, variables)
                 if fallback:
-                    notes.append(f"{dev_id}: max_charging_cur not evaluated; using {max_cur} mA")
+                    notes.append(_max_note(dev_id, cfg, max_cur))
             auth = m2.auth
             local = used_phases
             if auth is not None and auth.rfid is not None:
@@ -1347,7 +1359,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             # (not in state 1 or 5).
             max_cur, fallback = resolve_max_current(cfg, st, variables)
             if fallback:
-                notes.append(f"{dev_id}: max_charging_cur not evaluated; using {max_cur} mA")
+                notes.append(_max_note(dev_id, cfg, max_cur))
             counted = 0
             if s == 2 or s == 3 or s == 4:
                 counted = max_cur
