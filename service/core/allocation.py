@@ -1515,10 +1515,12 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             mem = mem._replace(paused_since=None, charging=False)
         since = mem[_M_PAUSED_SINCE]
         ov = mem[_M_OVERRIDES]
+        enabled_cmd = reason != R_AUTH and reason != R_OVERRIDE
         if observe:
-            enabled_cmd, paused_cmd, current_cmd = True, False, max_cur
+            # Observation does not steer the current, but access control still holds: an
+            # EVSE waiting for a PIN/RFID or switched off by override C stays off.
+            paused_cmd, current_cmd = False, max_cur if enabled_cmd else 0
         else:
-            enabled_cmd = reason != R_AUTH and reason != R_OVERRIDE
             paused_cmd, current_cmd = paused, current
         result = results[dev_id] = _new(
             EvseResult,
@@ -1536,10 +1538,14 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             changed_mem[dev_id] = mem
 
     if observe:
-        # Observation: every EVSE gets its maximum (the computed figures stay visible).
+        # Observation: every EVSE gets its maximum (the computed figures stay visible),
+        # except one with users that no user's session authorises (a car plugging in must
+        # not charge before its card is shown).
         for dev_id, res in results.items():
             if res.reason in (R_NO_VEHICLE, R_ERROR, R_COM_ERR, R_DISABLED):
                 ev = inp.evses[dev_id]
+                if ev.config.users and res.user_id is None:
+                    continue
                 max_cur, _ = resolve_max_current(ev.config, ev.state, variables)
                 results[dev_id] = res._replace(
                     charging_enabled=True, paused=False, charging_current=max_cur
