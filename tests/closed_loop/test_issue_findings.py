@@ -81,7 +81,6 @@ async def test_demo_start_never_takes_the_grid_above_the_fuse() -> None:
     assert not worst, f"(seed, peak mA) above {DEMO_FUSE_MA}: {worst}"
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
 async def test_demo_settles_within_15_s_then_stays_quiet() -> None:
     """Issue: 136 command changes per minute, limits swinging between 7 and 12 A. The demo
     settles within 15 s (no change beyond 300 mA after that) and then changes each command
@@ -128,7 +127,6 @@ async def test_a_lower_fuse_keeps_both_cars_charging_at_about_7_a() -> None:
     assert not late, f"over 16 A later than {bound:.1f} s after the change: {late[:5]}"
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
 async def test_an_http_input_evse_that_never_reports_makes_no_on_off_cycle() -> None:
     """Issue: after adding an HTTP-input EVSE that never reports (it counts at its maximum,
     16 A per phase: 7 A are left), both cars went into a cycle, ~1 s of current, then 10 s
