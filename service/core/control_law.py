@@ -263,11 +263,13 @@ def _keep_small_cuts(steps: Iterable[_Step], budgets: Sequence[int], usage: list
         if not step.small_cut:
             continue
         old = step.before.command
-        extra = old - max(step.command, step.lingering)
-        if extra > 0 and _room(step.slots, budgets, usage) < extra:
+        # `usage` holds this EVSE at the higher of its new command and what it may still
+        # draw; keeping the old command adds the rest.
+        extra = max(0, old - max(step.command, step.lingering))
+        if _room(step.slots, budgets, usage) < extra:
             continue  # a limit needs the cut
         for s in step.slots:
-            usage[s] += max(0, extra)
+            usage[s] += extra
         step.command = old
         step.lingering = step.before.lingering
         step.lowered_at = step.before.lowered_at
