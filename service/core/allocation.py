@@ -367,6 +367,25 @@ def _grid_draw(rotation: int, c0: int, c1: int, c2: int) -> tuple[int, int, int]
     return out[0], out[1], out[2]
 
 
+# How far a reported draw may exceed the EVSE's maximum before it is a fault: meters and
+# cars are not exact (10 %, at least 1 A).
+DRAW_TOLERANCE_MA: Final = 1000
+
+
+def _draw_limit(static_max: int | None, reported_max: int | None) -> int:
+    """An EVSE's maximum as the draw check sees it: `max_charging_cur` (80 A when given as
+    an expression), capped by the maximum the EVSE reports (as resolve_max_current does)."""
+    limit = MAX_EVSE_CURRENT if static_max is None else static_max
+    if reported_max and reported_max < limit:
+        limit = reported_max
+    return limit
+
+
+def _draw_bound(limit: int) -> int:
+    """The most an EVSE with that maximum can be drawing on a phase, with the tolerance."""
+    return limit + max(DRAW_TOLERANCE_MA, limit // 10)
+
+
 def _refreshed(pre: _Prepared, old: _StateView, new: _StateView) -> _Prepared | None:
     """A prepared entry carried over to a new state, when that leaves what the allocation
     decides for the EVSE as it was: only its measurements moved (currents, voltages, power),
@@ -384,7 +403,20 @@ def _refreshed(pre: _Prepared, old: _StateView, new: _StateView) -> _Prepared | 
         return None
     (config, _, memory, context, group, _, _, _, _, _, demand, entry, idle, rotation,
      vehicle) = pre  # fmt: skip
-    state, _, c0, c1, c2, _, _, power, metered, _, _ = new
+    state, _, c0, c1, c2, _, _, power, metered, reported_max, _ = new
+    peak = max(c0, c1, c2)
+    if peak > DRAW_TOLERANCE_MA:
+        # A draw its maximum cannot explain takes the long way (see allocate). The maximum
+        # of a prepared vehicle is at hand; an idle EVSE rarely draws.
+        if entry is not None:
+            limit = entry[5]
+        elif vehicle is not None:
+            limit = vehicle.max_current
+        else:
+            raw = config.max_charging_cur
+            limit = _draw_limit(raw if isinstance(raw, int) else None, reported_max)
+        if peak > _draw_bound(limit):
+            return None
     watts = round(power)
     if entry is not None and entry[6] != watts:
         e0, e1, e2, e3, e4, e5, _, e7, e8, e9, e10, e11, e12 = entry
@@ -1199,7 +1231,20 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             sv = state_views.get(dev_id)
             if sv is None or sv.state is not st:
                 sv = state_views[dev_id] = _state_view(st)
-        if sv is None or age is None or age > stale or sv.bad:
+        # A draw that its maximum cannot explain is a fault, not a credit against the grid
+        # reading (one that reported 60 A while drawing 6 A cancelled real load).
+        unexplained = False
+        if sv is not None:
+            peak = max(sv[2], sv[3], sv[4])
+            if peak > DRAW_TOLERANCE_MA:
+                bound = _draw_bound(_draw_limit(static_max, sv[9]))
+                if peak > bound:
+                    unexplained = True
+                    notes.append(
+                        f"{dev_id}: reports {peak} mA on a phase, more than its maximum "
+                        f"explains (at most {bound} mA); counted as lost, at its maximum"
+                    )
+        if sv is None or age is None or age > stale or sv.bad or unexplained:
             # Lost: assume it draws its maximum on the phases it may use.
             com_err.add(dev_id)
             max_cur, fallback = resolve_max_current(cfg, st, variables)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service.core.allocation import AllocationInput, Memory
+from service.core.allocation import AllocationInput, EvseInput, Memory
+from service.core.models import EvseConfig, EvseState
 from service.core.phases import GRID_MASK
 
 VEHICLE = (2, 3, 4)
@@ -55,12 +56,36 @@ def fresh(state: object, age: float | None, stale: float) -> bool:
     )
 
 
+def explained(config: EvseConfig, state: EvseState) -> bool:
+    """Whether the EVSE's maximum (80 A for an expression, capped by the maximum it reports)
+    plus 10 % (at least 1 A) explains the largest current it reports."""
+    raw = config.max_charging_cur
+    limit = raw if isinstance(raw, int) else 80_000
+    if state.max_charging_current and state.max_charging_current < limit:
+        limit = state.max_charging_current
+    return max(state.current) <= limit + max(1000, limit // 10)
+
+
+def trusted(ev: EvseInput, stale: float) -> bool:
+    """An EVSE the allocation trusts: a fresh state whose draw its maximum explains (else it
+    counts as lost)."""
+    return (
+        ev.state is not None
+        and fresh(ev.state, ev.state_age_s, stale)
+        and explained(ev.config, ev.state)
+    )
+
+
+def measured(state: EvseState) -> int:
+    return sum(1 << i for i, c in enumerate(state.current) if c >= 1000)
+
+
 def learned_mask(inp: AllocationInput, memory: Memory, dev_id: str) -> int:
     """Phases the allocation knows for an EVSE after this call's measurements."""
     ev = inp.evses[dev_id]
     prev = memory.evse(dev_id)
     st = ev.state
-    if st is not None and fresh(st, ev.state_age_s, inp.stale_after_s):
+    if st is not None and trusted(ev, inp.stale_after_s):
         if st.state in (3, 4):
             measured = sum(1 << i for i, c in enumerate(st.current) if c >= 1000)
             if measured:
@@ -129,7 +154,7 @@ def budgets(inp: AllocationInput, memory: Memory, overdraft_active: int) -> Budg
         if st is not None and st.max_charging_current:
             max_cur = min(max_cur, st.max_charging_current)
         max_cur = max(0, min(max_cur, 80_000))
-        if not fresh(st, ev.state_age_s, stale) or st is None:
+        if st is None or not trusted(ev, stale):
             local = cfg.used_phases or memory.evse(dev_id).learned_phases or 7
             for p in grid_phases(cfg.phase_rotation, local):
                 fixed_own[g][p] += max_cur
