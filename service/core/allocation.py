@@ -1254,7 +1254,9 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 # its minimum: what it reports, else 16 A.
                 reported = st.max_charging_current if st is not None else None
                 max_cur = max(max_cur, reported or FALLBACK_MAX_CURRENT)
+            # With the phases it was last measured drawing on (learned), as above.
             local = assumed_mask(used_phases, rfids.phases(mem.auth), mem.learned_phases)
+            local |= mem.learned_phases
             gmask = GRID_MASK[rot][local]
             acc = fixed[g]
             for p in PHASES_OF[gmask]:
@@ -1313,6 +1315,9 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 local = rfids.phases(auth) or local
             if not local:
                 local = m2.learned_phases or ALL_PHASES
+            # Every phase it is measured drawing on is budgeted, whatever a card (a user may
+            # set used_phases on their own) or the configuration says.
+            local |= measured
             gmask = GRID_MASK[rot][local]
             if simple and auth is None and m2.overrides is NO_OVERRIDES:
                 # The common case, inline: what _wish does for an EVSE without users, rules
@@ -1398,6 +1403,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             local = rfids.phases(auth) or local
         if not local:
             local = m2.learned_phases or ALL_PHASES
+        local |= measured  # as above
         gmask = GRID_MASK[rot][local]
         if not enabled and policy == -1:
             # Its maximum, outside the balancing; counted as load while a vehicle may draw it

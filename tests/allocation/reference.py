@@ -96,9 +96,13 @@ def learned_mask(inp: AllocationInput, memory: Memory, dev_id: str) -> int:
 
 
 def assumed_local(inp: AllocationInput, memory: Memory, dev_id: str) -> int:
-    """The phases to assume (property tests use cards without used_phases)."""
-    cfg = inp.evses[dev_id].config
-    return cfg.used_phases or learned_mask(inp, memory, dev_id) or 7
+    """The phases to assume (property tests use cards without used_phases): and always every
+    phase it is measured drawing on."""
+    ev = inp.evses[dev_id]
+    local = ev.config.used_phases or learned_mask(inp, memory, dev_id) or 7
+    if ev.state is not None and trusted(ev, inp.stale_after_s):
+        local |= measured(ev.state)
+    return local
 
 
 def budgets(inp: AllocationInput, memory: Memory, overdraft_active: int) -> Budgets:
@@ -155,7 +159,8 @@ def budgets(inp: AllocationInput, memory: Memory, overdraft_active: int) -> Budg
             max_cur = min(max_cur, st.max_charging_current)
         max_cur = max(0, min(max_cur, 80_000))
         if st is None or not trusted(ev, stale):
-            local = cfg.used_phases or memory.evse(dev_id).learned_phases or 7
+            learned = memory.evse(dev_id).learned_phases
+            local = (cfg.used_phases or learned or 7) | learned
             for p in grid_phases(cfg.phase_rotation, local):
                 fixed_own[g][p] += max_cur
             continue
