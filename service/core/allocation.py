@@ -117,6 +117,7 @@ from service.core.groups import (
     share,
     sum_subtrees,
 )
+from service.core.meter_power import power_current, power_only
 from service.core.models import (
     EvseConfig,
     EvseState,
@@ -748,6 +749,10 @@ class _Meters(NamedTuple):
     cons: list[list[int]]  # per group: Σ fresh consumption meters
     cons_lost: list[bool]
     production: int  # Σ over phases of fresh production meters
+    # Fresh grid meters that report only power (meter_power): per group, their current
+    # (mA, may sit on any phase of the mask) and the grid phases they report a voltage on.
+    grid_power: list[int]
+    grid_power_mask: list[int]
 
 
 def _read_meters(
@@ -760,6 +765,8 @@ def _read_meters(
     cons = [[0, 0, 0] for _ in range(n_groups)]
     cons_lost = [False] * n_groups
     production = 0
+    grid_power = [0] * n_groups
+    grid_power_mask = [0] * n_groups
     stale = inp.stale_after_s
     for dev_id, meter in inp.meters.items():
         cfg = meter.config
@@ -787,6 +794,19 @@ def _read_meters(
         rot = ROTATION[cfg.phase_rotation]
         sign = -1 if cfg.invert else 1
         c = state.current
+        if power_only(state):
+            # Power without currents is load on an unknown phase, not no load.
+            ma, mask = power_current(state, cfg.phase_rotation)
+            ma *= sign
+            if role == ROLE_PRODUCTION:
+                production += max(0, ma)
+            elif role == ROLE_GRID:
+                grid_power[g] += ma
+                grid_power_mask[g] |= mask
+            else:
+                for p in PHASES_OF[mask]:
+                    cons[g][p] += max(0, ma)
+            continue
         if role == ROLE_PRODUCTION:
             production += max(0, sign * (c[0] + c[1] + c[2]))
             continue
@@ -794,7 +814,9 @@ def _read_meters(
         acc[rot[0]] += sign * c[0]
         acc[rot[1]] += sign * c[1]
         acc[rot[2]] += sign * c[2]
-    return _Meters(grid, has_grid, grid_lost, cons, cons_lost, production)
+    return _Meters(
+        grid, has_grid, grid_lost, cons, cons_lost, production, grid_power, grid_power_mask
+    )
 
 
 class _Constraints(NamedTuple):
@@ -845,7 +867,12 @@ def _overdraft(
     when the grid has been over the limit."""
     overdraw = 0
     if meters.has_grid[0] and not meters.grid_lost[0]:
-        overdraw = max(0, max(meters.grid[0]) - params.max_total_current)
+        peak = max(meters.grid[0])
+        mask = meters.grid_power_mask[0]
+        if mask:
+            # Power alone proves only its even spread over the meter's phases.
+            peak = max(peak, (sum(meters.grid[0]) + meters.grid_power[0]) // PHASE_COUNT[mask])
+        overdraw = max(0, peak - params.max_total_current)
     over_since = None
     if overdraw > 0:
         over_since = memory.over_since if memory.over_since is not None else now
@@ -1458,6 +1485,13 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             gr, dr = meters.grid[g], draw_sub[g]
             for p in range(3):
                 ne[p] = max(0, gr[p] - dr[p])
+            mask = meters.grid_power_mask[g]
+            if mask:
+                # A meter that reports only power: the whole may sit on any of its phases,
+                # less what the EVSEs draw on them (meter_power).
+                whole = sum(gr) + meters.grid_power[g] - sum(dr[p] for p in PHASES_OF[mask])
+                for p in PHASES_OF[mask]:
+                    ne[p] = max(0, whole)
         else:
             co, bl = meters.cons[g], below[g]
             for p in range(3):
@@ -1505,7 +1539,10 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         surplus = 0
         if meters.has_grid[0]:
             if not meters.grid_lost[0]:
-                surplus = max(0, sum(draw_sub[0]) - idle_draw - sum(meters.grid[0]))
+                surplus = max(
+                    0,
+                    sum(draw_sub[0]) - idle_draw - sum(meters.grid[0]) - meters.grid_power[0],
+                )
         else:
             surplus = max(0, meters.production - sum(sum(c) for c in meters.cons))
         week_minute = minute_of_week(now, inp.utc_offset_s)
