@@ -140,36 +140,52 @@ def govern(
     now = inp.now
     if not inp.params.lb_enabled:
         return alloc, _observed(alloc, memory, now)
-    steps = [
-        _first_pass(d, r, alloc, inp, memory.evse(d), settings) for d, r in alloc.evses.items()
-    ]
-    usage = _usage(steps, len(alloc.budgets))
-    _keep_small_cuts(steps, alloc.budgets, usage)
-    for step in _by_precedence(steps, inp):
-        if step.offered > step.command:
-            _increase(step, inp, alloc.budgets, usage, settings)
+    kept = dict(memory.evses)
+    steps: list[_Step] = []
+    for d, r in alloc.evses.items():
+        before = kept.get(d)
+        offered = r.charging_current if r.charging_enabled and not r.paused else 0
+        if (
+            before is not None
+            and offered == before.command
+            and before.lowered_at is None
+            and before.up_since is None
+        ):
+            # Settled: the allocation offers what it was commanded, nothing in flight. Most
+            # EVSEs of a site are, most of the time.
+            continue
+        steps.append(_first_pass(d, r, offered, alloc, inp, before or NO_CONTROL, settings))
+    for gone in kept.keys() - alloc.evses.keys():
+        del kept[gone]
+    if not steps:
+        return alloc, ControlMemory(kept) if len(kept) != len(memory.evses) else memory
+    budgets = alloc.budgets
+    if any(step.small_cut or step.offered > step.command for step in steps):
+        usage = _usage(alloc, kept, steps, len(budgets))
+        _keep_small_cuts(steps, budgets, usage)
+        for step in _by_precedence([s for s in steps if s.offered > s.command], inp):
+            _increase(step, inp, budgets, usage, settings)
     results = dict(alloc.evses)
-    kept: dict[str, EvseControl] = {}
     for step in steps:
         results[step.dev_id] = _commanded(step)
         kept[step.dev_id] = _remember(step, now)
-    return _with_results(alloc, results, _held_back(alloc, steps)), ControlMemory(kept)
+    return _with_results(alloc, results, _never_started(alloc, steps, now)), ControlMemory(kept)
 
 
-def _held_back(alloc: Allocation, steps: Iterable[_Step]) -> Memory:
-    """The allocation's memory, told which EVSEs it gave current are still held at 0.
+def _never_started(alloc: Allocation, steps: Iterable[_Step], now: float) -> Memory:
+    """The allocation's memory, told of EVSEs it paused that were never started.
 
-    The allocation notes that an EVSE charges when it gives it current; held back from
-    starting, it does not. Else the allocation's next pause of it would count as a stop
-    after charging and hold it for its pause_min_time (a car that never charged waited 30 s
-    for its first current), and ties would go to it as if it charged."""
+    The allocation notes that an EVSE charges when it offers it current; one the control law
+    held back from starting did not. When the allocation then pauses it, that is no stop
+    after charging, and its pause_min_time must not hold it back (a car that never charged
+    waited 30 s for its first current)."""
     memory = alloc.memory
     changed: dict[str, EvseMemory] = {}
     for step in steps:
-        if step.command == 0 and step.offered > 0:
+        if step.command == 0 and not step.before.charged:
             mem = memory.evses.get(step.dev_id)
-            if mem is not None and mem.charging and not step.before.charged:
-                changed[step.dev_id] = mem._replace(charging=False)
+            if mem is not None and mem.stopped_at == now:
+                changed[step.dev_id] = mem._replace(stopped_at=None)
     if not changed:
         return memory
     return replace(memory, evses={**memory.evses, **changed})
@@ -188,6 +204,7 @@ def _observed(alloc: Allocation, memory: ControlMemory, now: float) -> ControlMe
 def _first_pass(
     dev_id: str,
     r: EvseResult,
+    offered: int,
     alloc: Allocation,
     inp: AllocationInput,
     before: EvseControl,
@@ -195,7 +212,6 @@ def _first_pass(
 ) -> _Step:
     """Cuts at once; notes who may rise; ends the follow time of those that followed."""
     now = inp.now
-    offered = r.charging_current if r.charging_enabled and not r.paused else 0
     c = before.command
     lingering, lowered_at = _still_following(dev_id, before, inp, settings)
     step = _Step(dev_id, r, offered, before, c, lingering, lowered_at, before.up_since,
@@ -241,13 +257,22 @@ def _measured(dev_id: str, inp: AllocationInput) -> int:
     return max(0, *ev.state.current)
 
 
-def _usage(steps: Iterable[_Step], n_slots: int) -> list[int]:
-    """What the EVSEs are committed to, per constraint slot."""
+def _usage(
+    alloc: Allocation, kept: Mapping[str, EvseControl], steps: Iterable[_Step], n_slots: int
+) -> list[int]:
+    """What the EVSEs are committed to, per constraint slot: the settled ones their command,
+    the others (`steps`) the higher of their command and what they may still draw."""
     usage = [0] * n_slots
-    for step in steps:
-        committed = max(step.command, step.lingering)
+    moving = {step.dev_id: step for step in steps}
+    for dev_id, slots in alloc.slots.items():
+        step = moving.get(dev_id)
+        if step is not None:
+            committed = max(step.command, step.lingering)
+        else:
+            ctl = kept.get(dev_id)
+            committed = ctl.command if ctl is not None else 0
         if committed:
-            for s in step.slots:
+            for s in slots:
                 usage[s] += committed
     return usage
 
