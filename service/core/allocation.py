@@ -468,6 +468,9 @@ class Memory:
     load_peaks: Mapping[int, tuple[LoadEntry, ...]] = field(
         default_factory=dict
     )
+    # Per group id with a grid meter: the other load of its last fresh reading, held while
+    # the meter is lost (with grid_fail_current 0 the minimums must fit beside it).
+    grid_load: Mapping[int, tuple[int, int, int]] = field(default_factory=dict)
     # Plain-tuple views of the EVSEs' configurations and states, made once per object and
     # handed on from call to call: reading a pydantic model's attribute costs three type
     # lookups (its __getattr__ hook), and the loop over ten thousand EVSEs reads dozens. A
@@ -1520,9 +1523,20 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
     budgets = [0] * (cons_info.total * 3)
     group_budget: dict[int, tuple[int, int, int]] = {}
     main_limit = params.max_total_current - params.reserve_current - active
+    grid_load = dict(memory.grid_load)
     for g in range(n_groups):
         limit = main_limit if g == 0 else tree.limits[g]
         ne, fx = non_evse[g], fixed_sub[g]
+        if meters.has_grid[g]:
+            gid = tree.ids[g]
+            if not meters.grid_lost[g]:
+                grid_load[gid] = (ne[0], ne[1], ne[2])
+            elif params.grid_fail_current <= 0:
+                # Without a grid reading nothing beyond grid_fail_current. At 0, minimums
+                # only, beside the other load of the last fresh reading; before any reading
+                # that load is unknown, up to the whole limit: nothing fits.
+                held = grid_load.get(gid, (limit, limit, limit))
+                ne = [max(ne[0], held[0]), max(ne[1], held[1]), max(ne[2], held[2])]
         b = (limit - ne[0] - fx[0], limit - ne[1] - fx[1], limit - ne[2] - fx[2])
         budgets[g * 3 : g * 3 + 3] = b
         group_budget[tree.ids[g]] = b
@@ -1667,6 +1681,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
             overdraft_reported=reported,
             over_since=over_since,
             load_peaks=load_peaks,
+            grid_load=grid_load,
             views=views,
             state_views=state_views,
             prepared=prepared,

@@ -199,6 +199,13 @@ def budgets(inp: AllocationInput, memory: Memory, overdraft_active: int) -> Budg
 
     for g in known:
         non_evse_of(g)
+    # Without a grid reading nothing beyond grid_fail_current: at 0 a lost grid meter's group
+    # counts (for its own limit) the other load of its last fresh reading, unknown = all.
+    if params.grid_fail_current <= 0:
+        for g in known:
+            if has_grid[g] and grid_lost[g]:
+                last = memory.grid_load.get(g, (limit[g],) * 3)
+                non_evse[g] = [max(non_evse[g][p], last[p]) for p in range(3)]
     failed = {g: grid_lost[g] or (not has_grid[g] and cons_lost[g]) for g in known}
     fixed = {g: subtree_sum(fixed_own, g) for g in known}
     return Budgets(
