@@ -1120,7 +1120,8 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
     cons_power = 0.0
     # What EVSEs that got no current in the last call still draw (a car that was just
     # paused, seen in a report older than the grid reading): not counted as surplus, or a
-    # surplus car would restart from the grid at once and flap. Ramp credits neither.
+    # surplus car would restart from the grid at once and flap. Ramp credits neither: a car
+    # ramping up is counted at its report, and only its own rules see its credit (below).
     idle_draw = 0
     credited_in: set[int] = set()  # groups with an EVSE in transition (see EvseInput)
     dt = 0.0
@@ -1577,11 +1578,15 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         for vehicle in deferred:
             n = PHASE_COUNT[vehicle.local_mask]
             dev_id = vehicle.dev_id
+            # Its own ramp is not lost surplus (its report lags what it draws), but nobody
+            # else may count on it: a second car would start on surplus that is the first
+            # car's draw still to come.
+            own_ramp = inp.evses[dev_id].ramp_credit // n
             ctx = RuleContext(
                 week_minute,
                 vehicle.max_current,
                 from_production.get(dev_id, meters.production // n),
-                from_surplus.get(dev_id, surplus // n),
+                from_surplus.get(dev_id, surplus // n) + own_ramp,
                 variables,
             )
             add_wish(_wish(vehicle, users, ctx, min_only[vehicle.group], now))

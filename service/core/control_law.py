@@ -250,6 +250,31 @@ def _still_following(
     return before.lingering, before.lowered_at
 
 
+def _followed_raise(
+    dev_id: str, before: EvseControl, inp: AllocationInput, settings: ControlSettings
+) -> bool:
+    """Whether the car took up its last raise: a report after it shows the new current
+    (less FOLLOW_TOLERANCE_MA), or twice follow_time passed (its car takes less). The next
+    step waits for it: while the car ramps, what it will draw is not known yet, and a raise
+    on top (a surplus that looks larger while the car's draw lags, headroom the ramp has not
+    shown) overshoots and has to be taken back."""
+    raised = before.raised_at
+    if raised is None or inp.now - raised >= 2 * settings.follow_s:
+        return True
+    ev = inp.evses.get(dev_id)
+    st = ev.state if ev is not None else None
+    return (
+        st is not None
+        and st.ts > raised
+        and max(st.current) >= before.command - FOLLOW_TOLERANCE_MA
+        # ...and the report paired with the grid reading shows it too: with a reading older
+        # than the report, the allocation still counts the car's ramp (its credit), and its
+        # figures (a surplus, other load) are not yet those of the followed car.
+        and ev is not None
+        and ev.ramp_credit == 0
+    )
+
+
 def _measured(dev_id: str, inp: AllocationInput) -> int:
     ev = inp.evses.get(dev_id)
     if ev is None or ev.state is None:
@@ -331,6 +356,8 @@ def _increase(
     wait = settings.resume_s if resume else settings.settle_s
     since = step.up_since if step.up_since is not None else now
     if now - since < wait or now - step.before.changed_at < settings.settle_s:
+        return
+    if c > 0 and not _followed_raise(step.dev_id, step.before, inp, settings):
         return
     if offered - c < settings.deadband and c > 0:
         return
