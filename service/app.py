@@ -8,7 +8,7 @@ import gc
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from bridges.http_input import HttpInputBridge
@@ -16,7 +16,7 @@ from bridges.http_input_rpc import HTTP_INPUT_BRIDGE
 from bridges.modbus.bridge import ModbusBridge
 from bridges.modbus.profiles import device_types as modbus_device_types
 from service.auth import AdminAccount, FailureThrottle
-from service.bus import LastWill, MessageHandler, MqttBus
+from service.bus import LastWill, MessageHandler, MqttBus, Subscription
 from service.control_loop import ControlLoop
 from service.core.device_types import DeviceTypeRegistry, builtin_registry
 from service.diag_log import DiagLogging
@@ -61,7 +61,7 @@ def make_bus(
     target: MqttTarget,
     role: str,
     *,
-    subscriptions: list[str],
+    subscriptions: Sequence[Subscription],
     on_message: MessageHandler,
     will: LastWill | None = None,
 ) -> MqttBus:
@@ -161,10 +161,12 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             settings,
             target,
             "core",
-            subscriptions=link.subscriptions()
-            + ha.subscriptions()
-            + modbus.subscriptions()
-            + http_rpc.subscriptions(),
+            subscriptions=[
+                *link.subscriptions(),
+                *ha.subscriptions(),
+                *modbus.subscriptions(),
+                *http_rpc.subscriptions(),
+            ],
             on_message=on_message,
             will=LastWill(topics.status, b"offline"),
         )
@@ -193,6 +195,9 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             ControlLoop(state, link, on_run=metrics.observe_run).running()
         )
         metrics.sources.loop = control.stats
+        # Device info waits while a run is due, so that it never delays a meter reading's
+        # commands (MqttLink).
+        link.control_busy = control.busy
         ctx = CnfContext(
             state=state,
             admin=admin,

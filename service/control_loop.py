@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 # event loop keeps serving the bus and HTTP meanwhile.
 THREAD_THRESHOLD = 300
 ENERGY_SAVE_INTERVAL_S = 60.0
+# In a burst of EVSE reports, a report-triggered run starts at least this long after the end
+# of the previous run (see device_state_changed); a meter reading or a configuration change
+# runs at once.
+REPORT_RUN_SPACING_S = 0.02
 
 
 def allocate_paused_gc(inp: AllocationInput, memory: Memory) -> Allocation:
@@ -202,6 +207,8 @@ class ControlLoop:
         self._sent: dict[str, Sent] = {}
         self._next_refresh = 0.0
         self._last_energy_save = time.monotonic()
+        self._run_ended = -math.inf  # monotonic
+        self._report_timer: asyncio.TimerHandle | None = None
 
     # -- StateListener: every change may change the result -----------------------------------
 
@@ -219,7 +226,27 @@ class ControlLoop:
         self.trigger()
 
     def device_state_changed(self, dev_id: str) -> None:
+        # A meter reading may call for a cut: it runs at once. So does an EVSE report that
+        # comes alone; but in a burst of reports (every wallbox reports each second, a broker
+        # reconnect brings all at once), runs start at most every REPORT_RUN_SPACING_S:
+        # a thousand reports make a few runs instead of hundreds, and a meter reading among
+        # them finds the loop free.
+        if not isinstance(self.state.installation.devices.get(dev_id), EvseConfig):
+            self.trigger()
+            return
+        wait = self._run_ended + REPORT_RUN_SPACING_S - time.monotonic()
+        if wait <= 0:
+            self.trigger()
+        elif self._report_timer is None:
+            self._report_timer = asyncio.get_running_loop().call_later(wait, self._reports_due)
+
+    def _reports_due(self) -> None:
+        self._report_timer = None
         self.trigger()
+
+    def busy(self) -> bool:
+        """A run is due or under way: display work (device info) waits (see MqttLink)."""
+        return self._wake.is_set() or self._lock.locked()
 
     def trigger(self) -> None:
         self._wake.set()
@@ -247,6 +274,8 @@ class ControlLoop:
             yield self
         finally:
             task.cancel()
+            if self._report_timer is not None:
+                self._report_timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             self.state.listeners.remove(self)
@@ -276,6 +305,10 @@ class ControlLoop:
     async def run_once(self, *, refresh: bool) -> Allocation:
         async with self._lock:
             started = time.perf_counter()
+            # This run takes every report recorded so far; later ones schedule their own.
+            if self._report_timer is not None:
+                self._report_timer.cancel()
+                self._report_timer = None
             now = self.clock()
             inp = self.state.allocation_input(now)
             if len(inp.evses) >= self.thread_threshold:
@@ -289,6 +322,7 @@ class ControlLoop:
             changed = self.state.apply_allocation(result, now)
             self._send(result, inp, now, refresh=refresh)
             elapsed = time.perf_counter() - started
+            self._run_ended = time.monotonic()
         self.stats.runs += 1
         self.stats.last_run_s = elapsed
         if self._on_run is not None:
