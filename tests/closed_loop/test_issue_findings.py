@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import itertools
 
-import pytest
-
 from tests.plant.figures import compute, follow_bound_s, timeline
 from tests.plant.harness import SentCommand, Trace, run_plant_async
 from tests.plant.model import Command, PlantSpec
@@ -20,7 +18,6 @@ from tests.plant.plants import (
     surplus_sharing_plant,
 )
 
-NOT_LANDED = "control law of issue 12 not landed yet"
 DEMO_SEEDS = range(8)
 
 
@@ -142,7 +139,6 @@ async def test_an_http_input_evse_that_never_reports_makes_no_on_off_cycle() -> 
     assert not wrong, f"{wrong}\n{timeline(spec, tr, 1.0)}"
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
 async def test_a_surplus_car_paused_by_a_cloud_does_not_flap() -> None:
     """Issue: with a solar-surplus rule, a grid reading that arrives before the wallbox's
     next report still counts a just-paused car's old current, so the car restarts from the
