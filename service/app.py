@@ -18,7 +18,9 @@ from bridges.modbus.profiles import device_types as modbus_device_types
 from service.auth import AdminAccount, FailureThrottle
 from service.bus import LastWill, MessageHandler, MqttBus, Subscription
 from service.control_loop import ControlLoop
+from service.core.allocation import Allocation, AllocationInput
 from service.core.device_types import DeviceTypeRegistry, builtin_registry
+from service.decisions import DecisionLog, ScenarioRecorder
 from service.diag_log import DiagLogging
 from service.embedded_broker import embedded_broker
 from service.ha_link import HaDiscovery
@@ -191,8 +193,20 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             http_input = await stack.enter_async_context(
                 http_input_bridge(settings, target, state.registry)
             )
+        diag = DiagLogging(settings.data_dir / "diag", settings.diag_log_seconds)
+        decisions = DecisionLog()
+        # While diagnostic logging is on, every run is also a step of a replayable scenario.
+        recorder = ScenarioRecorder(settings.data_dir / "diag", lambda: diag.active)
+        stack.callback(recorder.close)
+
+        def explain(
+            inp: AllocationInput, allocated: Allocation, commanded: Allocation, elapsed: float
+        ) -> None:
+            decisions.run(inp, commanded, elapsed)
+            recorder.run(inp, allocated)
+
         control = await stack.enter_async_context(
-            ControlLoop(state, link, on_run=metrics.observe_run).running()
+            ControlLoop(state, link, on_run=metrics.observe_run, on_result=explain).running()
         )
         metrics.sources.loop = control.stats
         # Device info waits while a run is due, so that it never delays a meter reading's
@@ -202,7 +216,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             state=state,
             admin=admin,
             throttle=FailureThrottle(),
-            diag=DiagLogging(settings.data_dir / "diag", settings.diag_log_seconds),
+            diag=diag,
             control=control,
             modbus=modbus,
             http_input=http_input,

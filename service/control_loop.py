@@ -64,6 +64,11 @@ def allocate_paused_gc(inp: AllocationInput, memory: Memory) -> Allocation:
             gc.enable()
 
 
+# Called after each run with its input, the allocation's result, the commands as the control
+# law made them (service.decisions), and the run's duration.
+ResultHook = Callable[[AllocationInput, Allocation, Allocation, float], None]
+
+
 class CommandSink(Protocol):
     def publish_command(self, dev_id: str, payload: bytes) -> None: ...
     def results_changed(self, dev_ids: set[str], params: bool) -> None: ...
@@ -195,6 +200,7 @@ class ControlLoop:
         clock: Callable[[], float] = time.time,
         thread_threshold: int = THREAD_THRESHOLD,
         on_run: Callable[[float], None] | None = None,
+        on_result: ResultHook | None = None,
     ) -> None:
         self.state = state
         self.sink = sink
@@ -202,6 +208,7 @@ class ControlLoop:
         self.thread_threshold = thread_threshold
         self.stats = LoopStats()
         self._on_run = on_run
+        self._on_result = on_result
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._sent: dict[str, Sent] = {}
@@ -315,6 +322,7 @@ class ControlLoop:
                 result = await asyncio.to_thread(allocate_paused_gc, inp, self.state.memory)
             else:
                 result = allocate_paused_gc(inp, self.state.memory)
+            allocated = result
             # What the plant can follow: cuts at once, raises once they held (control_law).
             result, self.state.control = govern(
                 result, inp, self.state.control, ControlSettings.from_params(inp.params)
@@ -327,6 +335,9 @@ class ControlLoop:
         self.stats.last_run_s = elapsed
         if self._on_run is not None:
             self._on_run(elapsed)
+        if self._on_result is not None:
+            # After the commands went out: explaining a run must not delay it.
+            self._on_result(inp, allocated, result, elapsed)
         self.sink.results_changed(changed, params=True)
         await self._write_back(result)
         return result
