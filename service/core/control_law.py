@@ -250,29 +250,33 @@ def _still_following(
     return before.lingering, before.lowered_at
 
 
-def _followed_raise(
+def _raise_taken(
     dev_id: str, before: EvseControl, inp: AllocationInput, settings: ControlSettings
-) -> bool:
-    """Whether the car took up its last raise: a report after it shows the new current
-    (less FOLLOW_TOLERANCE_MA), or twice follow_time passed (its car takes less). The next
-    step waits for it: while the car ramps, what it will draw is not known yet, and a raise
-    on top (a surplus that looks larger while the car's draw lags, headroom the ramp has not
-    shown) overshoots and has to be taken back."""
+) -> bool | None:
+    """Whether the car took up its last raise: True when a report after it shows the new
+    current (less FOLLOW_TOLERANCE_MA) and the allocation no longer credits its ramp; False
+    when follow_time has passed without (its car takes less); None while it may still be
+    ramping. The next step waits for it: while the car ramps, what it will draw is not
+    known, and a raise on top (a surplus that looks larger while the car's draw lags,
+    headroom the ramp has not shown yet) overshoots and has to be taken back."""
     raised = before.raised_at
-    if raised is None or inp.now - raised >= 2 * settings.follow_s:
+    if raised is None:
         return True
     ev = inp.evses.get(dev_id)
     st = ev.state if ev is not None else None
-    return (
-        st is not None
+    if (
+        ev is not None
+        and st is not None
         and st.ts > raised
         and max(st.current) >= before.command - FOLLOW_TOLERANCE_MA
-        # ...and the report paired with the grid reading shows it too: with a reading older
-        # than the report, the allocation still counts the car's ramp (its credit), and its
-        # figures (a surplus, other load) are not yet those of the followed car.
-        and ev is not None
+        # With a grid reading older than that report the allocation still counts the ramp
+        # (its credit): its figures are not yet those of the followed car.
         and ev.ramp_credit == 0
-    )
+    ):
+        return True
+    if inp.now - raised >= settings.follow_s:
+        return False
+    return None
 
 
 def _measured(dev_id: str, inp: AllocationInput) -> int:
@@ -357,13 +361,21 @@ def _increase(
     since = step.up_since if step.up_since is not None else now
     if now - since < wait or now - step.before.changed_at < settings.settle_s:
         return
-    if c > 0 and not _followed_raise(step.dev_id, step.before, inp, settings):
-        return
+    taken = _raise_taken(step.dev_id, step.before, inp, settings) if c > 0 else True
+    if taken is None:
+        return  # the car may still be taking up its last raise
     if offered - c < settings.deadband and c > 0:
         return
-    # A start goes to at least the minimum (a car cannot charge below it).
-    limit = settings.ramp_step or offered  # 0: no limit
-    wanted = min(offered, c + limit if c > 0 else max(minimum, limit))
+    # A start goes to at least the minimum (a car cannot charge below it). A car that did
+    # not take up its last raise limits itself: more steps would only be more commands.
+    limit = (settings.ramp_step or offered) if taken else offered  # 0: no limit
+    goal = offered
+    if offered < step.result.target:
+        # Limited by a budget: stop half a deadband short, so that the next reading's noise
+        # (a budget a few mA lower) needs no cut; a cut that small would be sent, as every
+        # cut a limit needs is.
+        goal = max(minimum, offered - settings.deadband // 2)
+    wanted = min(goal, c + limit if c > 0 else max(minimum, limit))
     base = max(c, step.lingering)
     room = _room(step.slots, budgets, usage) if step.slots else wanted - base
     new = min(wanted, base + max(0, room)) if wanted > base else wanted

@@ -87,17 +87,30 @@ class Loop:
 
 def test_a_start_waits_for_the_settle_time_then_steps_up() -> None:
     loop = Loop()
-    seen: list[tuple[float, int]] = []
-    for dt in (0, 1, 2, 3, 4, 5, 6, 7):
-        inp = site(T0 + dt, [0, 0, 0], {"E1": (2, [0, 0, 0])})
-        seen.append((dt, loop.current(inp, "E1")))
+    seen: list[int] = []
+    drawn = 0
+    for dt in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9):
+        # The car follows each command within the second (its report is taken after it).
+        inp = site(T0 + dt, [drawn] * 3, {"E1": (3 if drawn else 2, [drawn] * 3)})
+        drawn = loop.current(inp, "E1")
+        seen.append(drawn)
     # Offered 16 A from the first run: held 3 s, then the minimum step (6 A), 3 s later
     # +6 A, and 3 s after that the rest.
-    assert [c for _, c in seen] == [0, 0, 0, 6000, 6000, 6000, 12_000, 12_000]
-    r = loop.run(site(T0 + 9, [0, 0, 0], {"E1": (3, [12_000] * 3)}))
-    assert r.evses["E1"].charging_current == 16_000
+    assert seen == [0, 0, 0, 6000, 6000, 6000, 12_000, 12_000, 12_000, 16_000]
     held = Loop().run(site(T0, [0, 0, 0], {"E1": (2, [0, 0, 0])})).evses["E1"]
     assert held.paused and held.reason == R_SETTLING and held.current == 16_000
+
+
+def test_a_raise_waits_until_the_car_took_up_the_last_one() -> None:
+    loop = Loop()
+    for dt in range(0, 4):
+        loop.run(site(T0 + dt, [0, 0, 0], {"E1": (2, [0, 0, 0])}))
+    assert loop.control.evse("E1").command == 6000
+    # The car still draws nothing 4 s after its start: no further step.
+    for dt in (4, 5, 6, 7, 8):
+        assert loop.current(site(T0 + dt, [0, 0, 0], {"E1": (2, [0, 0, 0])}), "E1") == 6000
+    # After follow_time without taking it up, its car limits itself: one step to the offer.
+    assert loop.current(site(T0 + 9.5, [0, 0, 0], {"E1": (2, [0, 0, 0])}), "E1") == 16_000
 
 
 def test_a_cut_goes_out_at_once_and_blocks_raises_until_the_car_followed() -> None:
@@ -156,10 +169,10 @@ def test_a_resume_needs_the_margin_for_the_resume_time() -> None:
     # 6.5 A fit: the minimum, but not the minimum + 1 A margin: stays paused.
     assert run(20, [25_500] * 3, 2, 0) == 0
     # 7.5 A fit (once the higher other load is older than load_hold_time): the margin
-    # holds; after resume_time it starts.
+    # holds; after resume_time it starts, half a deadband short of the budget.
     assert run(31, [24_500] * 3, 2, 0) == 0
     assert run(40, [24_500] * 3, 2, 0) == 0
-    assert run(41.5, [24_500] * 3, 2, 0) == 7500
+    assert run(41.5, [24_500] * 3, 2, 0) == 7500 - SETTINGS.deadband // 2
 
 
 def test_a_cut_below_the_deadband_waits_while_the_limits_hold() -> None:
@@ -167,13 +180,18 @@ def test_a_cut_below_the_deadband_waits_while_the_limits_hold() -> None:
     draws = {"E1": (3, [14_000] * 3)}
     for dt in range(0, 12):
         loop.run(site(T0 + dt, [16_000 + 14_000] * 3, draws, max_total=30_000))
-    assert loop.control.evse("E1").command == 14_000
+    # 14 A fit: a raise limited by the budget stops half a deadband short.
+    assert loop.control.evse("E1").command == 13_850
+    draws = {"E1": (3, [13_850] * 3)}
     # The other load reads 0.2 A lower: 14.2 A are offered, a raise below the deadband.
-    r = loop.run(site(T0 + 20, [15_800 + 14_000] * 3, draws, max_total=30_000))
-    assert r.evses["E1"].current == 14_200 and r.evses["E1"].charging_current == 14_000
-    # 0.2 A higher: 13.8 A offered. The old 14 A no longer fits: the limit needs the cut,
-    # small as it is.
-    r = loop.run(site(T0 + 21, [16_200 + 14_000] * 3, draws, max_total=30_000))
+    r = loop.run(site(T0 + 20, [15_800 + 13_850] * 3, draws, max_total=30_000))
+    assert r.evses["E1"].current == 14_200 and r.evses["E1"].charging_current == 13_850
+    # 0.1 A higher: 13.9 A offered, the command still fits: no cut.
+    r = loop.run(site(T0 + 21, [16_100 + 13_850] * 3, draws, max_total=30_000))
+    assert r.evses["E1"].current == 13_900 and r.evses["E1"].charging_current == 13_850
+    # 0.2 A higher: 13.8 A offered. 13.85 A no longer fit: the limit needs the cut, small
+    # as it is.
+    r = loop.run(site(T0 + 22, [16_200 + 13_850] * 3, draws, max_total=30_000))
     assert r.evses["E1"].charging_current == 13_800
 
 
