@@ -1162,11 +1162,20 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         )
         return len(demands) - 1
 
+    # A car that stopped for a pause comes back only when its minimum plus this margin fits
+    # (hysteresis): else a budget that just fits its minimum, moved by a reading, stops and
+    # starts it again and again. The budgets hold the other load's peak of load_hold_time,
+    # so "fits now" means "has fitted that long".
+    resume_margin = params.resume_margin
+
     def add_wish(w: _Wish) -> None:
         v = w.vehicle
         k = -1
         if not w.reason:
-            k = demand(v.dev_id, v.config, w.memory, v.group, v.grid_mask, w.minimum, w.target)
+            minimum = w.minimum
+            if w.memory.stopped_at is not None:
+                minimum = min(w.target, minimum + resume_margin)
+            k = demand(v.dev_id, v.config, w.memory, v.group, v.grid_mask, minimum, w.target)
         pending.append(
             (v.dev_id, v.config.device_enabled, w.memory, v.local_mask, v.grid_mask,
              v.max_current, round(v.power), w.target, w.reason, w.needs_auth, w.capped_min,
@@ -1377,8 +1386,11 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 reason = ""
                 if target < minimum:
                     reason = R_BATTERY_SAVE if target >= min_cur else R_TARGET
-                elif m2.stopped_at is not None and now - m2.stopped_at < pause_min:
-                    reason = R_MIN_PAUSE
+                elif m2.stopped_at is not None:
+                    if now - m2.stopped_at < pause_min:
+                        reason = R_MIN_PAUSE
+                    else:
+                        minimum = min(target, minimum + resume_margin)
                 if reason:
                     k = -1
                 else:

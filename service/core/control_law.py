@@ -18,9 +18,11 @@ answer a little). The control law stands between them, with memory of its own pe
   they are at least `deadband`. Every increase must fit the budgets of all the EVSE's
   constraint slots (groups, phases, caps) beside what the others are committed to, in the
   allocation's order of precedence.
-* **Resume with hysteresis.** A vehicle that has charged in this session and stopped starts
-  again only once its minimum plus `resume_margin` (or its whole target, when smaller) has
-  been offered for `resume_time`. A first start waits `settle_time`.
+* **Resume with hysteresis.** A vehicle that has charged in this session and stopped is
+  offered current again only when its minimum plus `resume_margin` (or its whole target,
+  when smaller) fits (the allocation's admission; with the other load held at its peak of
+  `load_hold_time`, "fits" means "has fitted that long"), after its `pause_min_time`; it
+  then waits `resume_time` more (default 0). A first start waits `settle_time`.
 
 An EVSE never gets more than the allocation gave it, so every limit the allocation keeps
 holds for the commands too, except for the current of EVSEs still following a cut, which the
@@ -58,7 +60,7 @@ class ControlSettings:
     ramp_step: int = 6000
     deadband: int = 300
     resume_margin: int = 1000
-    resume_s: float = 10.0
+    resume_s: float = 0.0
 
     @classmethod
     def from_params(cls, params: Params) -> ControlSettings:
@@ -377,8 +379,10 @@ def _increase(
         goal = max(minimum, offered - settings.deadband // 2)
     wanted = min(goal, c + limit if c > 0 else max(minimum, limit))
     base = max(c, step.lingering)
-    room = _room(step.slots, budgets, usage) if step.slots else wanted - base
-    new = min(wanted, base + max(0, room)) if wanted > base else wanted
+    room = _room(step.slots, budgets, usage) if step.slots else max(0, wanted - base)
+    if room < 0:
+        return  # a slot is over its budget already (a car still following a cut)
+    new = min(wanted, base + room)
     if new <= c or (c == 0 and new < minimum) or (c > 0 and new - c < settings.deadband):
         return
     for s in step.slots:
