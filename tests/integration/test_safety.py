@@ -234,3 +234,40 @@ async def test_a_card_with_fewer_phases_cannot_hide_a_draw(
     assert e1.json()["charging_current"] + e2.json()["charging_current"] <= 32_000
     info = device(await api.ok(cmd="get_dev_info"), "E1")
     assert info["phases"] == 7
+
+
+async def test_a_draw_no_maximum_explains_is_an_error_not_a_credit(
+    api: Api, service: RunningService, observer: MqttObserver, base_topic: str
+) -> None:
+    """(g) an EVSE reporting 60 A per phase while drawing 6 A cancelled the real other load:
+    both EVSEs got 16 A, 52 A on a 32 A fuse."""
+    await api.set_params(
+        {
+            "max_total_current": 32_000,
+            "cycle_time": 500,
+            **IMMEDIATE,
+            "devices": [
+                GRID_METER,
+                {**GARAGE_EVSE, "used_phases": 7},
+                {**GARAGE_EVSE, "dev_id": "E2", "name": "Yard", "used_phases": 7},
+            ],
+        }
+    )
+    # 20 A of other load; E1 draws 6 A but reports 60 A, E2 draws and reports 6 A.
+    state(observer, base_topic, "E1", state=3, current=[60_000] * 3)
+    state(observer, base_topic, "E2", state=3, current=[6_000] * 3)
+    await observer.roundtrip()
+    state(observer, base_topic, "M1", current=[32_000] * 3)
+    await observer.roundtrip()
+    ts = state(observer, base_topic, "E2", state=3, current=[6_000] * 3)
+    e2 = await observer.wait(
+        f"{base_topic}/devices/E2/command", lambda m: m.json()["state_ts"] == ts
+    )
+    # E1 counts at its 16 A maximum beside the 26 A the meter shows without E2: no room.
+    assert e2.json()["charging_current"] == 0
+
+    async def reported() -> bool:
+        info = device(await api.ok(cmd="get_dev_info"), "E1")
+        return bool(info["com_err"]) and "reports 60000 mA" in info["last_error"]
+
+    await eventually(reported, "E1 is a com_err with the reason in last_error")
