@@ -8,7 +8,7 @@ import gc
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from bridges.http_input import HttpInputBridge
@@ -16,9 +16,11 @@ from bridges.http_input_rpc import HTTP_INPUT_BRIDGE
 from bridges.modbus.bridge import ModbusBridge
 from bridges.modbus.profiles import device_types as modbus_device_types
 from service.auth import AdminAccount, FailureThrottle
-from service.bus import LastWill, MessageHandler, MqttBus
+from service.bus import LastWill, MessageHandler, MqttBus, Subscription
 from service.control_loop import ControlLoop
+from service.core.allocation import Allocation, AllocationInput
 from service.core.device_types import DeviceTypeRegistry, builtin_registry
+from service.decisions import DecisionLog, ScenarioRecorder
 from service.diag_log import DiagLogging
 from service.embedded_broker import embedded_broker
 from service.ha_link import HaDiscovery
@@ -61,7 +63,7 @@ def make_bus(
     target: MqttTarget,
     role: str,
     *,
-    subscriptions: list[str],
+    subscriptions: Sequence[Subscription],
     on_message: MessageHandler,
     will: LastWill | None = None,
 ) -> MqttBus:
@@ -161,10 +163,12 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             settings,
             target,
             "core",
-            subscriptions=link.subscriptions()
-            + ha.subscriptions()
-            + modbus.subscriptions()
-            + http_rpc.subscriptions(),
+            subscriptions=[
+                *link.subscriptions(),
+                *ha.subscriptions(),
+                *modbus.subscriptions(),
+                *http_rpc.subscriptions(),
+            ],
             on_message=on_message,
             will=LastWill(topics.status, b"offline"),
         )
@@ -189,15 +193,30 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             http_input = await stack.enter_async_context(
                 http_input_bridge(settings, target, state.registry)
             )
+        diag = DiagLogging(settings.data_dir / "diag", settings.diag_log_seconds)
+        decisions = DecisionLog()
+        # While diagnostic logging is on, every run is also a step of a replayable scenario.
+        recorder = ScenarioRecorder(settings.data_dir / "diag", lambda: diag.active)
+        stack.callback(recorder.close)
+
+        def explain(
+            inp: AllocationInput, allocated: Allocation, commanded: Allocation, elapsed: float
+        ) -> None:
+            decisions.run(inp, commanded, elapsed)
+            recorder.run(inp, allocated)
+
         control = await stack.enter_async_context(
-            ControlLoop(state, link, on_run=metrics.observe_run).running()
+            ControlLoop(state, link, on_run=metrics.observe_run, on_result=explain).running()
         )
         metrics.sources.loop = control.stats
+        # Device info waits while a run is due, so that it never delays a meter reading's
+        # commands (MqttLink).
+        link.control_busy = control.busy
         ctx = CnfContext(
             state=state,
             admin=admin,
             throttle=FailureThrottle(),
-            diag=DiagLogging(settings.data_dir / "diag", settings.diag_log_seconds),
+            diag=diag,
             control=control,
             modbus=modbus,
             http_input=http_input,

@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
 import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -31,7 +34,11 @@ from service.settings import MqttTarget
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes, bool], None]
+# A topic filter, subscribed at QoS 1, or (filter, QoS).
+Subscription = str | tuple[str, int]
 STOP_TIMEOUT_S = 3.0
+# Packets read from the socket in one go when more are waiting (see read_greedily).
+MAX_PACKETS_PER_READ = 2000
 
 
 @dataclass
@@ -61,7 +68,7 @@ class MqttBus:
         target: MqttTarget,
         *,
         client_id: str,
-        subscriptions: list[str],
+        subscriptions: Sequence[Subscription],
         on_message: MessageHandler,
         will: LastWill | None = None,
         tls_ca_file: str | None = None,
@@ -208,12 +215,15 @@ class MqttBus:
         """One connection. Raises if connecting fails; returns when an established
         connection is lost."""
         client = self._make_client()
+        read_greedily(client._client)
         async with client:
             try:
                 self._client = client
                 self.stats.connects += 1
                 if self._subscriptions:
-                    await client.subscribe([(t, 1) for t in self._subscriptions])
+                    await client.subscribe(
+                        [(t, 1) if isinstance(t, str) else t for t in self._subscriptions]
+                    )
                 for topic, (payload, qos) in list(self._retained.items()):
                     client._client.publish(topic, payload, qos=qos, retain=True)
                 self.connected.set()
@@ -235,3 +245,38 @@ class MqttBus:
         except Exception as exc:
             self.stats.reject("handler_error", f"{message.topic}: {exc}")
             log.exception("handling %s failed", message.topic)
+
+
+def read_greedily(client: paho.Client) -> None:
+    """Makes the asyncio reader of `client` take every packet that is waiting, not one.
+
+    aiomqtt calls paho's loop_read() once per readiness of the socket, and paho reads one
+    packet per call. A burst of a thousand EVSE reports then takes a thousand turns of the
+    event loop, and a control-loop run can start between any two of them: hundreds of runs
+    that each see a report or two more, with the meter reading that follows the burst
+    waiting behind all of them. Read greedily, the burst (and the meter reading) reach the
+    handlers in one go, and one run answers them all.
+    """
+    original = client.loop_read
+
+    def loop_read(max_packets: int = 1) -> MQTTErrorCode:
+        rc = original(max_packets)
+        for _ in range(MAX_PACKETS_PER_READ):
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not _more_waiting(client):
+                break
+            rc = original(max_packets)
+        return rc
+
+    client.loop_read = loop_read  # type: ignore[method-assign]
+
+
+def _more_waiting(client: paho.Client) -> bool:
+    sock = client.socket()
+    if sock is None:
+        return False
+    # TLS: bytes already decrypted wait in the SSL object, not in the socket.
+    pending = getattr(sock, "pending", None)
+    if pending is not None and pending() > 0:
+        return True
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -45,6 +46,10 @@ log = logging.getLogger(__name__)
 # event loop keeps serving the bus and HTTP meanwhile.
 THREAD_THRESHOLD = 300
 ENERGY_SAVE_INTERVAL_S = 60.0
+# In a burst of EVSE reports, a report-triggered run starts at least this long after the end
+# of the previous run (see device_state_changed); a meter reading or a configuration change
+# runs at once.
+REPORT_RUN_SPACING_S = 0.02
 
 
 def allocate_paused_gc(
@@ -60,6 +65,11 @@ def allocate_paused_gc(
     finally:
         if was_enabled:
             gc.enable()
+
+
+# Called after each run with its input, the allocation's result, the commands as the control
+# law made them (service.decisions), and the run's duration.
+ResultHook = Callable[[AllocationInput, Allocation, Allocation, float], None]
 
 
 class CommandSink(Protocol):
@@ -193,6 +203,7 @@ class ControlLoop:
         clock: Callable[[], float] = time.time,
         thread_threshold: int = THREAD_THRESHOLD,
         on_run: Callable[[float], None] | None = None,
+        on_result: ResultHook | None = None,
     ) -> None:
         self.state = state
         self.sink = sink
@@ -200,11 +211,14 @@ class ControlLoop:
         self.thread_threshold = thread_threshold
         self.stats = LoopStats()
         self._on_run = on_run
+        self._on_result = on_result
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._sent: dict[str, Sent] = {}
         self._next_refresh = 0.0
         self._last_energy_save = time.monotonic()
+        self._run_ended = -math.inf  # monotonic
+        self._report_timer: asyncio.TimerHandle | None = None
 
     # -- StateListener: every change may change the result -----------------------------------
 
@@ -222,7 +236,27 @@ class ControlLoop:
         self.trigger()
 
     def device_state_changed(self, dev_id: str) -> None:
+        # A meter reading may call for a cut: it runs at once. So does an EVSE report that
+        # comes alone; but in a burst of reports (every wallbox reports each second, a broker
+        # reconnect brings all at once), runs start at most every REPORT_RUN_SPACING_S:
+        # a thousand reports make a few runs instead of hundreds, and a meter reading among
+        # them finds the loop free.
+        if not isinstance(self.state.installation.devices.get(dev_id), EvseConfig):
+            self.trigger()
+            return
+        wait = self._run_ended + REPORT_RUN_SPACING_S - time.monotonic()
+        if wait <= 0:
+            self.trigger()
+        elif self._report_timer is None:
+            self._report_timer = asyncio.get_running_loop().call_later(wait, self._reports_due)
+
+    def _reports_due(self) -> None:
+        self._report_timer = None
         self.trigger()
+
+    def busy(self) -> bool:
+        """A run is due or under way: display work (device info) waits (see MqttLink)."""
+        return self._wake.is_set() or self._lock.locked()
 
     def trigger(self) -> None:
         self._wake.set()
@@ -250,6 +284,8 @@ class ControlLoop:
             yield self
         finally:
             task.cancel()
+            if self._report_timer is not None:
+                self._report_timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             self.state.listeners.remove(self)
@@ -279,6 +315,10 @@ class ControlLoop:
     async def run_once(self, *, refresh: bool) -> Allocation:
         async with self._lock:
             started = time.perf_counter()
+            # This run takes every report recorded so far; later ones schedule their own.
+            if self._report_timer is not None:
+                self._report_timer.cancel()
+                self._report_timer = None
             now = self.clock()
             inp = self.state.allocation_input(now)
             if len(inp.evses) >= self.thread_threshold:
@@ -287,6 +327,7 @@ class ControlLoop:
                 )
             else:
                 result = allocate_paused_gc(inp, self.state.memory, self.state.allocation_cache)
+            allocated = result
             # What the plant can follow: cuts at once, raises once they held (control_law).
             result, self.state.control = govern(
                 result, inp, self.state.control, ControlSettings.from_params(inp.params)
@@ -294,10 +335,14 @@ class ControlLoop:
             changed = self.state.apply_allocation(result, now)
             self._send(result, inp, now, refresh=refresh)
             elapsed = time.perf_counter() - started
+            self._run_ended = time.monotonic()
         self.stats.runs += 1
         self.stats.last_run_s = elapsed
         if self._on_run is not None:
             self._on_run(elapsed)
+        if self._on_result is not None:
+            # After the commands went out: explaining a run must not delay it.
+            self._on_result(inp, allocated, result, elapsed)
         self.sink.results_changed(changed, params=True)
         await self._write_back(result)
         return result

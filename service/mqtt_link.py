@@ -1,14 +1,23 @@
 """Binds the service state to the bus: announces configuration, params and device info as
-retained topics, and feeds device states and `set` requests from the bus into the state."""
+retained topics, and feeds device states and `set` requests from the bus into the state.
+
+Commands come first. Device info and params are for display: what changed is collected and
+published a moment later, in slices, and never while the control loop has a run to do (a
+meter reading waiting, or a run busy), so that the info a burst of EVSE reports causes never
+stands between a meter reading and the commands that answer it, neither on the event loop
+nor in the socket's queue ahead of them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
-from service.bus import MqttBus
+from service.bus import MqttBus, Subscription
 from service.core.config_edit import EditError
 from service.core.dev_info import redact_device
 from service.state import RejectedMessage, ServiceState
@@ -24,6 +33,15 @@ def encode(value: Any) -> bytes:
 # Device info is for display: batching it a moment keeps a burst of states (or one run that
 # changes a thousand EVSEs) from delaying the commands, which go out first.
 INFO_DELAY_S = 0.05
+# Infos published between two looks at the control loop (about a millisecond of work), and
+# how long they wait at most for a control loop that stays busy.
+INFO_SLICE = 50
+INFO_MAX_WAIT_S = 2.0
+INFO_POLL_S = 0.002
+
+
+def _never_busy() -> bool:
+    return False
 
 
 class MqttLink:
@@ -34,13 +52,20 @@ class MqttLink:
         self._pending: set[asyncio.Task[None]] = set()
         self._dirty_info: set[str] = set()
         self._params_dirty = False
-        self._flush: asyncio.TimerHandle | None = None
+        self._flush: asyncio.Task[None] | None = None
         self._last_info: dict[str, bytes] = {}
         self._last_params = b""
+        # True while the control loop has a run to do or is in one (ControlLoop.busy); the
+        # wiring sets it.
+        self.control_busy: Callable[[], bool] = _never_busy
 
-    def subscriptions(self) -> list[str]:
+    def subscriptions(self) -> list[Subscription]:
         return [
-            self.topics.all_devices("state"),
+            # QoS 0: at QoS 1 the broker hands a client at most 20 unacknowledged messages at
+            # a time, so a meter reading would wait behind a burst of EVSE reports for their
+            # acknowledgements. QoS 1 would buy nothing here: the session is clean, so what
+            # is in flight is lost with the connection anyway, and the next state replaces it.
+            (self.topics.all_devices("state"), 0),
             self.topics.all_devices("set"),
             # Retained configs of devices deleted while we were away are cleared on sight.
             self.topics.all_devices("config"),
@@ -102,14 +127,35 @@ class MqttLink:
 
     def _schedule_flush(self) -> None:
         if self._flush is None:
-            loop = asyncio.get_running_loop()
-            self._flush = loop.call_later(INFO_DELAY_S, self.flush_info)
+            self._flush = asyncio.get_running_loop().create_task(
+                self._flush_later(), name="info-flush"
+            )
 
-    def flush_info(self) -> None:
-        """Publishes what changed since the last flush, skipping identical payloads."""
-        self._flush = None
-        dirty, self._dirty_info = self._dirty_info, set()
+    async def _flush_later(self) -> None:
+        try:
+            await asyncio.sleep(INFO_DELAY_S)
+            while self._dirty_info or self._params_dirty:
+                await self._control_idle()
+                self.flush_info(INFO_SLICE)
+                # Let the bus dispatch what came meanwhile (a meter reading) before the next
+                # slice.
+                await asyncio.sleep(0)
+        finally:
+            self._flush = None
+
+    async def _control_idle(self) -> None:
+        """Returns once the control loop has nothing to do (or after INFO_MAX_WAIT_S)."""
+        deadline = time.monotonic() + INFO_MAX_WAIT_S
+        # Polled: "busy" is a wake-up flag and a lock of the control loop together.
+        while self.control_busy() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(INFO_POLL_S)
+
+    def flush_info(self, limit: int | None = None) -> None:
+        """Publishes what changed since the last flush (at most `limit` devices' infos; the
+        rest stays due), skipping identical payloads."""
         if self.bus is None:
+            self._dirty_info.clear()
+            self._params_dirty = False
             return
         if self._params_dirty:
             self._params_dirty = False
@@ -117,7 +163,10 @@ class MqttLink:
             if payload != self._last_params:
                 self._last_params = payload
                 self.bus.hold_retained(self.topics.params, payload)
-        for dev_id in dirty:
+        dirty = self._dirty_info
+        count = len(dirty) if limit is None else min(limit, len(dirty))
+        for _ in range(count):
+            dev_id = dirty.pop()
             if dev_id not in self.state.installation.devices:
                 continue
             payload = encode(self.state.device_info(dev_id))

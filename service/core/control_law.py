@@ -18,9 +18,11 @@ answer a little). The control law stands between them, with memory of its own pe
   they are at least `deadband`. Every increase must fit the budgets of all the EVSE's
   constraint slots (groups, phases, caps) beside what the others are committed to, in the
   allocation's order of precedence.
-* **Resume with hysteresis.** A vehicle that has charged in this session and stopped starts
-  again only once its minimum plus `resume_margin` (or its whole target, when smaller) has
-  been offered for `resume_time`. A first start waits `settle_time`.
+* **Resume with hysteresis.** A vehicle that has charged in this session and stopped is
+  offered current again only when its minimum plus `resume_margin` (or its whole target,
+  when smaller) fits (the allocation's admission; with the other load held at its peak of
+  `load_hold_time`, "fits" means "has fitted that long"), after its `pause_min_time`; it
+  then waits `resume_time` more (default 0). A first start waits `settle_time`.
 
 An EVSE never gets more than the allocation gave it, so every limit the allocation keeps
 holds for the commands too, except for the current of EVSEs still following a cut, which the
@@ -38,7 +40,9 @@ from service.core.allocation import (
     R_NO_VEHICLE,
     Allocation,
     AllocationInput,
+    EvseMemory,
     EvseResult,
+    Memory,
     effective_minimum,
 )
 from service.core.models import Params
@@ -56,7 +60,7 @@ class ControlSettings:
     ramp_step: int = 6000
     deadband: int = 300
     resume_margin: int = 1000
-    resume_s: float = 10.0
+    resume_s: float = 0.0
 
     @classmethod
     def from_params(cls, params: Params) -> ControlSettings:
@@ -91,6 +95,16 @@ class ControlMemory:
 
     def evse(self, dev_id: str) -> EvseControl:
         return self.evses.get(dev_id, NO_CONTROL)
+
+    def following(self, dev_id: str, now: float, window_s: float) -> bool:
+        """Whether an EVSE was cut less than `window_s` ago and has not been seen to follow."""
+        ctl = self.evses.get(dev_id)
+        return (
+            ctl is not None
+            and ctl.lowered_at is not None
+            and ctl.lingering > 0
+            and now - ctl.lowered_at < window_s
+        )
 
     def ramping_to(self, dev_id: str, now: float, window_s: float) -> int | None:
         """The command an EVSE was raised to less than `window_s` ago (it may still be
@@ -128,20 +142,55 @@ def govern(
     now = inp.now
     if not inp.params.lb_enabled:
         return alloc, _observed(alloc, memory, now)
-    steps = [
-        _first_pass(d, r, alloc, inp, memory.evse(d), settings) for d, r in alloc.evses.items()
-    ]
-    usage = _usage(steps, len(alloc.budgets))
-    _keep_small_cuts(steps, alloc.budgets, usage)
-    for step in _by_precedence(steps, inp):
-        if step.offered > step.command:
-            _increase(step, inp, alloc.budgets, usage, settings)
+    kept = dict(memory.evses)
+    steps: list[_Step] = []
+    for d, r in alloc.evses.items():
+        before = kept.get(d)
+        offered = r.charging_current if r.charging_enabled and not r.paused else 0
+        if (
+            before is not None
+            and offered == before.command
+            and before.lowered_at is None
+            and before.up_since is None
+        ):
+            # Settled: the allocation offers what it was commanded, nothing in flight. Most
+            # EVSEs of a site are, most of the time.
+            continue
+        steps.append(_first_pass(d, r, offered, alloc, inp, before or NO_CONTROL, settings))
+    for gone in kept.keys() - alloc.evses.keys():
+        del kept[gone]
+    if not steps:
+        return alloc, ControlMemory(kept) if len(kept) != len(memory.evses) else memory
+    budgets = alloc.budgets
+    if any(step.small_cut or step.offered > step.command for step in steps):
+        usage = _usage(alloc, kept, steps, len(budgets))
+        _keep_small_cuts(steps, budgets, usage)
+        for step in _by_precedence([s for s in steps if s.offered > s.command], inp):
+            _increase(step, inp, budgets, usage, settings)
     results = dict(alloc.evses)
-    kept: dict[str, EvseControl] = {}
     for step in steps:
         results[step.dev_id] = _commanded(step)
         kept[step.dev_id] = _remember(step, now)
-    return _with_results(alloc, results), ControlMemory(kept)
+    return _with_results(alloc, results, _never_started(alloc, steps, now)), ControlMemory(kept)
+
+
+def _never_started(alloc: Allocation, steps: Iterable[_Step], now: float) -> Memory:
+    """The allocation's memory, told of EVSEs it paused that were never started.
+
+    The allocation notes that an EVSE charges when it offers it current; one the control law
+    held back from starting did not. When the allocation then pauses it, that is no stop
+    after charging, and its pause_min_time must not hold it back (a car that never charged
+    waited 30 s for its first current)."""
+    memory = alloc.memory
+    changed: dict[str, EvseMemory] = {}
+    for step in steps:
+        if step.command == 0 and not step.before.charged:
+            mem = memory.evses.get(step.dev_id)
+            if mem is not None and mem.stopped_at == now:
+                changed[step.dev_id] = mem._replace(stopped_at=None)
+    if not changed:
+        return memory
+    return replace(memory, evses={**memory.evses, **changed})
 
 
 def _observed(alloc: Allocation, memory: ControlMemory, now: float) -> ControlMemory:
@@ -157,6 +206,7 @@ def _observed(alloc: Allocation, memory: ControlMemory, now: float) -> ControlMe
 def _first_pass(
     dev_id: str,
     r: EvseResult,
+    offered: int,
     alloc: Allocation,
     inp: AllocationInput,
     before: EvseControl,
@@ -164,7 +214,6 @@ def _first_pass(
 ) -> _Step:
     """Cuts at once; notes who may rise; ends the follow time of those that followed."""
     now = inp.now
-    offered = r.charging_current if r.charging_enabled and not r.paused else 0
     c = before.command
     lingering, lowered_at = _still_following(dev_id, before, inp, settings)
     step = _Step(dev_id, r, offered, before, c, lingering, lowered_at, before.up_since,
@@ -203,6 +252,35 @@ def _still_following(
     return before.lingering, before.lowered_at
 
 
+def _raise_taken(
+    dev_id: str, before: EvseControl, inp: AllocationInput, settings: ControlSettings
+) -> bool | None:
+    """Whether the car took up its last raise: True when a report after it shows the new
+    current (less FOLLOW_TOLERANCE_MA) and the allocation no longer credits its ramp; False
+    when follow_time has passed without (its car takes less); None while it may still be
+    ramping. The next step waits for it: while the car ramps, what it will draw is not
+    known, and a raise on top (a surplus that looks larger while the car's draw lags,
+    headroom the ramp has not shown yet) overshoots and has to be taken back."""
+    raised = before.raised_at
+    if raised is None:
+        return True
+    ev = inp.evses.get(dev_id)
+    st = ev.state if ev is not None else None
+    if (
+        ev is not None
+        and st is not None
+        and st.ts > raised
+        and max(st.current) >= before.command - FOLLOW_TOLERANCE_MA
+        # With a grid reading older than that report the allocation still counts the ramp
+        # (its credit): its figures are not yet those of the followed car.
+        and ev.ramp_credit == 0
+    ):
+        return True
+    if inp.now - raised >= settings.follow_s:
+        return False
+    return None
+
+
 def _measured(dev_id: str, inp: AllocationInput) -> int:
     ev = inp.evses.get(dev_id)
     if ev is None or ev.state is None:
@@ -210,13 +288,22 @@ def _measured(dev_id: str, inp: AllocationInput) -> int:
     return max(0, *ev.state.current)
 
 
-def _usage(steps: Iterable[_Step], n_slots: int) -> list[int]:
-    """What the EVSEs are committed to, per constraint slot."""
+def _usage(
+    alloc: Allocation, kept: Mapping[str, EvseControl], steps: Iterable[_Step], n_slots: int
+) -> list[int]:
+    """What the EVSEs are committed to, per constraint slot: the settled ones their command,
+    the others (`steps`) the higher of their command and what they may still draw."""
     usage = [0] * n_slots
-    for step in steps:
-        committed = max(step.command, step.lingering)
+    moving = {step.dev_id: step for step in steps}
+    for dev_id, slots in alloc.slots.items():
+        step = moving.get(dev_id)
+        if step is not None:
+            committed = max(step.command, step.lingering)
+        else:
+            ctl = kept.get(dev_id)
+            committed = ctl.command if ctl is not None else 0
         if committed:
-            for s in step.slots:
+            for s in slots:
                 usage[s] += committed
     return usage
 
@@ -232,11 +319,13 @@ def _keep_small_cuts(steps: Iterable[_Step], budgets: Sequence[int], usage: list
         if not step.small_cut:
             continue
         old = step.before.command
-        extra = old - max(step.command, step.lingering)
-        if extra > 0 and _room(step.slots, budgets, usage) < extra:
+        # `usage` holds this EVSE at the higher of its new command and what it may still
+        # draw; keeping the old command adds the rest.
+        extra = max(0, old - max(step.command, step.lingering))
+        if _room(step.slots, budgets, usage) < extra:
             continue  # a limit needs the cut
         for s in step.slots:
-            usage[s] += max(0, extra)
+            usage[s] += extra
         step.command = old
         step.lingering = step.before.lingering
         step.lowered_at = step.before.lowered_at
@@ -274,14 +363,26 @@ def _increase(
     since = step.up_since if step.up_since is not None else now
     if now - since < wait or now - step.before.changed_at < settings.settle_s:
         return
+    taken = _raise_taken(step.dev_id, step.before, inp, settings) if c > 0 else True
+    if taken is None:
+        return  # the car may still be taking up its last raise
     if offered - c < settings.deadband and c > 0:
         return
-    # A start goes to at least the minimum (a car cannot charge below it).
-    limit = settings.ramp_step or offered  # 0: no limit
-    wanted = min(offered, c + limit if c > 0 else max(minimum, limit))
+    # A start goes to at least the minimum (a car cannot charge below it). A car that did
+    # not take up its last raise limits itself: more steps would only be more commands.
+    limit = (settings.ramp_step or offered) if taken else offered  # 0: no limit
+    goal = offered
+    if offered < step.result.target:
+        # Limited by a budget: stop half a deadband short, so that the next reading's noise
+        # (a budget a few mA lower) needs no cut; a cut that small would be sent, as every
+        # cut a limit needs is.
+        goal = max(minimum, offered - settings.deadband // 2)
+    wanted = min(goal, c + limit if c > 0 else max(minimum, limit))
     base = max(c, step.lingering)
-    room = _room(step.slots, budgets, usage) if step.slots else wanted - base
-    new = min(wanted, base + max(0, room)) if wanted > base else wanted
+    room = _room(step.slots, budgets, usage) if step.slots else max(0, wanted - base)
+    if room < 0:
+        return  # a slot is over its budget already (a car still following a cut)
+    new = min(wanted, base + room)
     if new <= c or (c == 0 and new < minimum) or (c > 0 and new - c < settings.deadband):
         return
     for s in step.slots:
@@ -313,6 +414,8 @@ def _remember(step: _Step, now: float) -> EvseControl:
     )  # fmt: skip
 
 
-def _with_results(alloc: Allocation, results: Mapping[str, EvseResult]) -> Allocation:
-    return replace(alloc, evses=results)
+def _with_results(
+    alloc: Allocation, results: Mapping[str, EvseResult], memory: Memory
+) -> Allocation:
+    return replace(alloc, evses=results, memory=memory)
 

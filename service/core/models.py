@@ -109,7 +109,7 @@ class Params(StrictModel):
         default=1000, le=80_000, description="a paused EVSE resumes when minimum + this fits, mA"
     )
     resume_time: int = Field(
-        default=10, ge=0, le=3600, description="s minimum + margin must fit before a resume"
+        default=0, ge=0, le=3600, description="s more a stopped car waits before it resumes"
     )
     load_hold_time: int = Field(
         default=10, ge=0, le=600, description="s the highest recent other load is held"

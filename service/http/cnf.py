@@ -357,6 +357,11 @@ async def modbus(ctx: CnfContext, req: CnfRequest) -> Any:
         raise bad_request("give either read or write")
     if "write" in query and not req.is_admin:
         raise unauthorized("cmd=modbus&write needs the admin password (HTTP basic auth)")
+    secret = "read" in query and query["read"] != "all" and _reads_secret(query)
+    if secret and not req.is_admin:
+        raise unauthorized(
+            "reading the last RFID/PIN register (8096) needs the admin password (HTTP basic auth)"
+        )
     dev_id, unit = _modbus_target(ctx, device)
     if ctx.modbus is None:
         raise ApiError(503, "no Modbus bridge is connected")
@@ -366,7 +371,41 @@ async def modbus(ctx: CnfContext, req: CnfRequest) -> Any:
         raise ApiError(504, str(exc)) from None
     if reply.status != 200:
         raise ApiError(reply.status, str(reply.body), body=reply.body)
+    if query.get("read") == "all" and not req.is_admin and isinstance(reply.body, dict):
+        return {k: v for k, v in reply.body.items() if not _secret_key(k)}
     return reply.body
+
+
+# A Power Brain keeps the last RFID/PIN presented at the wallbox in 8096..8110 (a string):
+# a credential, shown to the admin only like the users' PINs.
+_SECRET_REGISTERS = range(8096, 8096 + 15)
+# Registers a single read takes by its suffix; a string at most the longest map entry's.
+_SUFFIX_SPAN = {"": 1, "d": 2, "q": 4, "s": 16}
+
+
+def _address(text: str) -> tuple[int, str] | None:
+    """`8096s` → (8096, "s"); None for what the bridge will refuse anyway."""
+    text = text.strip()
+    suffix = text[-1:].lower() if text[-1:].lower() in ("d", "q", "s") else ""
+    digits = text[: len(text) - len(suffix)]
+    return (int(digits), suffix) if digits.isascii() and digits.isdigit() else None
+
+
+def _reads_secret(query: dict[str, str]) -> bool:
+    parsed = _address(query["read"])
+    if parsed is None:
+        return False
+    address, suffix = parsed
+    count_text = query.get("count", "").strip()
+    span = int(count_text) if count_text.isascii() and count_text.isdigit() else 0
+    span = span or _SUFFIX_SPAN[suffix]
+    return address < _SECRET_REGISTERS.stop and _SECRET_REGISTERS.start < address + span
+
+
+def _secret_key(key: str) -> bool:
+    """A read=all key such as `8096s`."""
+    parsed = _address(key)
+    return parsed is not None and parsed[0] in _SECRET_REGISTERS
 
 
 # -- charging sessions ----------------------------------------------------------------------

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service.core.allocation import AllocationInput, Memory
+from service.core.allocation import AllocationInput, EvseInput, Memory
+from service.core.models import EvseConfig, EvseState
 from service.core.phases import GRID_MASK
 
 VEHICLE = (2, 3, 4)
@@ -55,12 +56,36 @@ def fresh(state: object, age: float | None, stale: float) -> bool:
     )
 
 
+def explained(config: EvseConfig, state: EvseState) -> bool:
+    """Whether the EVSE's maximum (80 A for an expression, capped by the maximum it reports)
+    plus 10 % (at least 1 A) explains the largest current it reports."""
+    raw = config.max_charging_cur
+    limit = raw if isinstance(raw, int) else 80_000
+    if state.max_charging_current and state.max_charging_current < limit:
+        limit = state.max_charging_current
+    return max(state.current) <= limit + max(1000, limit // 10)
+
+
+def trusted(ev: EvseInput, stale: float) -> bool:
+    """An EVSE the allocation trusts: a fresh state whose draw its maximum explains (else it
+    counts as lost)."""
+    return (
+        ev.state is not None
+        and fresh(ev.state, ev.state_age_s, stale)
+        and explained(ev.config, ev.state)
+    )
+
+
+def measured(state: EvseState) -> int:
+    return sum(1 << i for i, c in enumerate(state.current) if c >= 1000)
+
+
 def learned_mask(inp: AllocationInput, memory: Memory, dev_id: str) -> int:
     """Phases the allocation knows for an EVSE after this call's measurements."""
     ev = inp.evses[dev_id]
     prev = memory.evse(dev_id)
     st = ev.state
-    if st is not None and fresh(st, ev.state_age_s, inp.stale_after_s):
+    if st is not None and trusted(ev, inp.stale_after_s):
         if st.state in (3, 4):
             measured = sum(1 << i for i, c in enumerate(st.current) if c >= 1000)
             if measured:
@@ -71,9 +96,13 @@ def learned_mask(inp: AllocationInput, memory: Memory, dev_id: str) -> int:
 
 
 def assumed_local(inp: AllocationInput, memory: Memory, dev_id: str) -> int:
-    """The phases to assume (property tests use cards without used_phases)."""
-    cfg = inp.evses[dev_id].config
-    return cfg.used_phases or learned_mask(inp, memory, dev_id) or 7
+    """The phases to assume (property tests use cards without used_phases): and always every
+    phase it is measured drawing on."""
+    ev = inp.evses[dev_id]
+    local = ev.config.used_phases or learned_mask(inp, memory, dev_id) or 7
+    if ev.state is not None and trusted(ev, inp.stale_after_s):
+        local |= measured(ev.state)
+    return local
 
 
 def budgets(inp: AllocationInput, memory: Memory, overdraft_active: int) -> Budgets:
@@ -129,8 +158,9 @@ def budgets(inp: AllocationInput, memory: Memory, overdraft_active: int) -> Budg
         if st is not None and st.max_charging_current:
             max_cur = min(max_cur, st.max_charging_current)
         max_cur = max(0, min(max_cur, 80_000))
-        if not fresh(st, ev.state_age_s, stale) or st is None:
-            local = cfg.used_phases or memory.evse(dev_id).learned_phases or 7
+        if st is None or not trusted(ev, stale):
+            learned = memory.evse(dev_id).learned_phases
+            local = (cfg.used_phases or learned or 7) | learned
             for p in grid_phases(cfg.phase_rotation, local):
                 fixed_own[g][p] += max_cur
             continue
@@ -169,6 +199,13 @@ def budgets(inp: AllocationInput, memory: Memory, overdraft_active: int) -> Budg
 
     for g in known:
         non_evse_of(g)
+    # Without a grid reading nothing beyond grid_fail_current: at 0 a lost grid meter's group
+    # counts (for its own limit) the other load of its last fresh reading, unknown = all.
+    if params.grid_fail_current <= 0:
+        for g in known:
+            if has_grid[g] and grid_lost[g]:
+                last = memory.grid_load.get(g, (limit[g],) * 3)
+                non_evse[g] = [max(non_evse[g][p], last[p]) for p in range(3)]
     failed = {g: grid_lost[g] or (not has_grid[g] and cons_lost[g]) for g in known}
     fixed = {g: subtree_sum(fixed_own, g) for g in known}
     return Budgets(

@@ -70,6 +70,7 @@ from tests.allocation.reference import (
     fresh,
     grid_phases,
     grid_phases_of_rotation,
+    trusted,
 )
 
 STALE = 9.0
@@ -328,7 +329,7 @@ def _check(inp: AllocationInput, memory: Memory, result: Allocation, seed: int) 
         # Every reason matches the facts it claims.
         assert res.device_enabled == cfg.device_enabled
         off = not cfg.device_enabled and params.disable_policy == 0
-        is_fresh = fresh(ev.state, ev.state_age_s, inp.stale_after_s)
+        is_fresh = trusted(ev, inp.stale_after_s)
         assert (res.reason == R_DISABLED) == off, (dev_id, res)
         assert (res.reason == R_COM_ERR) == (not off and not is_fresh), (dev_id, res)
         assert (dev_id in result.com_err) == (res.reason == R_COM_ERR)

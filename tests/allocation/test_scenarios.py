@@ -9,7 +9,10 @@ A scenario file:
       "users": [...],                  User objects
       "stale_after_s": 9,              optional (default 9)
       "utc_offset_s": 0,               optional
-      "evses":  {"E1": {"config": {...}, "state": {...} | null, "age": 1.0}},
+      "evses":  {"E1": {"config": {...}, "state": {...} | null, "age": 1.0,
+                        "counted_current": [mA, mA, mA], "ramp_credit": 0}},   the last two
+                                       optional: the draw the control loop paired with the
+                                       grid reading (EvseInput)
       "meters": {"M1": {"config": {...}, "state": {...} | null, "age": 1.0}},
       "steps": [
         {
@@ -84,10 +87,13 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> None:
 def _evse_input(dev_id: str, spec: dict[str, Any], now: float) -> EvseInput:
     config = {"dev_type": "evse_ajax", "dev_id": dev_id, **spec.get("config", {})}
     state = spec.get("state")
+    counted = spec.get("counted_current")
     return EvseInput(
         EvseConfig.model_validate(config),
         None if state is None else EvseState.model_validate({"ts": now, **state}),
         spec.get("age", 1.0) if state is not None else None,
+        None if counted is None else (int(counted[0]), int(counted[1]), int(counted[2])),
+        int(spec.get("ramp_credit", 0)),
     )
 
 
@@ -129,6 +135,12 @@ def _check_allocation(allocation: Allocation, expected: dict[str, Any], where: s
 def test_scenario(path: Path) -> None:
     scenario = json.loads(path.read_text())
     assert scenario.get("description"), f"{path.name} needs a description"
+    run_scenario(scenario, path.stem)
+
+
+def run_scenario(scenario: dict[str, Any], name: str) -> int:
+    """Replays one scenario (a file's content) and asserts every expectation; returns the
+    number of steps. Also replays what chargebus records while diagnostic logging is on."""
     # A scenario is a sequence of snapshots: the hold of the other load over time (a
     # control-loop matter, see hold_peaks) is off unless the scenario sets it.
     params_raw: dict[str, Any] = {"load_hold_time": 0, **scenario.get("params", {})}
@@ -140,9 +152,9 @@ def test_scenario(path: Path) -> None:
     offset = int(scenario.get("utc_offset_s", 0))
     memory = Memory()
     cache = AllocationCache()  # carried from step to step, as the service does
-    assert scenario["steps"], f"{path.name} has no steps"
+    assert scenario["steps"], f"{name} has no steps"
     for number, step in enumerate(scenario["steps"], 1):
-        where = f"{path.stem} step {number}"
+        where = f"{name} step {number}"
         now = float(step["now"])
         params_raw.update(step.get("params", {}))
         for dev_id, update in step.get("evses", {}).items():
@@ -190,3 +202,4 @@ def test_scenario(path: Path) -> None:
                 assert got == want, f"{where}: {dev_id}.{key} is {got!r}, expected {want!r}"
         # The caller writes overdraft_cur back, as the allocation docstring asks.
         params_raw["overdraft_cur"] = allocation.overdraft_cur
+    return len(scenario["steps"])

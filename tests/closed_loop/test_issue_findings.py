@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import itertools
 
-import pytest
-
 from tests.plant.figures import compute, follow_bound_s, timeline
 from tests.plant.harness import SentCommand, Trace, run_plant_async
 from tests.plant.model import Command, PlantSpec
@@ -20,7 +18,6 @@ from tests.plant.plants import (
     surplus_sharing_plant,
 )
 
-NOT_LANDED = "control law of issue 12 not landed yet"
 DEMO_SEEDS = range(8)
 
 
@@ -81,7 +78,6 @@ async def test_demo_start_never_takes_the_grid_above_the_fuse() -> None:
     assert not worst, f"(seed, peak mA) above {DEMO_FUSE_MA}: {worst}"
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
 async def test_demo_settles_within_15_s_then_stays_quiet() -> None:
     """Issue: 136 command changes per minute, limits swinging between 7 and 12 A. The demo
     settles within 15 s (no change beyond 300 mA after that) and then changes each command
@@ -128,7 +124,6 @@ async def test_a_lower_fuse_keeps_both_cars_charging_at_about_7_a() -> None:
     assert not late, f"over 16 A later than {bound:.1f} s after the change: {late[:5]}"
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
 async def test_an_http_input_evse_that_never_reports_makes_no_on_off_cycle() -> None:
     """Issue: after adding an HTTP-input EVSE that never reports (it counts at its maximum,
     16 A per phase: 7 A are left), both cars went into a cycle, ~1 s of current, then 10 s
@@ -144,7 +139,6 @@ async def test_an_http_input_evse_that_never_reports_makes_no_on_off_cycle() -> 
     assert not wrong, f"{wrong}\n{timeline(spec, tr, 1.0)}"
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
 async def test_a_surplus_car_paused_by_a_cloud_does_not_flap() -> None:
     """Issue: with a solar-surplus rule, a grid reading that arrives before the wallbox's
     next report still counts a just-paused car's old current, so the car restarts from the

@@ -88,7 +88,6 @@ def _excess_bounds(f: Figures) -> list[str]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
 def test_over_a_limit_only_while_the_cars_follow_a_decrease(runs: Runs) -> None:
     found = broken(runs, _excess_bounds)
     assert not found, report(found, len(runs))
@@ -102,7 +101,6 @@ def _excess_explained(f: Figures) -> list[str]:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_LANDED)
 def test_never_more_over_than_the_cars_old_draws_explain(runs: Runs) -> None:
     found = broken(runs, _excess_explained)
     assert not found, report(found, len(runs))

@@ -16,7 +16,7 @@ from service import control_loop
 from service.app import RunningService
 from service.core.allocation import AllocationInput, Memory
 from tests.broker import find_free_port
-from tests.integration.conftest import GARAGE_EVSE, GRID_METER, Api
+from tests.integration.conftest import GARAGE_EVSE, GRID_METER, IMMEDIATE, Api
 from tests.integration.mqtt_observer import MqttObserver
 from tests.integration.waiting import eventually
 
@@ -48,6 +48,7 @@ async def test_a_disabled_powerbrain_charges_as_disable_policy_says(
         {
             "max_total_current": 32_000,
             "disable_policy": policy,
+            **IMMEDIATE,
             "devices": [
                 {
                     "dev_type": "evse_powerbrain",
@@ -119,14 +120,20 @@ async def test_a_failing_run_pauses_every_evse_and_set_ajax_evse_still_answers(
 ) -> None:
     """(h) while runs failed no command went out for 9 s and set_ajax_evse answered 504."""
     await api.set_params(
-        {"max_total_current": 32_000, "cycle_time": 500, "devices": [GRID_METER, GARAGE_EVSE]}
+        {
+            "max_total_current": 32_000,
+            "cycle_time": 500,
+            **IMMEDIATE,
+            "devices": [GRID_METER, GARAGE_EVSE],
+        }
     )
     bridge = service.cnf.http_input
     assert bridge is not None
     await eventually(lambda: bridge.device_kind("E1") is not None, "the bridge knows E1")
     command = f"{base_topic}/devices/E1/command"
-    await api.post({"current": [0, 0, 0]}, api.admin, cmd="set_ajax_meter", dev_id="M1")
     body = {"state": 3, "current": [16_000] * 3}
+    status, answer = await api.post(body, api.admin, cmd="set_ajax_evse", dev_id="E1")
+    await api.post({"current": [16_000] * 3}, api.admin, cmd="set_ajax_meter", dev_id="M1")
     status, answer = await api.post(body, api.admin, cmd="set_ajax_evse", dev_id="E1")
     assert status == 200 and answer["charging_current"] == 16_000 and not answer["paused"]
 
@@ -147,3 +154,120 @@ async def test_a_failing_run_pauses_every_evse_and_set_ajax_evse_still_answers(
     monkeypatch.undo()
     status, answer = await api.post(body, api.admin, cmd="set_ajax_evse", dev_id="E1")
     assert status == 200 and answer["charging_current"] == 16_000 and not answer["paused"]
+
+
+def state(observer: MqttObserver, base: str, dev_id: str, **fields: Any) -> float:
+    ts = fields.setdefault("ts", time.time())
+    observer.publish(f"{base}/devices/{dev_id}/state", json.dumps(fields))
+    return float(ts)
+
+
+async def test_an_expression_that_cannot_be_evaluated_fails_safe_and_says_so(
+    api: Api, service: RunningService, observer: MqttObserver, base_topic: str
+) -> None:
+    """(d) it silently became 16 A."""
+    await api.set_params(
+        {
+            "max_total_current": 32_000,
+            "cycle_time": 500,
+            **IMMEDIATE,
+            "devices": [
+                GRID_METER,
+                {**GARAGE_EVSE, "used_phases": 7, "max_charging_cur": "M3.current"},
+            ],
+        }
+    )
+    state(observer, base_topic, "M1", current=[0, 0, 0])
+    await observer.roundtrip()
+    ts = state(observer, base_topic, "E1", state=2)
+    command = await observer.wait(
+        f"{base_topic}/devices/E1/command", lambda m: m.json()["state_ts"] == ts
+    )
+    assert command.json()["charging_current"] == GARAGE_EVSE["min_charging_cur"]
+
+    async def reported() -> bool:
+        info = device(await api.ok(cmd="get_dev_info"), "E1")
+        return "cannot be evaluated" in info["last_error"]
+
+    await eventually(reported, "get_dev_info names the expression in last_error")
+    info = device(await api.ok(cmd="get_dev_info"), "E1")
+    assert "M3.current" in info["last_error"] and info["charging_current"] == 6000
+
+
+async def test_a_card_with_fewer_phases_cannot_hide_a_draw(
+    api: Api, service: RunningService, observer: MqttObserver, base_topic: str
+) -> None:
+    """(f) the card said L1, the car drew on all three; L2 carried 42 A on a 32 A fuse."""
+    user = {"id": "1001", "name": "Ann", "rfids": [{"id": "4711", "used_phases": 1}]}
+    status, answer = await api.post(user, api.admin, cmd="set_user")
+    assert status == 200, answer
+    await api.set_params(
+        {
+            "max_total_current": 32_000,
+            "cycle_time": 500,
+            **IMMEDIATE,
+            "devices": [
+                GRID_METER,
+                {**GARAGE_EVSE, "used_phases": 7, "users": ["1001"]},
+                {"dev_type": "evse_ajax", "dev_id": "E2", "used_phases": 2,
+                 "max_charging_cur": 32_000},
+            ],
+        }
+    )  # fmt: skip
+    # No other load; then E1's 3-phase car draws 16 A per phase and E2 16 A on L2 (reported
+    # after the grid reading, so not subtracted from it: see pairing).
+    state(observer, base_topic, "M1", current=[0, 0, 0])
+    await observer.roundtrip()
+    state(observer, base_topic, "E1", state=3, current=[16_000] * 3)
+    state(observer, base_topic, "E2", state=3, current=[0, 16_000, 0])
+    await observer.roundtrip()
+    status, answer = await api.get(cmd="enter_rfid", rfid="4711", dev_id="E1")
+    assert (status, answer) == (200, "ok")
+    e1 = await observer.wait(
+        f"{base_topic}/devices/E1/command", lambda m: m.json()["charging_current"] > 0
+    )
+    ts = state(observer, base_topic, "E2", state=3, current=[0, 16_000, 0])
+    e2 = await observer.wait(
+        f"{base_topic}/devices/E2/command", lambda m: m.json()["state_ts"] == ts
+    )
+    # L2 carries E1's 16 A and whatever E2 is given: together within the fuse.
+    assert e1.json()["charging_current"] + e2.json()["charging_current"] <= 32_000
+    info = device(await api.ok(cmd="get_dev_info"), "E1")
+    assert info["phases"] == 7
+
+
+async def test_a_draw_no_maximum_explains_is_an_error_not_a_credit(
+    api: Api, service: RunningService, observer: MqttObserver, base_topic: str
+) -> None:
+    """(g) an EVSE reporting 60 A per phase while drawing 6 A cancelled the real other load:
+    both EVSEs got 16 A, 52 A on a 32 A fuse."""
+    await api.set_params(
+        {
+            "max_total_current": 32_000,
+            "cycle_time": 500,
+            **IMMEDIATE,
+            "devices": [
+                GRID_METER,
+                {**GARAGE_EVSE, "used_phases": 7},
+                {**GARAGE_EVSE, "dev_id": "E2", "name": "Yard", "used_phases": 7},
+            ],
+        }
+    )
+    # 20 A of other load; E1 draws 6 A but reports 60 A, E2 draws and reports 6 A.
+    state(observer, base_topic, "E1", state=3, current=[60_000] * 3)
+    state(observer, base_topic, "E2", state=3, current=[6_000] * 3)
+    await observer.roundtrip()
+    state(observer, base_topic, "M1", current=[32_000] * 3)
+    await observer.roundtrip()
+    ts = state(observer, base_topic, "E2", state=3, current=[6_000] * 3)
+    e2 = await observer.wait(
+        f"{base_topic}/devices/E2/command", lambda m: m.json()["state_ts"] == ts
+    )
+    # E1 counts at its 16 A maximum beside the 26 A the meter shows without E2: no room.
+    assert e2.json()["charging_current"] == 0
+
+    async def reported() -> bool:
+        info = device(await api.ok(cmd="get_dev_info"), "E1")
+        return bool(info["com_err"]) and "reports 60000 mA" in info["last_error"]
+
+    await eventually(reported, "E1 is a com_err with the reason in last_error")

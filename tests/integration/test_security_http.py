@@ -18,7 +18,7 @@ import os
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bridges.sim.server import SimSite, simulated_site
 from service.app import RunningService, running_service
 from service.settings import Settings
-from tests.broker import BrokerAddress
+from tests.broker import BrokerAddress, find_free_port
 from tests.integration.conftest import ADMIN_PASSWORD, GRID_METER, Api, basic_auth
 from tests.integration.mqtt_observer import MqttObserver
 from tests.integration.service_process import ServiceProcess
@@ -219,6 +220,38 @@ async def test_1_nobody_without_admin_learns_a_user_id_or_reads_or_adds_a_pin(
     assert [r["id"] for r in (await api.ok(cmd="get_user", id=anna))["rfids"]] == ["4711"]
     status, _ = await api.get(cmd="enter_rfid", rfid="6666", dev_id="E1")
     assert status == 403
+
+
+@pytest.fixture
+async def wallbox() -> AsyncIterator[tuple[SimSite, int]]:
+    port = find_free_port()
+    async with simulated_site("127.0.0.1", [port], None, cars=[], tick_s=0.1) as sim:
+        yield sim, port
+
+
+async def test_1_nobody_without_admin_reads_the_last_card_from_the_wallbox(
+    api: Api, wallbox: tuple[SimSite, int]
+) -> None:
+    """The same credential, another way in: a Power Brain keeps the last RFID/PIN presented
+    in register 8096, and cmd=modbus reads are open."""
+    sim, port = wallbox
+    await api.set_params({"devices": [{"dev_type": "evse_powerbrain", "dev_id": "E1",
+                                       "address": f"127.0.0.1:{port}", "id": 1}]})
+
+    async def bridge_knows_e1() -> bool:
+        return (await api.get(api.admin, cmd="modbus", device="evse", read="8092"))[0] == 200
+
+    await eventually(bridge_knows_e1, "the Modbus bridge has learned E1")
+    sim.powerbrains[0].present_rfid("04A1B2C3")
+    assert await api.get(api.admin, cmd="modbus", device="evse", read="8096s") == (
+        200, "04A1B2C3")
+    for query in ({"read": "8096s"}, {"read": "8090", "count": 10}, {"read": "8100"}):
+        status, answer = await api.get(cmd="modbus", device="evse", **query)
+        assert status == 401, (query, answer)
+    status, everything = await api.get(cmd="modbus", device="evse", read="all")
+    assert status == 200 and "04A1B2C3" not in json.dumps(everything)
+    assert "8092" in everything  # the rest stays open
+    assert (await api.get(cmd="modbus", device="evse", read="8092"))[0] == 200
 
 
 # -- 2, 3: guessing the admin password -------------------------------------------------------

@@ -9,7 +9,9 @@
   what it drew just before the disturbance, or at the highest command it may still have been
   following then (those of its last delay: "what the cars' old commands explain");
 * settle time: from a disturbance until the last command change beyond SETTLE_DEADBAND_MA
-  (or on/off) before the next one, provided the commands then stayed quiet for QUIET_S;
+  (or on/off) before the next one, provided the commands then stayed quiet for QUIET_S
+  (None: they did not, though the next disturbance left time for it; a window too short
+  to tell is not judged unless a change came later than SETTLE_BOUND_S);
 * steady state: from SETTLE_BOUND_S after a disturbance to the next one; changes per minute
   count every change of a command there, per EVSE;
 * headroom used: at the end of each steady window, on the constraint and phase that is
@@ -279,10 +281,11 @@ def compute(spec: PlantSpec, tr: Trace) -> Figures:
         if t1 - t0 >= QUIET_S:
             if last is None:
                 settle.append((t0, 0.0))
-            elif t1 - last >= QUIET_S:
+            elif t1 - last >= QUIET_S or last - t0 > SETTLE_BOUND_S:
                 settle.append((t0, last - t0))
-            else:
+            elif t1 - t0 >= SETTLE_BOUND_S + QUIET_S:
                 settle.append((t0, None))
+            # else: the next disturbance came too soon to tell; not judged.
         steady_from = t0 + SETTLE_BOUND_S
         if t1 - steady_from >= 20.0:
             windows.append((steady_from, t1))

@@ -50,7 +50,17 @@ Failure: a group whose grid meter is stale (or, without a grid meter, one of its
 meters) does not trust the old reading; non_evse falls back to its fresh consumption meters
 and groups below. EVSEs below it get only their minimum current — or, when
 `params.grid_fail_current` > 0, share that many mA per phase (fixed loads included). Every
-group limit still holds. `grid_meter_lost` reports this for the main group.
+group limit still holds. `grid_meter_lost` reports this for the main group. With
+`grid_fail_current` 0 a group whose grid meter is lost counts (for its own limit) at least
+the other load of that meter's last fresh reading (`Memory.grid_load`), and before any
+reading its whole limit: nothing beyond grid_fail_current without a grid reading.
+
+A grid, consumption or production meter that reports `power_w` but no currents counts its
+power on each phase it reports a voltage on (see meter_power); for a grid meter the EVSEs'
+draw on those phases is taken off the whole.
+
+An EVSE reporting more current on a phase than its maximum explains (`draw_bound`) is lost:
+its report is a fault, not a credit against the grid reading.
 
 Overdraft: when the main grid meter shows a phase above `max_total_current` for longer than
 `overdraft_grace_s` (follow_time plus one cycle: cars still following a decrease are not a
@@ -66,12 +76,13 @@ EVSEs
 Only EVSEs with a vehicle (state 2, 3, 4) that are authorised, not switched off by override C,
 and whose target reaches their minimum ask for current; state 1 (no vehicle) gets 0 but stays
 enabled, state 5 (error) gets 0. Target = the maximum current
-(`max_charging_cur`; an expression is evaluated when trivial, else the EVSE's reported
-`max_charging_current` or 16 A is used and reported) capped by the EVSE's reported
+(`max_charging_cur`; an expression is evaluated when trivial, else the EVSE's minimum is
+used, fail safe, and reported in notes) capped by the EVSE's reported
 `max_charging_current`, the override `mamps` and the charging rules (see charging_rules). The
 minimum is `min_charging_cur`, raised to `battery_save_threshold`: an EVSE that cannot get that
 much pauses instead of charging slowly (a minimum of 0 counts as 1 mA). Phases: see phases.py;
-an RFID's `used_phases` beats the EVSE's, which beats what was learned. Disabled EVSEs follow
+an RFID's `used_phases` beats the EVSE's, which beats what was learned, and every phase the
+EVSE is measured drawing on is added (a setting never hides a draw). Disabled EVSEs follow
 `params.disable_policy`: 0 off
 (and not counted: a disabled device is not read, and whatever it still draws shows up as
 non-EVSE load), 1 capped at its minimum, -1 unlimited (its maximum, counted as fixed load).
@@ -92,7 +103,9 @@ or caps below it) is paused. It is not given current before `pause_min_time` has
 the pause began; after that it takes part again in every call (`pause_time` counts the seconds
 since the pause began). Authorisation missing or override C are not pauses: those EVSEs are
 commanded `charging_enabled` false. `lb_enabled` false (observation): everything is computed
-and reported (`current`, `reason`), but the commands give every EVSE its maximum current.
+and reported (`current`, `reason`), but the commands give every EVSE its maximum current —
+except where access control says no (waiting for a PIN/RFID, override C, an idle EVSE with
+users and no authorised session).
 
 Solar figures for charging rules (totals over the three phases): production = the fresh
 production meters (role 2); surplus = what the EVSEs draw minus the main grid meter's reading

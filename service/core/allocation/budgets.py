@@ -28,8 +28,9 @@ from service.core.allocation.model import (
     fresh,
 )
 from service.core.groups import GroupTree
-from service.core.models import Params
-from service.core.phases import ROTATION
+from service.core.meter_power import power_current, power_only
+from service.core.models import MeterState, Params
+from service.core.phases import PHASE_COUNT, PHASES_OF, ROTATION
 
 _ROLES = (ROLE_CONSUMPTION, ROLE_PRODUCTION, ROLE_GRID)
 
@@ -41,6 +42,10 @@ class Meters(NamedTuple):
     cons: list[list[int]]  # per group: Σ fresh consumption meters
     cons_lost: list[bool]
     production: int  # Σ over phases of fresh production meters
+    # Fresh grid meters that report only power (meter_power): per group, their current
+    # (mA, may sit on any phase of the mask) and the grid phases they report a voltage on.
+    grid_power: list[int]
+    grid_power_mask: list[int]
 
     def failed(self) -> list[bool]:
         """Per group: its load is unknown (its grid meter is lost, or without one a
@@ -65,7 +70,7 @@ def read_meters(
     n = len(index)
     meters = Meters(
         [[0, 0, 0] for _ in range(n)], [False] * n, [False] * n,
-        [[0, 0, 0] for _ in range(n)], [False] * n, 0,
+        [[0, 0, 0] for _ in range(n)], [False] * n, 0, [0] * n, [0] * n,
     )  # fmt: skip
     production = 0
     for dev_id, meter in inp.meters.items():
@@ -105,6 +110,8 @@ def _add_meter(
             meters.cons_lost[g] = True
         return 0
     sign = -1 if cfg.invert else 1
+    if power_only(state):
+        return _add_power(meters, g, role, sign, state, cfg.phase_rotation)
     c = state.current
     if role == ROLE_PRODUCTION:
         return max(0, sign * (c[0] + c[1] + c[2]))
@@ -113,6 +120,24 @@ def _add_meter(
     acc[rot[0]] += sign * c[0]
     acc[rot[1]] += sign * c[1]
     acc[rot[2]] += sign * c[2]
+    return 0
+
+
+def _add_power(
+    meters: Meters, g: int, role: int, sign: int, state: MeterState, rotation: int
+) -> int:
+    """A meter that reports only power: load on an unknown phase, not no load (see
+    meter_power). Returns what a production meter produces."""
+    ma, mask = power_current(state, rotation)
+    ma *= sign
+    if role == ROLE_PRODUCTION:
+        return max(0, ma)
+    if role == ROLE_GRID:
+        meters.grid_power[g] += ma
+        meters.grid_power_mask[g] |= mask
+    else:
+        for p in PHASES_OF[mask]:
+            meters.cons[g][p] += max(0, ma)
     return 0
 
 
@@ -170,7 +195,12 @@ class Overdraft(NamedTuple):
 def overdraft(params: Params, memory: Memory, meters: Meters, now: float) -> Overdraft:
     overdraw = 0
     if meters.has_grid[0] and not meters.grid_lost[0]:
-        overdraw = max(0, max(meters.grid[0]) - params.max_total_current)
+        peak = max(meters.grid[0])
+        mask = meters.grid_power_mask[0]
+        if mask:
+            # Power alone proves only its even spread over the meter's phases.
+            peak = max(peak, (sum(meters.grid[0]) + meters.grid_power[0]) // PHASE_COUNT[mask])
+        overdraw = max(0, peak - params.max_total_current)
     over_since = None
     if overdraw > 0:
         over_since = memory.over_since if memory.over_since is not None else now
@@ -203,10 +233,12 @@ def hold_peaks(
     reading (a meter that reads 0.3 A high for a second costs nothing; one that reads low
     would hand out current that is not there).
 
-    `credited`: the figure counts cars ramping up at their new command (pairing), so it may
-    be low by what they have yet to ramp. Such a figure never lowers the held load on its
-    own: the newest figure without a credit is kept beyond `hold_s` until another one comes,
-    so that ramps that follow one another for longer than `hold_s` lend no budget."""
+    `credited`: the figure was made while a car ramped up to a raised command (counted at
+    that command, pairing) or followed a cut (its last report, older than the reading, may
+    show more than it drew then), so it may be low by what they have yet to ramp. Such a
+    figure never lowers the held load on its own: the newest figure made without one is
+    kept beyond `hold_s` until another one comes, so that transitions that follow one
+    another for longer than `hold_s` lend no budget."""
     entry: LoadEntry = (now, int(load[0]), int(load[1]), int(load[2]), credited)
     plain = [h for h in history if not h[4] and h[0] <= now]
     kept = [h for h in history if now - h[0] < hold_s and h[0] <= now]
@@ -230,8 +262,8 @@ def held_loads(
 ) -> tuple[list[list[int]], dict[int, tuple[LoadEntry, ...]]]:
     """Per group, the other load held at its recent peak (params.load_hold_time; 0: the
     load as measured now), and the peaks to remember. `credited_in`: the groups with an
-    EVSE counted with a ramp credit; their figure, and those of the groups above, are
-    credited (see hold_peaks)."""
+    EVSE in transition (EvseInput.in_transition); their figure, and those of the groups
+    above, are credited (see hold_peaks)."""
     kept: dict[int, tuple[LoadEntry, ...]] = {}
     if params.load_hold_time <= 0:
         return non_evse, kept
@@ -259,6 +291,13 @@ def non_evse_loads(tree: GroupTree, meters: Meters, draw_sub: list[list[int]]) -
             gr, dr = meters.grid[g], draw_sub[g]
             for p in range(3):
                 ne[p] = max(0, gr[p] - dr[p])
+            mask = meters.grid_power_mask[g]
+            if mask:
+                # A meter that reports only power: the whole may sit on any of its phases,
+                # less what the EVSEs draw on them (meter_power).
+                whole = sum(gr) + meters.grid_power[g] - sum(dr[p] for p in PHASES_OF[mask])
+                for p in PHASES_OF[mask]:
+                    ne[p] = max(0, whole)
         else:
             co, bl = meters.cons[g], below[g]
             for p in range(3):
@@ -270,6 +309,41 @@ def non_evse_loads(tree: GroupTree, meters: Meters, draw_sub: list[list[int]]) -
             bp[1] += ne[1]
             bp[2] += ne[2]
     return non_evse
+
+
+def last_grid_loads(
+    params: Params,
+    tree: GroupTree,
+    meters: Meters,
+    non_evse: list[list[int]],
+    remembered: Mapping[int, tuple[int, int, int]],
+    active_overdraft: int,
+) -> tuple[list[list[int]], dict[int, tuple[int, int, int]]]:
+    """Without a grid reading nothing beyond grid_fail_current. At 0, minimums only, beside
+    the other load of the group's last fresh grid reading (remembered per group id); before
+    any reading that load is unknown, up to the whole limit: nothing fits. Returns the other
+    loads to budget and the figures to remember."""
+    grid_load = dict(remembered)
+    out = list(non_evse)
+    for g, ne in enumerate(non_evse):
+        if not meters.has_grid[g]:
+            continue
+        gid = tree.ids[g]
+        if not meters.grid_lost[g]:
+            grid_load[gid] = (ne[0], ne[1], ne[2])
+        elif params.grid_fail_current <= 0:
+            limit = _limit(params, tree, g, active_overdraft)
+            held = grid_load.get(gid, (limit, limit, limit))
+            out[g] = [max(ne[0], held[0]), max(ne[1], held[1]), max(ne[2], held[2])]
+    return out, grid_load
+
+
+def _limit(params: Params, tree: GroupTree, g: int, active_overdraft: int) -> int:
+    """limit(g): the group's max_current; for the main group max_total_current less the
+    reserve and the active overdraft."""
+    if g == 0:
+        return params.max_total_current - params.reserve_current - active_overdraft
+    return tree.limits[g]
 
 
 class Budgets(NamedTuple):
@@ -288,9 +362,8 @@ def group_budgets(
 ) -> Budgets:
     slots = [0] * (cons.total * 3)
     per_group: dict[int, tuple[int, int, int]] = {}
-    main_limit = params.max_total_current - params.reserve_current - active_overdraft
     for g in range(len(tree.ids)):
-        limit = main_limit if g == 0 else tree.limits[g]
+        limit = _limit(params, tree, g, active_overdraft)
         ne, fx = non_evse[g], fixed_sub[g]
         b = (limit - ne[0] - fx[0], limit - ne[1] - fx[1], limit - ne[2] - fx[2])
         slots[g * 3 : g * 3 + 3] = b
@@ -318,5 +391,5 @@ def solar_surplus(meters: Meters, draw_sub: list[list[int]], idle_draw: int) -> 
     if meters.has_grid[0]:
         if meters.grid_lost[0]:
             return 0
-        return max(0, sum(draw_sub[0]) - idle_draw - sum(meters.grid[0]))
+        return max(0, sum(draw_sub[0]) - idle_draw - sum(meters.grid[0]) - meters.grid_power[0])
     return max(0, meters.production - sum(sum(c) for c in meters.cons))

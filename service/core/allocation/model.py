@@ -81,6 +81,10 @@ class EvseInput:
     # car ramping up (pairing.counted_current): it counts against other load, never as
     # surplus.
     ramp_credit: int = 0
+    # Its draw at the grid reading is not known well: it ramps up to a raised command or
+    # follows a cut (control_law). Other-load figures made with it are not trusted to lower
+    # the held other load (hold_peaks).
+    in_transition: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +171,9 @@ class Memory:
     # Per group id: the recent other-load figures, newest last; the highest of those within
     # params.load_hold_time is what budgets count.
     load_peaks: Mapping[int, tuple[LoadEntry, ...]] = field(default_factory=dict)
+    # Per group id with a grid meter: the other load of its last fresh reading, held while
+    # the meter is lost (with grid_fail_current 0 the minimums must fit beside it).
+    grid_load: Mapping[int, tuple[int, int, int]] = field(default_factory=dict)
 
     def evse(self, dev_id: str) -> EvseMemory:
         return self.evses.get(dev_id, EMPTY_EVSE_MEMORY)
@@ -220,7 +227,9 @@ class Allocation:
 def resolve_max_current(
     config: EvseConfig, state: EvseState | None, variables: Mapping[str, float]
 ) -> tuple[int, bool]:
-    """An EVSE's maximum current and whether a fallback replaced its expression."""
+    """An EVSE's maximum current and whether a fallback replaced its expression. An
+    expression that cannot be evaluated fails safe: the EVSE's minimum (it once became a
+    fixed 16 A, whatever the expression meant to allow)."""
     raw = config.max_charging_cur
     fallback = False
     if isinstance(raw, int):
@@ -229,13 +238,39 @@ def resolve_max_current(
         evaluated = evaluate_expression(raw, variables)
         if evaluated is None:
             fallback = True
-            reported = state.max_charging_current if state is not None else None
-            value = reported if reported else FALLBACK_MAX_CURRENT
+            value = effective_minimum(config)
         else:
             value = evaluated
     if state is not None and state.max_charging_current:
         value = min(value, state.max_charging_current)
     return max(0, min(value, MAX_EVSE_CURRENT)), fallback
+
+
+def max_note(dev_id: str, config: EvseConfig, max_cur: int) -> str:
+    """The note for an expression that cannot be evaluated (see resolve_max_current)."""
+    return (
+        f"{dev_id}: max_charging_cur {config.max_charging_cur!r} cannot be evaluated; "
+        f"using its minimum, {max_cur} mA"
+    )
+
+
+# How far a reported draw may exceed the EVSE's maximum before it is a fault: meters and
+# cars are not exact (10 %, at least 1 A).
+DRAW_TOLERANCE_MA: Final = 1000
+
+
+def draw_limit(static_max: int | None, reported_max: int | None) -> int:
+    """An EVSE's maximum as the draw check sees it: `max_charging_cur` (80 A when given as
+    an expression), capped by the maximum the EVSE reports (as resolve_max_current does)."""
+    limit = MAX_EVSE_CURRENT if static_max is None else static_max
+    if reported_max and reported_max < limit:
+        limit = reported_max
+    return limit
+
+
+def draw_bound(limit: int) -> int:
+    """The most an EVSE with that maximum can be drawing on a phase, with the tolerance."""
+    return limit + max(DRAW_TOLERANCE_MA, limit // 10)
 
 
 def effective_minimum(config: EvseConfig) -> int:

@@ -10,6 +10,7 @@ from service.core.allocation.budgets import (
     Meters,
     group_budgets,
     held_loads,
+    last_grid_loads,
     non_evse_loads,
     overdraft,
     read_meters,
@@ -70,8 +71,9 @@ def allocate(
     context = cache.context(params, tree, meters.failed(), inp.users)
     variables = numeric_variables(params.cm_vars)
     site = Site(
-        context, now, variables, RfidIndex(inp.users), notes, cache.views, cache.state_views
-    )
+        context, now, variables, params.resume_margin, RfidIndex(inp.users), notes,
+        cache.views, cache.state_views,
+    )  # fmt: skip
     # 2. Each EVSE's verdict (and the wishes that read neither the clock nor the sun).
     cache.forget_gone(inp.evses)
     survey = Survey.empty(len(tree.ids), com_err)
@@ -83,6 +85,9 @@ def allocate(
         params, tree, non_evse_loads(tree, meters, draw_sub), memory.load_peaks,
         survey.credited, now,
     )  # fmt: skip
+    non_evse, grid_load = last_grid_loads(
+        params, tree, meters, non_evse, memory.grid_load, over.active
+    )
     budgets = group_budgets(
         params, tree, context.constraints, non_evse, sum_subtrees(tree, survey.fixed),
         over.active,
@@ -114,6 +119,7 @@ def allocate(
             overdraft_reported=over.reported,
             over_since=over.over_since,
             load_peaks=load_peaks,
+            grid_load=grid_load,
         ),
         grid_meter_lost=meters.main_grid_lost,
         overdraft_cur=over.reported,
@@ -142,7 +148,7 @@ class Survey:
     deferred: list[tuple[Vehicle, int]]  # vehicles (and W) whose wish the rules shape
     changed_mem: dict[str, EvseMemory]  # most runs change few EVSEs' memory
     energy: dict[str, float]
-    credited: set[int]  # groups with an EVSE counted with a ramp credit
+    credited: set[int]  # groups with an EVSE in transition (EvseInput.in_transition)
     cons_power: float = 0.0
     idle_draw: int = 0  # mA (Σ phases) drawn by EVSEs given no current in the last run
 
@@ -207,9 +213,13 @@ class Survey:
                     # Not given current in the last run: what it still draws (a car just
                     # paused) is no surplus, or a surplus car would restart from the grid.
                     idle_draw += d0 + d1 + d2
-                elif ev.ramp_credit:
-                    # A ramp credit is no surplus either, and marks its group's load figure.
-                    self.credit(g, ev.ramp_credit)
+                else:
+                    # A ramp credit is no surplus either: a car ramping up is counted at its
+                    # report, and only its own rules see its credit (wishes_with_rules).
+                    idle_draw += ev.ramp_credit
+                if ev.in_transition:
+                    # Its group's load figure is not trusted to lower the held load.
+                    self.credited.add(g)
             if result is not None:
                 results[dev_id] = result
                 if fixed is not None or changed is not None or lost:
@@ -228,13 +238,7 @@ class Survey:
             else:
                 self.vehicle_wish(vehicle, round(power), site)
         self.cons_power = power_sum
-        self.idle_draw += idle_draw
-
-    def credit(self, g: int, ramp_credit: int) -> None:
-        """An EVSE in group `g` counted with a ramp credit: no surplus, and its group's load
-        figure is credited (see budgets.held_loads)."""
-        self.idle_draw += ramp_credit
-        self.credited.add(g)
+        self.idle_draw = idle_draw
 
     def _take_rest(
         self,
@@ -288,9 +292,13 @@ class Survey:
         for vehicle, watts in self.deferred:
             n = PHASE_COUNT[vehicle.local_mask]
             dev_id = vehicle.dev_id
+            # Its own ramp is not lost surplus (its report lags what it draws), but nobody
+            # else may count on it: a second car would start on surplus that is the first
+            # car's draw still to come.
+            own_ramp = inp.evses[dev_id].ramp_credit // n
             rules = RuleContext(
                 week_minute, vehicle.max_current, from_production.get(dev_id, production // n),
-                from_surplus.get(dev_id, surplus // n), site.variables,
+                from_surplus.get(dev_id, surplus // n) + own_ramp, site.variables,
             )  # fmt: skip
             self._wish(vehicle, watts, site, rules)
 
@@ -301,7 +309,7 @@ class Survey:
         wish, minimum = make_wish(vehicle, watts, ctx.users, rules, cons.min_only[g], site.now)
         demand = None
         if not wish.reason:
-            demand = demand_for(vehicle, wish, minimum, site.now)
+            demand = demand_for(vehicle, wish, minimum, site.now, site.resume_margin)
         self.add_wish(wish, demand, vehicle.slots)
 
 
@@ -329,7 +337,7 @@ def verdict_anew(
         and entry[2] is not None
     ):
         view = site.state_views[dev_id] = state_view(st)
-        moved = refreshed(entry[5], entry[2], view)
+        moved = refreshed(entry[5], entry[0], entry[2], view)
         if moved is not None:
             verdicts[dev_id] = (entry[0], st, view, orig, entry[4], moved)
             return moved
@@ -357,10 +365,14 @@ def _observed_at_maximum(
     inp: AllocationInput, results: dict[str, EvseResult], variables: Mapping[str, float]
 ) -> None:
     """Observation (lb_enabled false): the EVSEs that share nothing are commanded at their
-    maximum too (the computed figures stay visible)."""
+    maximum too (the computed figures stay visible), as far as access control allows."""
     for dev_id, res in results.items():
         if res.reason in OBSERVED_AT_MAXIMUM:
             ev = inp.evses[dev_id]
+            if ev.config.users and res.user_id is None:
+                # One with users that no user's session authorises stays off: a car
+                # plugging in must not charge before its card is shown.
+                continue
             max_cur, _ = resolve_max_current(ev.config, ev.state, variables)
             results[dev_id] = res._replace(
                 charging_enabled=True, paused=False, charging_current=max_cur

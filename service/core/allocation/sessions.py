@@ -75,11 +75,13 @@ def _result(
     mem = _pause_memory(mem, current, paused, now)
     since = mem[M_PAUSED_SINCE]
     ov = mem.overrides
+    enabled_cmd = reason != R_AUTH and reason != R_OVERRIDE
     if observe:
-        # Observation: every EVSE gets its maximum (the computed figures stay visible).
-        enabled_cmd, paused_cmd, current_cmd = True, False, max_cur
+        # Observation does not steer the current (the computed figures stay visible), but
+        # access control still holds: an EVSE waiting for a PIN/RFID or switched off by
+        # override C stays off.
+        paused_cmd, current_cmd = False, max_cur if enabled_cmd else 0
     else:
-        enabled_cmd = reason != R_AUTH and reason != R_OVERRIDE
         paused_cmd, current_cmd = paused, current
     result = new(
         EvseResult,

@@ -25,7 +25,9 @@ from typing import NamedTuple
 from service.core.allocation.budgets import Constraints
 from service.core.allocation.events import after_state, may_start_or_end_a_session
 from service.core.allocation.model import (
+    DRAW_TOLERANCE_MA,
     EMPTY_EVSE_MEMORY,
+    FALLBACK_MAX_CURRENT,
     IDLE_MEMORY,
     R_COM_ERR,
     R_DISABLED,
@@ -37,6 +39,9 @@ from service.core.allocation.model import (
     EvseInput,
     EvseMemory,
     EvseResult,
+    draw_bound,
+    draw_limit,
+    max_note,
     resolve_max_current,
 )
 from service.core.allocation.views import (
@@ -80,6 +85,7 @@ class Site:
     context: Context
     now: float
     variables: Mapping[str, float]  # the params' cm_vars, for expressions
+    resume_margin: int  # params.resume_margin (see wishes.demand_for)
     rfids: RfidIndex
     notes: list[str]
     views: dict[str, ConfigView]  # cached, see cache.py
@@ -101,12 +107,13 @@ class Site:
         """resolve_max_current, with a note when a fallback replaced the expression."""
         max_cur, fallback = resolve_max_current(cfg, st, self.variables)
         if fallback:
-            self.notes.append(f"{dev_id}: max_charging_cur not evaluated; using {max_cur} mA")
+            self.notes.append(max_note(dev_id, cfg, max_cur))
         return max_cur
 
 
 # Positions of the fields that refreshed() rebuilds from slices (the assertion keeps them true).
 assert Wish._fields[6] == "watts" and EvseResult._fields[9] == "cur_charging_power"
+assert Vehicle._fields[6] == "max_current"
 
 
 class Verdict(NamedTuple):
@@ -158,7 +165,7 @@ def classify(
         g = 0
     st = ev.state
     sv = None if st is None else site.state_view(dev_id, st)
-    if sv is None or not is_fresh or sv.bad:
+    if sv is None or _unexplained(dev_id, cv, sv, site.notes) or not is_fresh or sv.bad:
         return _lost(dev_id, cfg, cv, st, mem, g, site), False
     m2 = mem
     if may_start_or_end_a_session(mem, sv.s, sv.rfid, sv.measured):
@@ -175,7 +182,25 @@ def classify(
     return verdict, keep and (not unlimited or cv.static_max is not None)
 
 
+def _unexplained(dev_id: str, cv: ConfigView, sv: StateView, notes: list[str]) -> bool:
+    """A draw that the EVSE's maximum cannot explain is a fault, not a credit against the
+    grid reading (one that reported 60 A while drawing 6 A cancelled real load): then the
+    EVSE counts as lost, and a note says why."""
+    peak = max(sv.c0, sv.c1, sv.c2)
+    if peak <= DRAW_TOLERANCE_MA:
+        return False
+    bound = draw_bound(draw_limit(cv.static_max, sv.reported_max))
+    if peak <= bound:
+        return False
+    notes.append(
+        f"{dev_id}: reports {peak} mA on a phase, more than its maximum "
+        f"explains (at most {bound} mA); counted as lost, at its maximum"
+    )
+    return True
+
+
 def _local_mask(cv: ConfigView, mem: EvseMemory, site: Site) -> int:
+    """The EVSE-local phases it is assumed to load (see phases.assumed_mask)."""
     return assumed_mask(cv.used_phases, site.rfids.phases(mem.auth), mem.learned_phases)
 
 
@@ -197,9 +222,16 @@ def _lost(
     g: int,
     site: Site,
 ) -> Verdict:
-    """No fresh state: assume it draws its maximum on the phases it may use."""
-    max_cur = site.max_current(dev_id, cfg, st)
-    local = _local_mask(cv, mem, site)
+    """No fresh state (or one whose draw its maximum cannot explain): assume it draws its
+    maximum on the phases it may use, and those it was last measured drawing on."""
+    max_cur, fallback = resolve_max_current(cfg, st, site.variables)
+    if fallback:
+        site.notes.append(max_note(dev_id, cfg, max_cur))
+        # Counted as load, the unknown maximum of an EVSE that may still draw is not its
+        # minimum: what it reports, else 16 A.
+        reported = st.max_charging_current if st is not None else None
+        max_cur = max(max_cur, reported or FALLBACK_MAX_CURRENT)
+    local = _local_mask(cv, mem, site) | mem.learned_phases
     gmask = GRID_MASK[cv.rotation][local]
     result = EvseResult(
         cv.enabled, False, False, 0, 0, 0, 0, local, gmask, 0, R_COM_ERR, False, True, None,
@@ -226,7 +258,9 @@ def _vehicle(
         max_cur = cv.static_max
     else:
         max_cur = site.max_current(dev_id, cfg, sv.state)
-    local = _local_mask(cv, m2, site)
+    # Every phase it is measured drawing on is budgeted, whatever a card (a user may set
+    # used_phases on their own) or the configuration says.
+    local = _local_mask(cv, m2, site) | sv.measured
     gmask = GRID_MASK[cv.rotation][local]
     power = sv.power
     ctx = site.context
@@ -242,7 +276,7 @@ def _vehicle(
             vehicle, round(power), ctx.users, None, constraints.min_only[g], site.now
         )
         if not wish.reason:
-            demand = demand_for(vehicle, wish, minimum, site.now)
+            demand = demand_for(vehicle, wish, minimum, site.now, site.resume_margin)
     draw = grid_draw(cv.rotation, sv.c0, sv.c1, sv.c2)
     return new(
         Verdict,
@@ -263,7 +297,7 @@ def _not_sharing(
 ) -> Verdict:
     """No vehicle, an error, or (`unlimited`) a disabled device under disable_policy -1:
     its maximum, outside the balancing, counted as load while a vehicle may draw it."""
-    local = _local_mask(cv, m2, site)
+    local = _local_mask(cv, m2, site) | sv.measured  # as for a vehicle
     gmask = GRID_MASK[cv.rotation][local]
     watts = round(sv.power)
     fixed = None
@@ -307,7 +341,9 @@ def _settled_memory(mem: EvseMemory, m2: EvseMemory) -> EvseMemory | None:
     return None if m2 == mem else m2
 
 
-def refreshed(verdict: Verdict, old: StateView, new_view: StateView) -> Verdict | None:
+def refreshed(
+    verdict: Verdict, config: EvseConfig, old: StateView, new_view: StateView
+) -> Verdict | None:
     """A cached verdict carried over to a new state, when that leaves what the allocation
     decides for the EVSE as it was: only its measurements moved (currents, voltages, power),
     not its state, error, RFID, metering, reported maximum or the phases it draws on. What
@@ -326,7 +362,19 @@ def refreshed(verdict: Verdict, old: StateView, new_view: StateView) -> Verdict 
     # Unpacked at once and rebuilt from slices, not read by name and _replace'd (Python-level
     # calls): this runs for every new state of a busy site.
     (g, _, _, _, _, _, rotation, fixed, _, result, vehicle, wish, demand, slots, _) = verdict
-    _, _, c0, c1, c2, _, _, power, metered, _, _ = new_view
+    _, _, c0, c1, c2, _, _, power, metered, reported_max, _ = new_view
+    # A draw its maximum cannot explain needs a verdict of its own (see _unexplained).
+    # Compared inline, above 1 A (DRAW_TOLERANCE_MA) only, with the maximum of a vehicle at
+    # hand (an EVSE without one rarely draws).
+    if c0 > 1000 or c1 > 1000 or c2 > 1000:
+        if vehicle is not None:
+            limit = vehicle[6]  # max_current
+        else:
+            raw = config.max_charging_cur
+            limit = draw_limit(raw if isinstance(raw, int) else None, reported_max)
+        bound = limit + (limit // 10 if limit > 10_000 else 1000)  # as draw_bound
+        if c0 > bound or c1 > bound or c2 > bound:
+            return None
     watts = round(power)
     if wish is not None and wish[6] != watts:
         wish = new(Wish, (*wish[:6], watts, *wish[7:]))

@@ -195,12 +195,18 @@ def slots_for(
     return slots
 
 
-def demand_for(v: Vehicle, wish: Wish, minimum: int, now: float) -> Demand:
-    """What a wish that shares asks of sharing."""
+def demand_for(v: Vehicle, wish: Wish, minimum: int, now: float, resume_margin: int) -> Demand:
+    """What a wish that shares asks of sharing. A car that stopped for a pause comes back
+    only when its minimum plus `resume_margin` fits (hysteresis): else a budget that just
+    fits its minimum, moved by a reading, stops and starts it again and again. The budgets
+    hold the other load's peak of load_hold_time, so "fits now" means "has fitted that
+    long"."""
     cell = v.group * 8 + v.grid_mask
     mem = wish.memory
     prio = v.config.prio
     target = wish.target
+    if mem.stopped_at is not None:
+        minimum = min(target, minimum + resume_margin)
     return new(
         Demand,
         (prio, (0 if mem.charging else 1, mem.plugged_at or now, v.dev_id), cell, v.slots,

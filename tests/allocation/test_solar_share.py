@@ -1,0 +1,45 @@
+"""Sharing the solar pools among the EVSEs charging from them (service/core/solar_share.py)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.core.solar_share import SolarCandidate, split_pool
+
+
+def test_one_evse_alone_gets_the_whole_pool() -> None:
+    assert split_pool([SolarCandidate("E1", 3, 6000)], 21_000) == {"E1": 7000}
+    assert split_pool([SolarCandidate("E1", 1, 6000)], 3000) == {"E1": 3000}
+
+
+def test_two_surplus_wallboxes_share_twenty_amps() -> None:
+    pair = [SolarCandidate("E1", 1, 6000), SolarCandidate("E2", 1, 6000)]
+    assert split_pool(pair, 20_000) == {"E1": 10_000, "E2": 10_000}
+    # Not enough for both minimums: the first keeps the pool.
+    assert split_pool(pair, 11_000) == {"E1": 11_000, "E2": 0}
+
+
+def test_a_three_phase_car_that_does_not_fit_leaves_room_for_a_one_phase_one() -> None:
+    cands = [SolarCandidate("E1", 3, 6000), SolarCandidate("E2", 1, 6000)]
+    assert split_pool(cands, 10_000) == {"E1": 0, "E2": 10_000}
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([1, 2, 3]), st.integers(1, 16_000)), min_size=1, max_size=8
+    ),
+    st.integers(-5000, 200_000),
+)
+def test_never_more_than_the_pool_and_every_admitted_one_gets_its_minimum(
+    spec: list[tuple[int, int]], pool: int
+) -> None:
+    cands = [SolarCandidate(f"E{i}", p, m) for i, (p, m) in enumerate(spec)]
+    shares = split_pool(cands, pool)
+    assert set(shares) == {c.dev_id for c in cands}
+    assert sum(shares[c.dev_id] * c.phases for c in cands) <= max(0, pool)
+    if len(cands) > 1:
+        for c in cands:
+            assert shares[c.dev_id] == 0 or shares[c.dev_id] >= c.minimum
+        # Whoever is admitted gets the same current per phase.
+        assert len({v for v in shares.values() if v}) <= 1

@@ -1,0 +1,273 @@
+"""The control law between the allocation and the commands (service/core/control_law.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.core.allocation import (
+    Allocation,
+    AllocationInput,
+    EvseInput,
+    Memory,
+    MeterInput,
+    allocate,
+)
+from service.core.control_law import (
+    R_SETTLING,
+    ControlMemory,
+    ControlSettings,
+    govern,
+)
+from service.core.models import EvseConfig, EvseState, MeterConfig, MeterState, Params
+
+T0 = 1_700_000_000.0
+SETTINGS = ControlSettings()
+
+
+def site(
+    now: float,
+    grid: list[int],
+    evses: dict[str, tuple[int, list[int]]],
+    *,
+    max_total: int = 32_000,
+    phases: dict[str, int] | None = None,
+    pause_min_time: int = 300,
+) -> AllocationInput:
+    """Wallboxes (state, currents) behind one grid meter, all reported a second ago."""
+    phases = phases or {}
+    return AllocationInput(
+        params=Params(max_total_current=max_total),
+        groups=[],
+        evses={
+            d: EvseInput(
+                EvseConfig(
+                    dev_type="evse_ajax",
+                    dev_id=d,
+                    used_phases=phases.get(d, 7),
+                    pause_min_time=pause_min_time,
+                ),
+                EvseState(ts=now - 1, state=s, current=c),
+                1.0,
+            )
+            for d, (s, c) in evses.items()
+        },
+        meters={
+            "M1": MeterInput(
+                MeterConfig(dev_type="meter_ajax", dev_id="M1", role=3),
+                MeterState(ts=now - 0.5, current=grid),
+                0.5,
+            )
+        },
+        users={},
+        now=now,
+        stale_after_s=9.0,
+    )
+
+
+class Loop:
+    """allocate + govern, carrying both memories, as the control loop runs them."""
+
+    def __init__(self) -> None:
+        self.memory = Memory()
+        self.control = ControlMemory()
+
+    def run(self, inp: AllocationInput) -> Allocation:
+        alloc = allocate(inp, self.memory)
+        result, self.control = govern(alloc, inp, self.control, SETTINGS)
+        self.memory = result.memory
+        return result
+
+    def current(self, inp: AllocationInput, dev_id: str) -> int:
+        r = self.run(inp).evses[dev_id]
+        return r.charging_current if r.charging_enabled and not r.paused else 0
+
+
+def test_a_start_waits_for_the_settle_time_then_steps_up() -> None:
+    loop = Loop()
+    seen: list[int] = []
+    drawn = 0
+    for dt in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9):
+        # The car follows each command within the second (its report is taken after it).
+        inp = site(T0 + dt, [drawn] * 3, {"E1": (3 if drawn else 2, [drawn] * 3)})
+        drawn = loop.current(inp, "E1")
+        seen.append(drawn)
+    # Offered 16 A from the first run: held 3 s, then the minimum step (6 A), 3 s later
+    # +6 A, and 3 s after that the rest.
+    assert seen == [0, 0, 0, 6000, 6000, 6000, 12_000, 12_000, 12_000, 16_000]
+    held = Loop().run(site(T0, [0, 0, 0], {"E1": (2, [0, 0, 0])})).evses["E1"]
+    assert held.paused and held.reason == R_SETTLING and held.current == 16_000
+
+
+def test_a_raise_waits_until_the_car_took_up_the_last_one() -> None:
+    loop = Loop()
+    for dt in range(0, 4):
+        loop.run(site(T0 + dt, [0, 0, 0], {"E1": (2, [0, 0, 0])}))
+    assert loop.control.evse("E1").command == 6000
+    # The car still draws nothing 4 s after its start: no further step.
+    for dt in (4, 5, 6, 7, 8):
+        assert loop.current(site(T0 + dt, [0, 0, 0], {"E1": (2, [0, 0, 0])}), "E1") == 6000
+    # After follow_time without taking it up, its car limits itself: one step to the offer.
+    assert loop.current(site(T0 + 9.5, [0, 0, 0], {"E1": (2, [0, 0, 0])}), "E1") == 16_000
+
+
+def test_a_cut_goes_out_at_once_and_blocks_raises_until_the_car_followed() -> None:
+    loop = Loop()
+    # E1 charges at 16 A, E2 just plugged in: 28 A fuse, 10 A other load on every phase.
+    evses = {"E1": (3, [16_000] * 3), "E2": (2, [0, 0, 0])}
+    for dt in range(0, 12):
+        loop.run(site(T0 + dt, [26_000] * 3, {"E1": (3, [16_000] * 3)}, max_total=28_000))
+    assert loop.control.evse("E1").command == 16_000
+    # E2 arrives: the allocation splits 18 A into 9 A each. E1's cut goes out at once.
+    now = T0 + 12
+    first = loop.run(site(now, [26_000] * 3, evses, max_total=28_000))
+    assert first.evses["E1"].charging_current == 9000
+    # E2 may not start while E1 may still draw its old 16 A (follow_time): 16 + 6 > 18,
+    # even though the offer has held for settle_time.
+    for dt in (1, 2, 3, 4):
+        r = loop.run(site(now + dt, [26_000] * 3, evses, max_total=28_000))
+        assert r.evses["E2"].paused and r.evses["E2"].current == 9000, dt
+    # E1 reports it followed (a report after the cut): E2 starts.
+    followed = {"E1": (3, [9000] * 3), "E2": (2, [0, 0, 0])}
+    inp = site(now + 5, [19_000] * 3, followed, max_total=28_000)
+    r = loop.run(_with_ts(inp, "E1", now + 4.8))
+    assert r.evses["E2"].charging_current == 6000 and not r.evses["E2"].paused
+
+
+def test_without_a_report_the_follow_time_ends_the_wait() -> None:
+    loop = Loop()
+    evses = {"E1": (3, [16_000] * 3), "E2": (2, [0, 0, 0])}
+    for dt in range(0, 12):
+        loop.run(site(T0 + dt, [26_000] * 3, {"E1": (3, [16_000] * 3)}, max_total=28_000))
+    now = T0 + 12
+    loop.run(site(now, [26_000] * 3, evses, max_total=28_000))
+    # E1's reports keep their old time: nothing shows it followed. After follow_time E2 may
+    # start, when its offer fits beside E1's new command.
+    late = site(now + SETTINGS.follow_s - 0.1, [26_000] * 3, evses, max_total=28_000)
+    assert loop.run(_with_ts(late, "E1", now - 1)).evses["E2"].paused
+    after = site(now + SETTINGS.follow_s, [26_000] * 3, evses, max_total=28_000)
+    assert loop.run(_with_ts(after, "E1", now - 1)).evses["E2"].charging_current == 6000
+
+
+def test_a_resume_needs_the_margin_for_the_resume_time() -> None:
+    s = ControlSettings(settle_s=0, resume_s=10, resume_margin=1000, ramp_step=0)
+    memory, control = Memory(), ControlMemory()
+
+    def run(dt: float, grid: list[int], state: int, cur: int) -> int:
+        nonlocal memory, control
+        inp = site(T0 + dt, grid, {"E1": (state, [cur] * 3)}, pause_min_time=0)
+        result, control = govern(allocate(inp, memory), inp, control, s)
+        memory = result.memory
+        r = result.evses["E1"]
+        return r.charging_current if r.charging_enabled and not r.paused else 0
+
+    assert run(0, [0, 0, 0], 2, 0) == 16_000
+    # 28 A other load: only 4 A left, below the minimum: paused at once.
+    assert run(1, [28_000 + 16_000] * 3, 3, 16_000) == 0
+    # 6.5 A fit: the minimum, but not the minimum + 1 A margin: stays paused.
+    assert run(20, [25_500] * 3, 2, 0) == 0
+    # 7.5 A fit (once the higher other load is older than load_hold_time): the margin
+    # holds; after resume_time it starts, half a deadband short of the budget.
+    assert run(31, [24_500] * 3, 2, 0) == 0
+    assert run(40, [24_500] * 3, 2, 0) == 0
+    assert run(41.5, [24_500] * 3, 2, 0) == 7500 - SETTINGS.deadband // 2
+
+
+def test_a_cut_below_the_deadband_waits_while_the_limits_hold() -> None:
+    loop = Loop()
+    draws = {"E1": (3, [14_000] * 3)}
+    for dt in range(0, 12):
+        loop.run(site(T0 + dt, [16_000 + 14_000] * 3, draws, max_total=30_000))
+    # 14 A fit: a raise limited by the budget stops half a deadband short.
+    assert loop.control.evse("E1").command == 13_850
+    draws = {"E1": (3, [13_850] * 3)}
+    # The other load reads 0.2 A lower: 14.2 A are offered, a raise below the deadband.
+    r = loop.run(site(T0 + 20, [15_800 + 13_850] * 3, draws, max_total=30_000))
+    assert r.evses["E1"].current == 14_200 and r.evses["E1"].charging_current == 13_850
+    # 0.1 A higher: 13.9 A offered, the command still fits: no cut.
+    r = loop.run(site(T0 + 21, [16_100 + 13_850] * 3, draws, max_total=30_000))
+    assert r.evses["E1"].current == 13_900 and r.evses["E1"].charging_current == 13_850
+    # 0.2 A higher: 13.8 A offered. 13.85 A no longer fit: the limit needs the cut, small
+    # as it is.
+    r = loop.run(site(T0 + 22, [16_200 + 13_850] * 3, draws, max_total=30_000))
+    assert r.evses["E1"].charging_current == 13_800
+
+
+def test_observation_mode_passes_the_allocation_through() -> None:
+    inp = _params(site(T0, [0, 0, 0], {"E1": (2, [0, 0, 0])}), lb_enabled=False)
+    alloc = allocate(inp, Memory())
+    result, control = govern(alloc, inp, ControlMemory(), SETTINGS)
+    assert result.evses == alloc.evses
+    assert control.evse("E1").command == alloc.evses["E1"].charging_current
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 30_000),  # other load on L1
+            st.lists(st.integers(0, 20_000), min_size=3, max_size=3),  # E1..E3 draws
+            st.floats(0.2, 4.0),  # time step
+        ),
+        min_size=2,
+        max_size=25,
+    ),
+    st.lists(st.sampled_from([1, 7]), min_size=3, max_size=3),
+)
+def test_no_raise_ever_takes_a_slot_past_its_budget(
+    steps: list[tuple[int, list[int], float]], masks: list[int]
+) -> None:
+    """Whatever the readings: a command is never above what the allocation offers unless it
+    is an unchanged command that still fits, and after every run, on every constraint slot
+    that an EVSE was raised on, what the EVSEs are committed to (their command, or what a cut
+    one may still draw) fits the slot's budget."""
+    loop = Loop()
+    now = T0
+    phases = {f"E{i + 1}": masks[i] for i in range(3)}
+    for other, draws, dt in steps:
+        now += dt
+        evses = {
+            f"E{i + 1}": (3 if d else 2, [d, d if masks[i] == 7 else 0, d if masks[i] == 7 else 0])
+            for i, d in enumerate(draws)
+        }
+        grid = [other + sum(draws), other, other]
+        before = dict(loop.control.evses)
+        inp = site(now, grid, evses, phases=phases)
+        alloc = allocate(inp, loop.memory)
+        result, control = govern(alloc, inp, loop.control, SETTINGS)
+        loop.memory, loop.control = result.memory, control
+        usage = [0] * len(alloc.budgets)
+        for d, ctl in control.evses.items():
+            for s in alloc.slots.get(d, ()):
+                usage[s] += max(ctl.command, ctl.lingering)
+        for d, r in result.evses.items():
+            offered = alloc.evses[d]
+            cmd = r.charging_current if r.charging_enabled and not r.paused else 0
+            was = before[d].command if d in before else 0
+            offer = (
+                offered.charging_current if offered.charging_enabled and not offered.paused else 0
+            )
+            assert cmd <= offer or cmd == was, (d, cmd, offer, was)
+            if cmd > was:
+                for s in alloc.slots.get(d, ()):
+                    assert usage[s] <= alloc.budgets[s], (d, s, usage, alloc.budgets)
+
+
+def _with_ts(inp: AllocationInput, dev_id: str, ts: float) -> AllocationInput:
+    evses = dict(inp.evses)
+    ev = evses[dev_id]
+    assert ev.state is not None
+    evses[dev_id] = EvseInput(ev.config, ev.state.model_copy(update={"ts": ts}), 0.2)
+    return AllocationInput(
+        params=inp.params, groups=inp.groups, evses=evses, meters=inp.meters,
+        users=inp.users, now=inp.now, stale_after_s=inp.stale_after_s,
+    )  # fmt: skip
+
+
+def _params(inp: AllocationInput, **changes: Any) -> AllocationInput:
+    return AllocationInput(
+        params=inp.params.model_copy(update=changes), groups=inp.groups, evses=inp.evses,
+        meters=inp.meters, users=inp.users, now=inp.now, stale_after_s=inp.stale_after_s,
+    )  # fmt: skip

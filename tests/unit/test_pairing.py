@@ -1,0 +1,105 @@
+"""Pairing wallbox reports with the grid reading they are subtracted from, and the held other
+load (service/core/pairing.py, allocation.hold_peaks)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.core.allocation import hold_peaks
+from service.core.models import GroupConfig, MeterConfig, MeterState
+from service.core.pairing import (
+    NOTHING,
+    counted_current,
+    grid_reading_times,
+    paired_draw,
+    reading_time_for,
+)
+
+SAMPLES = [(10.0, (6000, 0, 0)), (11.0, (9000, 0, 0)), (12.0, (12_000, 0, 0))]
+
+
+def test_the_newest_report_at_or_before_the_reading_never_a_newer_one() -> None:
+    assert paired_draw(SAMPLES, 11.5) == (9000, 0, 0)
+    assert paired_draw(SAMPLES, 12.0) == (12_000, 0, 0)
+    assert paired_draw(SAMPLES, 30.0) == (12_000, 0, 0)
+    # Every report is newer than the reading: the EVSE counts as drawing nothing.
+    assert paired_draw(SAMPLES, 9.9) == NOTHING
+    assert counted_current(SAMPLES, None) is None
+
+
+def test_a_ramping_evse_counts_at_its_command_on_the_phases_it_draws_on() -> None:
+    assert counted_current(SAMPLES, 11.5, ramping_to=16_000) == (16_000, 0, 0)
+    # At a start nothing is drawn yet: the phases it may use.
+    start = [(10.0, (0, 0, 0))]
+    assert counted_current(start, 10.5, ramping_to=6000, phases=7) == (6000, 6000, 6000)
+    assert counted_current(start, 10.5, ramping_to=6000, phases=2) == (0, 6000, 0)
+    # Already above the command (a cut one is not ramping up): its report counts.
+    assert counted_current(SAMPLES, 12.5, ramping_to=10_000) == (12_000, 0, 0)
+
+
+def test_an_evse_is_paired_with_its_own_groups_grid_meter_or_the_nearest_above() -> None:
+    groups = [GroupConfig(id=1, max_current=20_000), GroupConfig(id=2, parent=1, max_current=1)]
+    meters = [
+        (MeterConfig(dev_type="m", dev_id="M1", role=3), MeterState(ts=100.0)),
+        (MeterConfig(dev_type="m", dev_id="M2", role=3, group=1), MeterState(ts=90.0)),
+        (MeterConfig(dev_type="m", dev_id="M3", role=3, group=1), MeterState(ts=95.0)),
+        (MeterConfig(dev_type="m", dev_id="M4", role=1, group=2), MeterState(ts=50.0)),
+    ]
+    times = grid_reading_times(meters)
+    assert times == {0: 100.0, 1: 90.0}  # several in one group: the oldest reading
+    assert reading_time_for(2, groups, times) == 90.0
+    assert reading_time_for(0, groups, times) == 100.0
+    assert reading_time_for(7, groups, times) == 100.0  # an unknown group is the main one
+    assert reading_time_for(0, groups, {}) is None
+
+
+def test_the_held_load_rises_at_once_and_falls_after_the_hold() -> None:
+    held, history = hold_peaks((), [5000, 0, 0], 0.0, 10.0)
+    assert held == [5000, 0, 0]
+    held, history = hold_peaks(history, [2000, 0, 0], 5.0, 10.0)
+    assert held == [5000, 0, 0]
+    held, history = hold_peaks(history, [7000, 0, 0], 6.0, 10.0)
+    assert held == [7000, 0, 0]
+    held, history = hold_peaks(history, [2000, 0, 0], 16.5, 10.0)
+    assert held == [2000, 0, 0]
+
+
+def test_figures_made_in_transition_never_lower_the_held_load_on_their_own() -> None:
+    _, history = hold_peaks((), [8000, 0, 0], 0.0, 10.0)
+    # Ramps follow one another for 30 s: their figures are low, the plain 8 A stays.
+    for t in range(1, 30):
+        held, history = hold_peaks(history, [1000, 0, 0], float(t), 10.0, credited=True)
+        assert held == [8000, 0, 0], t
+    held, history = hold_peaks(history, [3000, 0, 0], 30.0, 10.0)
+    assert held[0] == 3000 or held[0] == 8000  # within the hold of the last plain figure
+    held, _ = hold_peaks(history, [3000, 0, 0], 41.0, 10.0)
+    assert held == [3000, 0, 0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0.01, 5.0), st.integers(0, 50_000), st.booleans()),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_the_held_load_is_never_below_the_latest_or_a_recent_plain_figure(
+    steps: list[tuple[float, int, bool]],
+) -> None:
+    history: tuple[tuple[float, int, int, int, bool], ...] = ()
+    now = 0.0
+    seen: list[tuple[float, int, bool]] = []
+    for dt, load, credited in steps:
+        now += dt
+        held, history = hold_peaks(history, [load, 0, 0], now, 10.0, credited)
+        seen.append((now, load, credited))
+        assert held[0] >= load
+        recent = [v for t, v, _ in seen if now - t < 10.0]
+        plain = [v for _, v, c in seen if not c]
+        # Nothing older than the hold counts, but the newest plain figure while in transition.
+        assert held[0] <= max(recent + (plain[-1:] if credited else []))
+        if plain and credited:
+            assert held[0] >= plain[-1]
+        assert len(history) <= 33
