@@ -1,6 +1,6 @@
 """The control law: from the allocation's currents to the commands, on a plant that lags.
 
-The allocation (allocation.py) answers "what may each EVSE have now" for one snapshot of
+The allocation (allocation/) answers "what may each EVSE have now" for one snapshot of
 readings. The wallboxes and cars answer late: a car follows a new current within seconds
 (IEC 61851 allows about 5 s) and ramps, and meters are read a moment after the wallboxes
 report. Sent as they are, the allocation's answers overshoot a fuse (a raise goes out while

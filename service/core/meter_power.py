@@ -7,7 +7,7 @@ load of 20 A may sit on one phase alone. So the load counts in full on every pha
 reports a voltage on (all three when it reports none), as `power / voltage`, at the lowest
 of those voltages (the larger current). That over-counts a balanced load; it never
 under-counts any phase. A grid meter's share of the EVSEs is then taken off as a whole: see
-allocation (`_Meters.grid_power`).
+allocation (`allocation.budgets.Meters.grid_power`).
 """
 
 from __future__ import annotations
