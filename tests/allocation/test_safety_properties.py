@@ -18,13 +18,14 @@ from hypothesis import strategies as st
 from service.core.allocation import (
     R_COM_ERR,
     Allocation,
+    AllocationCache,
     AllocationInput,
     EvseInput,
     Memory,
     MeterInput,
-    allocate,
 )
 from service.core.models import EvseConfig, EvseState, MeterConfig, MeterState, Params, User
+from tests.allocation.checker import checked_allocate
 
 NOW = 1_700_000_000.0
 STALE = 9.0
@@ -58,7 +59,8 @@ def run(
     users: dict[str, User] | None = None,
 ) -> Allocation:
     inp = AllocationInput(p, [], evses, meters, users or {}, NOW, STALE)
-    return allocate(inp, memory or Memory())
+    # Checked: cached against plain, and the limits (tests/allocation/checker).
+    return checked_allocate(inp, memory or Memory(), AllocationCache())
 
 
 def phase_load(result: Allocation, other: list[int], phases: dict[str, int]) -> list[int]:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from service.core.allocation import (
     Allocation,
+    AllocationCache,
     AllocationInput,
     EvseInput,
     Memory,
@@ -22,6 +23,7 @@ from service.core.control_law import (
     govern,
 )
 from service.core.models import EvseConfig, EvseState, MeterConfig, MeterState, Params
+from tests.allocation.checker import checked_allocate
 
 T0 = 1_700_000_000.0
 SETTINGS = ControlSettings()
@@ -73,9 +75,10 @@ class Loop:
     def __init__(self) -> None:
         self.memory = Memory()
         self.control = ControlMemory()
+        self.cache = AllocationCache()
 
     def run(self, inp: AllocationInput) -> Allocation:
-        alloc = allocate(inp, self.memory)
+        alloc = checked_allocate(inp, self.memory, self.cache)
         result, self.control = govern(alloc, inp, self.control, SETTINGS)
         self.memory = result.memory
         return result
@@ -154,11 +157,12 @@ def test_without_a_report_the_follow_time_ends_the_wait() -> None:
 def test_a_resume_needs_the_margin_for_the_resume_time() -> None:
     s = ControlSettings(settle_s=0, resume_s=10, resume_margin=1000, ramp_step=0)
     memory, control = Memory(), ControlMemory()
+    cache = AllocationCache()
 
     def run(dt: float, grid: list[int], state: int, cur: int) -> int:
         nonlocal memory, control
         inp = site(T0 + dt, grid, {"E1": (state, [cur] * 3)}, pause_min_time=0)
-        result, control = govern(allocate(inp, memory), inp, control, s)
+        result, control = govern(checked_allocate(inp, memory, cache), inp, control, s)
         memory = result.memory
         r = result.evses["E1"]
         return r.charging_current if r.charging_enabled and not r.paused else 0
@@ -235,7 +239,7 @@ def test_no_raise_ever_takes_a_slot_past_its_budget(
         grid = [other + sum(draws), other, other]
         before = dict(loop.control.evses)
         inp = site(now, grid, evses, phases=phases)
-        alloc = allocate(inp, loop.memory)
+        alloc = checked_allocate(inp, loop.memory, loop.cache)
         result, control = govern(alloc, inp, loop.control, SETTINGS)
         loop.memory, loop.control = result.memory, control
         usage = [0] * len(alloc.budgets)
