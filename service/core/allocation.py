@@ -1308,7 +1308,8 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 # its minimum: what it reports, else 16 A.
                 reported = st.max_charging_current if st is not None else None
                 max_cur = max(max_cur, reported or FALLBACK_MAX_CURRENT)
-            # With the phases it was last measured drawing on (learned), as above.
+            # With the phases it was last measured drawing on (learned): a setting never
+            # hides a draw (see the vehicle branch below).
             local = assumed_mask(used_phases, rfids.phases(mem.auth), mem.learned_phases)
             local |= mem.learned_phases
             gmask = GRID_MASK[rot][local]
