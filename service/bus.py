@@ -228,8 +228,14 @@ class MqttBus:
                     client._client.publish(topic, payload, qos=qos, retain=True)
                 self.connected.set()
                 log.info("MQTT connected to %s", self._target.redacted())
+                queue = client._queue
                 async for message in client.messages:
                     self._dispatch(message)
+                    # aiomqtt's iterator makes a task and a wait for every message, so other
+                    # tasks (a control-loop run) would get in between any two of a burst:
+                    # what is queued already is dispatched at once.
+                    while not queue.empty():
+                        self._dispatch(queue.get_nowait())
             except aiomqtt.MqttError as exc:
                 log.warning("MQTT connection to %s lost: %s", self._target.redacted(), exc)
             finally:

@@ -46,9 +46,9 @@ log = logging.getLogger(__name__)
 # event loop keeps serving the bus and HTTP meanwhile.
 THREAD_THRESHOLD = 300
 ENERGY_SAVE_INTERVAL_S = 60.0
-# In a burst of EVSE reports, a report-triggered run starts at least this long after the end
-# of the previous run (see device_state_changed); a meter reading or a configuration change
-# runs at once.
+# In a burst of EVSE reports, a report-triggered run starts at least this long (or as long as
+# the last run took) after the end of the previous run (see device_state_changed); a meter
+# reading or a configuration change runs at once.
 REPORT_RUN_SPACING_S = 0.02
 
 
@@ -244,7 +244,10 @@ class ControlLoop:
         if not isinstance(self.state.installation.devices.get(dev_id), EvseConfig):
             self.trigger()
             return
-        wait = self._run_ended + REPORT_RUN_SPACING_S - time.monotonic()
+        # At least as long as the last run took: report runs fill at most half the loop's
+        # time, so a meter reading mostly finds it free, or waits for half a run.
+        spacing = max(REPORT_RUN_SPACING_S, self.stats.last_run_s)
+        wait = self._run_ended + spacing - time.monotonic()
         if wait <= 0:
             self.trigger()
         elif self._report_timer is None:

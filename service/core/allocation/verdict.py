@@ -231,6 +231,8 @@ def _lost(
         # minimum: what it reports, else 16 A.
         reported = st.max_charging_current if st is not None else None
         max_cur = max(max_cur, reported or FALLBACK_MAX_CURRENT)
+    # With the phases it was last measured drawing on (learned): a setting never hides a
+    # draw (see _vehicle).
     local = _local_mask(cv, mem, site) | mem.learned_phases
     gmask = GRID_MASK[cv.rotation][local]
     result = EvseResult(
