@@ -363,7 +363,12 @@ def _increase(
     since = step.up_since if step.up_since is not None else now
     if now - since < wait or now - step.before.changed_at < settings.settle_s:
         return
-    taken = _raise_taken(step.dev_id, step.before, inp, settings) if c > 0 else True
+    # With settle_time 0 nothing waits, the take-up of a raise neither.
+    taken = (
+        _raise_taken(step.dev_id, step.before, inp, settings)
+        if c > 0 and settings.settle_s > 0
+        else True
+    )
     if taken is None:
         return  # the car may still be taking up its last raise
     if offered - c < settings.deadband and c > 0:

@@ -87,8 +87,9 @@ class Params(StrictModel):
     )
     grid_fail_current: MilliAmps = Field(
         default=0,
-        description="per-phase EVSE total while the grid meter is lost; 0 = minimum currents "
-        "only, within max_total_evse_current",
+        description="per-phase EVSE total while a group's grid meter has no fresh reading; "
+        "0 = minimum currents only, beside the other load of its last reading (none before "
+        "the first reading)",
     )
     # Control in the loop (chargebus's own; see docs/load-balancing.md, "Control in the loop").
     # The defaults suit wallboxes and meters that report about once a second and cars that

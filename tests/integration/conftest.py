@@ -36,6 +36,7 @@ IMMEDIATE: dict[str, Any] = {
     "resume_time": 0,
     "resume_margin": 0,
     "load_hold_time": 0,
+    "deadband": 0,
 }
 
 

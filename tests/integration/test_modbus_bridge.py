@@ -208,6 +208,7 @@ async def test_failsafe_when_the_core_stops(
                 await api.set_params(
                     {
                         "max_total_current": 12_000,
+                        **IMMEDIATE,
                         "devices": [powerbrain(port, failsafe_current=8_000)],
                     }
                 )

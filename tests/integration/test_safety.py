@@ -145,8 +145,10 @@ async def test_a_failing_run_pauses_every_evse_and_set_ajax_evse_still_answers(
     status, answer = await api.post(body, api.admin, cmd="set_ajax_evse", dev_id="E1")
     assert status == 200, answer
     assert answer["paused"] is True and answer["charging_current"] == 0
-    paused = observer.latest(command)
-    assert paused is not None and paused.json()["paused"] and paused.json()["charging_current"] == 0
+    # The same command on the bus, for every other bridge and client.
+    await observer.wait(
+        command, lambda m: m.json()["paused"] and m.json()["charging_current"] == 0
+    )
     assert service.control.stats.failures > failures
     assert service.control.stats.failsafe_commands >= 1
 
