@@ -1163,10 +1163,12 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         )
         return len(demands) - 1
 
-    # A car that stopped for a pause comes back only when its minimum plus this margin fits
-    # (hysteresis): else a budget that just fits its minimum, moved by a reading, stops and
-    # starts it again and again. The budgets hold the other load's peak of load_hold_time,
-    # so "fits now" means "has fitted that long".
+    # A car that does not charge (waiting to start, or stopped for a pause) is admitted only
+    # when its minimum plus this margin fits; one that charges keeps its place down to its
+    # minimum (hysteresis): else a budget that just fits a minimum, moved by a reading,
+    # starts and stops cars again and again, each time cutting the others to make room. The
+    # budgets hold the other load's peak of load_hold_time, so "fits now" means "has fitted
+    # that long".
     resume_margin = params.resume_margin
 
     def add_wish(w: _Wish) -> None:
@@ -1174,7 +1176,7 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
         k = -1
         if not w.reason:
             minimum = w.minimum
-            if w.memory.stopped_at is not None:
+            if not w.memory.charging:
                 minimum = min(w.target, minimum + resume_margin)
             k = demand(v.dev_id, v.config, w.memory, v.group, v.grid_mask, minimum, w.target)
         pending.append(
@@ -1388,11 +1390,10 @@ def allocate(inp: AllocationInput, memory: Memory) -> Allocation:
                 reason = ""
                 if target < minimum:
                     reason = R_BATTERY_SAVE if target >= min_cur else R_TARGET
-                elif m2.stopped_at is not None:
-                    if now - m2.stopped_at < pause_min:
-                        reason = R_MIN_PAUSE
-                    else:
-                        minimum = min(target, minimum + resume_margin)
+                elif m2.stopped_at is not None and now - m2.stopped_at < pause_min:
+                    reason = R_MIN_PAUSE
+                if not reason and not m2.charging:
+                    minimum = min(target, minimum + resume_margin)
                 if reason:
                     k = -1
                 else:
