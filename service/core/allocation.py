@@ -400,6 +400,13 @@ def _draw_bound(limit: int) -> int:
     return limit + max(DRAW_TOLERANCE_MA, limit // 10)
 
 
+def draw_bound(config: EvseConfig, state: EvseState) -> int:
+    """The most this EVSE can be drawing on a phase (for callers outside the allocation,
+    such as the pairing of its older reports, see pairing.counted_current)."""
+    static = config.max_charging_cur if isinstance(config.max_charging_cur, int) else None
+    return _draw_bound(_draw_limit(static, state.max_charging_current or None))
+
+
 def _refreshed(pre: _Prepared, old: _StateView, new: _StateView) -> _Prepared | None:
     """A prepared entry carried over to a new state, when that leaves what the allocation
     decides for the EVSE as it was: only its measurements moved (currents, voltages, power),
