@@ -36,7 +36,7 @@ from service.core.allocation import (
     allocate,
 )
 from service.core.authorization import RfidResult
-from service.core.control_law import ControlSettings, govern
+from service.core.control_law import ControlSettings, all_paused, govern
 from service.core.models import EvseConfig, EvseState
 from service.state import ServiceState
 
@@ -383,6 +383,8 @@ class ControlLoop:
         except Exception:
             log.exception("fail-safe commands after a failed run could not be sent")
             return
+        # The control law starts them again as it starts any car (settle, steps).
+        self.state.control = all_paused(self.state.control, self.clock())
         self.stats.failsafe_commands += len(outgoing)
         self.stats.commands_sent += len(outgoing)
         if outgoing:

@@ -315,6 +315,7 @@ class ServiceState:
                     time_of_group[g],
                     ramping,
                     config.used_phases or 7,
+                    core.draw_bound(config, state),
                 )
                 if counted is not None:
                     plain = pairing.paired_draw(runtime.samples, time_of_group[g] or 0.0)

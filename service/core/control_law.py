@@ -115,6 +115,26 @@ class ControlMemory:
         return ctl.command if now - ctl.raised_at < window_s else None
 
 
+def all_paused(memory: ControlMemory, now: float) -> ControlMemory:
+    """The memory after every EVSE was paused at 0 A outside the control law (a failed run's
+    fail-safe): each counts as cut now, so that the next run starts it again through
+    settle_time and steps, and counts what it may still draw until it followed."""
+    return ControlMemory(
+        {
+            d: EvseControl(
+                0,
+                now if ctl.command else ctl.changed_at,
+                now if ctl.command else ctl.lowered_at,
+                max(ctl.command, ctl.lingering),
+                None,
+                ctl.charged,
+                None,
+            )
+            for d, ctl in memory.evses.items()
+        }
+    )
+
+
 @dataclass(slots=True)
 class _Step:
     """One EVSE within one run."""

@@ -41,6 +41,7 @@ def counted_current(
     reading_ts: float | None,
     ramping_to: int | None = None,
     phases: int = 7,
+    bound: int | None = None,
 ) -> Currents | None:
     """What the allocation subtracts from the grid reading for one EVSE; None: no grid
     reading to pair with (the allocation then uses the EVSE's latest state).
@@ -58,6 +59,11 @@ def counted_current(
     if reading_ts is None:
         return None
     drawn = paired_draw(samples, reading_ts)
+    if bound is not None and max(drawn) > bound:
+        # A report the EVSE's maximum cannot explain is no credit against the grid reading
+        # (the allocation marks the EVSE lost when its latest state says so; an older one
+        # paired here must not slip through either).
+        drawn = NOTHING
     if ramping_to is None:
         return drawn
     a, b, c = drawn

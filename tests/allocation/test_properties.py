@@ -386,6 +386,9 @@ def _check(inp: AllocationInput, memory: Memory, result: Allocation, seed: int) 
             event("paused while a lower priority charges")
         cfg = inp.evses[dev_id].config
         minimum = max(cfg.min_charging_cur, cfg.battery_save_threshold, 1)
+        if not memory.evse(dev_id).charging:
+            # Hysteresis: an EVSE that does not charge is admitted with minimum + margin.
+            minimum = min(res.target, minimum + params.resume_margin)
         phases = grid_phases(cfg.phase_rotation, res.phases)
         peers = {
             d: v

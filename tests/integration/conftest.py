@@ -37,6 +37,9 @@ IMMEDIATE: dict[str, Any] = {
     "resume_margin": 0,
     "load_hold_time": 0,
     "deadband": 0,
+    # A car that was cut counts at its old command until it reports the new one or this
+    # many seconds pass; plumbing tests rarely report again.
+    "follow_time": 1,
 }
 
 

@@ -183,7 +183,7 @@ async def test_meter_reading_after_a_burst_of_reports_is_answered_before_their_i
         ]
         assert cuts and infos
         # Every EVSE's cut was on the bus before the first info that shows a report.
-        first_cut_per_evse = {}
+        first_cut_per_evse: dict[str, int] = {}
         for n in cuts:
             first_cut_per_evse.setdefault(leaf(order[n][0])[0], n)
         assert max(first_cut_per_evse.values()) < min(infos), (

@@ -207,6 +207,9 @@ async def test_a_card_with_fewer_phases_cannot_hide_a_draw(
         {
             "max_total_current": 32_000,
             "cycle_time": 500,
+            # E2, cut to make room for E1, counts at its old command for follow_time (1 s in
+            # IMMEDIATE); E1's one report must not go stale meanwhile.
+            "stale_time": 10_000,
             **IMMEDIATE,
             "devices": [
                 GRID_METER,

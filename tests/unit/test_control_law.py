@@ -20,6 +20,7 @@ from service.core.control_law import (
     R_SETTLING,
     ControlMemory,
     ControlSettings,
+    all_paused,
     govern,
 )
 from service.core.models import EvseConfig, EvseState, MeterConfig, MeterState, Params
@@ -275,3 +276,17 @@ def _params(inp: AllocationInput, **changes: Any) -> AllocationInput:
         params=inp.params.model_copy(update=changes), groups=inp.groups, evses=inp.evses,
         meters=inp.meters, users=inp.users, now=inp.now, stale_after_s=inp.stale_after_s,
     )  # fmt: skip
+
+
+def test_after_a_fail_safe_pause_a_car_starts_again_through_the_settle_time() -> None:
+    loop = Loop()
+    drawn = 0
+    for dt in range(0, 12):
+        drawn = loop.current(site(T0 + dt, [drawn] * 3, {"E1": (3, [drawn] * 3)}), "E1")
+    assert drawn == 16_000
+    # A run failed: every EVSE was paused at 0 A outside the control law.
+    loop.control = all_paused(loop.control, T0 + 12)
+    assert loop.control.evse("E1").lingering == 16_000
+    inp = site(T0 + 13, [16_000] * 3, {"E1": (3, [16_000] * 3)})
+    assert loop.current(inp, "E1") == 0  # no jump back to 16 A
+    assert loop.current(site(T0 + 16, [0] * 3, {"E1": (2, [0] * 3)}), "E1") == 6000

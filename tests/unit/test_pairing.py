@@ -103,3 +103,9 @@ def test_the_held_load_is_never_below_the_latest_or_a_recent_plain_figure(
         if plain and credited:
             assert held[0] >= plain[-1]
         assert len(history) <= 33
+
+
+def test_an_older_report_above_the_maximum_is_no_credit() -> None:
+    lying = [(10.0, (60_000, 0, 0)), (11.0, (6000, 0, 0))]
+    assert counted_current(lying, 10.5, bound=17_600) == NOTHING
+    assert counted_current(lying, 11.5, bound=17_600) == (6000, 0, 0)

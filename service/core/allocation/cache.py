@@ -67,7 +67,7 @@ class AllocationCache:
         self, params: Params, tree: GroupTree, failed: list[bool], users: Mapping[str, User]
     ) -> Context:
         """The context of this run's verdicts: the very same object as in the last run while
-        the constraints, disable_policy and the user book stay the same."""
+        the constraints, disable_policy, resume_margin and the user book stay the same."""
         key = (params.max_total_evse_current > 0, params.grid_fail_current, tuple(failed))
         cons = self._constraints
         if cons is None or self._constraints_key != key:
@@ -78,9 +78,12 @@ class AllocationCache:
             context is None
             or context.constraints is not cons
             or context.policy != params.disable_policy
+            or context.resume_margin != params.resume_margin
             or context.users is not users
         ):
-            context = self._context = Context(cons, tree.index, params.disable_policy, users, {})
+            context = self._context = Context(
+                cons, tree.index, params.disable_policy, users, params.resume_margin, {}
+            )
         return context
 
     def forget_gone(self, evses: Mapping[str, object]) -> None:

@@ -268,9 +268,16 @@ def draw_limit(static_max: int | None, reported_max: int | None) -> int:
     return limit
 
 
-def draw_bound(limit: int) -> int:
+def bound_of(limit: int) -> int:
     """The most an EVSE with that maximum can be drawing on a phase, with the tolerance."""
     return limit + max(DRAW_TOLERANCE_MA, limit // 10)
+
+
+def draw_bound(config: EvseConfig, state: EvseState) -> int:
+    """The most this EVSE can be drawing on a phase (for callers outside the allocation,
+    such as the pairing of its older reports, see pairing.counted_current)."""
+    static = config.max_charging_cur if isinstance(config.max_charging_cur, int) else None
+    return bound_of(draw_limit(static, state.max_charging_current or None))
 
 
 def effective_minimum(config: EvseConfig) -> int:

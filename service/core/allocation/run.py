@@ -71,7 +71,7 @@ def allocate(
     context = cache.context(params, tree, meters.failed(), inp.users)
     variables = numeric_variables(params.cm_vars)
     site = Site(
-        context, now, variables, params.resume_margin, RfidIndex(inp.users), notes,
+        context, now, variables, RfidIndex(inp.users), notes,
         cache.views, cache.state_views,
     )  # fmt: skip
     # 2. Each EVSE's verdict (and the wishes that read neither the clock nor the sun).
@@ -309,7 +309,7 @@ class Survey:
         wish, minimum = make_wish(vehicle, watts, ctx.users, rules, cons.min_only[g], site.now)
         demand = None
         if not wish.reason:
-            demand = demand_for(vehicle, wish, minimum, site.now, site.resume_margin)
+            demand = demand_for(vehicle, wish, minimum, site.now, ctx.resume_margin)
         self.add_wish(wish, demand, vehicle.slots)
 
 

@@ -39,7 +39,7 @@ from service.core.allocation.model import (
     EvseInput,
     EvseMemory,
     EvseResult,
-    draw_bound,
+    bound_of,
     draw_limit,
     max_note,
     resolve_max_current,
@@ -75,6 +75,7 @@ class Context(NamedTuple):
     group_index: Mapping[int, int]  # group id → its index in the group tree
     policy: int  # disable_policy
     users: Mapping[str, User]  # an RFID's phases come from its user
+    resume_margin: int  # params.resume_margin (see wishes.demand_for)
     cells: dict[int, tuple[int, ...]]  # slots per (group, grid phases), made on demand
 
 
@@ -85,7 +86,6 @@ class Site:
     context: Context
     now: float
     variables: Mapping[str, float]  # the params' cm_vars, for expressions
-    resume_margin: int  # params.resume_margin (see wishes.demand_for)
     rfids: RfidIndex
     notes: list[str]
     views: dict[str, ConfigView]  # cached, see cache.py
@@ -189,7 +189,7 @@ def _unexplained(dev_id: str, cv: ConfigView, sv: StateView, notes: list[str]) -
     peak = max(sv.c0, sv.c1, sv.c2)
     if peak <= DRAW_TOLERANCE_MA:
         return False
-    bound = draw_bound(draw_limit(cv.static_max, sv.reported_max))
+    bound = bound_of(draw_limit(cv.static_max, sv.reported_max))
     if peak <= bound:
         return False
     notes.append(
@@ -278,7 +278,7 @@ def _vehicle(
             vehicle, round(power), ctx.users, None, constraints.min_only[g], site.now
         )
         if not wish.reason:
-            demand = demand_for(vehicle, wish, minimum, site.now, site.resume_margin)
+            demand = demand_for(vehicle, wish, minimum, site.now, ctx.resume_margin)
     draw = grid_draw(cv.rotation, sv.c0, sv.c1, sv.c2)
     return new(
         Verdict,
@@ -374,7 +374,7 @@ def refreshed(
         else:
             raw = config.max_charging_cur
             limit = draw_limit(raw if isinstance(raw, int) else None, reported_max)
-        bound = limit + (limit // 10 if limit > 10_000 else 1000)  # as draw_bound
+        bound = limit + (limit // 10 if limit > 10_000 else 1000)  # as bound_of
         if c0 > bound or c1 > bound or c2 > bound:
             return None
     watts = round(power)

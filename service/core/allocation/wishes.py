@@ -196,16 +196,17 @@ def slots_for(
 
 
 def demand_for(v: Vehicle, wish: Wish, minimum: int, now: float, resume_margin: int) -> Demand:
-    """What a wish that shares asks of sharing. A car that stopped for a pause comes back
-    only when its minimum plus `resume_margin` fits (hysteresis): else a budget that just
-    fits its minimum, moved by a reading, stops and starts it again and again. The budgets
-    hold the other load's peak of load_hold_time, so "fits now" means "has fitted that
-    long"."""
+    """What a wish that shares asks of sharing. A car that does not charge (waiting to
+    start, or stopped for a pause) is admitted only when its minimum plus `resume_margin`
+    fits; one that charges keeps its place down to its minimum (hysteresis): else a budget
+    that just fits a minimum, moved by a reading, starts and stops cars again and again,
+    each time cutting the others to make room. The budgets hold the other load's peak of
+    load_hold_time, so "fits now" means "has fitted that long"."""
     cell = v.group * 8 + v.grid_mask
     mem = wish.memory
     prio = v.config.prio
     target = wish.target
-    if mem.stopped_at is not None:
+    if not mem.charging:
         minimum = min(target, minimum + resume_margin)
     return new(
         Demand,
