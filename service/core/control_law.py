@@ -240,6 +240,12 @@ def _first_pass(
                  alloc.slots.get(dev_id, ()))  # fmt: skip
     if offered < c:
         step.command = offered
+        if 0 < offered < r.target:
+            # Cut by a budget: half a deadband below it, as a raise stops (see _increase),
+            # or the next reading's noise needs another cut of a few mA.
+            ev = inp.evses.get(dev_id)
+            floor = effective_minimum(ev.config) if ev is not None else offered
+            step.command = max(min(offered, floor), offered - settings.deadband // 2)
         step.up_since = None
         # Until it has followed, it may draw its old command or what it was measured at.
         step.lingering = max(lingering, c, _measured(dev_id, inp))
