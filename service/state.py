@@ -310,16 +310,15 @@ class ServiceState:
                 g = config.group
                 if g not in time_of_group:
                     time_of_group[g] = pairing.reading_time_for(g, groups, times)
+                bound = core.draw_bound(config, state)
                 counted = pairing.counted_current(
-                    runtime.samples,
-                    time_of_group[g],
-                    ramping,
-                    config.used_phases or 7,
-                    core.draw_bound(config, state),
+                    runtime.samples, time_of_group[g], ramping, config.used_phases or 7, bound
                 )
-                if counted is not None:
-                    plain = pairing.paired_draw(runtime.samples, time_of_group[g] or 0.0)
-                    credit = sum(counted) - sum(plain)
+                if counted is not None and ramping is not None:
+                    plain = pairing.counted_current(
+                        runtime.samples, time_of_group[g], None, 7, bound
+                    )
+                    credit = max(0, sum(counted) - sum(plain or pairing.NOTHING))
             evses[dev_id] = EvseInput(
                 config,
                 state if isinstance(state, EvseState) else None,
