@@ -57,8 +57,9 @@ class InputError(Exception):
 
 FieldType = Literal["number", "integer", "triple", "string", "bool"]
 
-# The fields of the spec's POST bodies (docs: cfos-http-api.md section 3), by their input name,
-# and those real clients send besides (docs/research/cfos-clients.md: `power_va`, `soc`).
+# The fields of the API's POST bodies (docs/api.md, set_ajax_meter / set_ajax_evse), by their
+# input name, and those real clients send besides (docs/research/cfos-clients.md: `power_va`,
+# `soc`).
 METER_FIELDS: dict[str, FieldType] = {
     "model": "string",
     "import_wh": "number",

@@ -186,7 +186,7 @@ class MqttBus:
             # A run may change a thousand commands: paho's default window of 20 unacknowledged
             # QoS 1 messages would make them queue for round trips (0 = no window).
             max_inflight_messages=0,
-            # Small publishes in a burst must not wait for delayed ACKs (DESIGN.md).
+            # Small publishes in a burst must not wait for the peer's delayed ACKs (Nagle).
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
 

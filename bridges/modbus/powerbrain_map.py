@@ -1,4 +1,4 @@
-"""cFos Power Brain register maps (holding registers; see shared spec powerbrain-modbus.md).
+"""cFos Power Brain register maps (holding registers; the sources are marked per entry).
 
 Sources, marked per entry below:
   [V] the vendor's page "cFos Power Brain Controller - Modbus Registers" (cfos-emobility.de)

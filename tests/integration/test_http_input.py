@@ -32,7 +32,7 @@ M3 = {"dev_type": "meter_ajax", "dev_id": "M3", "name": "Grid", "role": 3}
 E1 = {"dev_type": "evse_ajax", "dev_id": "E1", "used_phases": 7, "min_charging_cur": 6000}
 CONTROL_KEYS = ("device_enabled", "charging_enabled", "paused", "charging_current")
 
-# The spec's examples (cfos-http-api.md section 3), verbatim.
+# The API's set_ajax_* examples (docs/api.md), verbatim.
 SPEC_POST = (
     '{ "model": "TestModell", "import_wh": 12345, "export_wh": 23456, '
     '"voltage": [231, 232, 233], "current": [10001, 10002, 10003] }'

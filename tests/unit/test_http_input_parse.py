@@ -17,7 +17,7 @@ from bridges.http_input import (
     single_values,
 )
 
-# The spec's examples, verbatim (cfos-http-api.md section 3).
+# The API's set_ajax_* examples, verbatim (docs/api.md).
 SPEC_GET = (
     "cmd=set_ajax_meter&dev_id=M3&model=TestModell&import_wh=12345&export_wh=23456"
     "&voltage=231,232,233&current=10001,10002,10003"
