@@ -30,6 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from service.core.control_law import NO_WAITS
 from tests.broker import MosquittoBroker
 from tests.integration.service_process import ServiceProcess
 
@@ -125,12 +126,7 @@ def site(n: int) -> dict[str, Any]:
         # What is measured is how fast a cut answers an overload, and cuts never wait. The
         # control law's waits (they delay raises) and its hold of the other load would leave
         # nothing to cut in the next round: off, as in the plumbing tests.
-        "settle_time": 0,
-        "ramp_step": 0,
-        "deadband": 0,
-        "resume_margin": 0,
-        "resume_time": 0,
-        "load_hold_time": 0,
+        **NO_WAITS,
         "devices": devices,
     }
 

@@ -49,6 +49,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from service.core.control_law import NO_WAITS
 from tests.broker import MosquittoBroker
 from tests.integration.service_process import ServiceProcess
 
@@ -61,14 +62,7 @@ SETTLE_S = 0.3
 # The control law's parameters that hold an increase back (a settle time, steps, the held
 # peak of the other load): zero, so that between rounds the site returns to normal at once.
 # Only those the service knows are set.
-RETURN_AT_ONCE = {
-    "settle_time": 0,
-    "ramp_step": 0,
-    "deadband": 0,
-    "resume_margin": 0,
-    "resume_time": 0,
-    "load_hold_time": 0,
-}
+RETURN_AT_ONCE = NO_WAITS
 
 
 # -- the echo process -----------------------------------------------------------------------

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from service.core.allocation import (
     R_NO_VEHICLE,
@@ -87,6 +87,18 @@ class EvseControl(NamedTuple):
 
 
 NO_CONTROL = EvseControl()
+
+# The params that switch every wait of the control law off (settle, steps, deadband and its
+# margins, resume hysteresis, the other-load hold and with it the ramp credit): commands are
+# then the allocation's answers at once. For tests of the plumbing and benchmarks of cuts.
+NO_WAITS: Final[Mapping[str, int]] = {
+    "settle_time": 0,
+    "ramp_step": 0,
+    "deadband": 0,
+    "resume_margin": 0,
+    "resume_time": 0,
+    "load_hold_time": 0,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from service.app import RunningService, running_service
+from service.core.control_law import NO_WAITS
 from service.settings import Settings
 from tests.broker import BrokerAddress
 from tests.integration.mqtt_observer import MqttObserver
@@ -31,12 +32,7 @@ GRID_METER: dict[str, Any] = {"dev_type": "meter_ajax", "dev_id": "M1", "name": 
 # expect a state's command to be the allocation's answer at once. tests/closed_loop tests the
 # control law itself on a lagging plant.
 IMMEDIATE: dict[str, Any] = {
-    "settle_time": 0,
-    "ramp_step": 0,
-    "resume_time": 0,
-    "resume_margin": 0,
-    "load_hold_time": 0,
-    "deadband": 0,
+    **NO_WAITS,
     # A car that was cut counts at its old command until it reports the new one or this
     # many seconds pass; plumbing tests rarely report again.
     "follow_time": 1,
