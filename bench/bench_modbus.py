@@ -421,8 +421,8 @@ async def _measure_in_process(
     broker: MosquittoBroker, dev_ids: Sequence[str], seconds: float, warmup: float
 ) -> InProcessFigures:
     from bridges.modbus.bridge import ModbusBridge
-    from service.app import make_bus
     from service.bus import LastWill
+    from service.bus_setup import make_bus
     from service.settings import Settings
     from service.topics import Topics
 

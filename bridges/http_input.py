@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,26 +31,30 @@ from pydantic import BaseModel, ValidationError
 
 from service.auth import FailureThrottle
 from service.bus import MqttBus
+from service.bus_setup import make_bus
 from service.core.config_edit import describe_validation_error
 from service.core.device_types import DeviceKind, DeviceType, DeviceTypeRegistry, builtin_registry
 from service.core.models import EvseCommand, EvseState, MeterState
 from service.core.throttle import Refusal
-from service.http.errors import error_response
-from service.http.request import basic_credentials
-from service.http.server import http_listener, read_parameters, serve_http
-from service.settings import Settings
+from service.httpkit import (
+    ApiError,
+    basic_credentials,
+    error_response,
+    http_listener,
+    read_parameters,
+    serve_http,
+)
+from service.settings import MqttTarget, Settings
 from service.topics import Topics
 
 log = logging.getLogger(__name__)
 
 
-class InputError(Exception):
+class InputError(ApiError):
     """A refused request: the HTTP status to answer and what was wrong."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+        super().__init__(status, message)
 
 
 # -- parsing (pure) --------------------------------------------------------------------------
@@ -270,6 +274,12 @@ class HttpInputBridge:
     def attach(self, bus: MqttBus) -> None:
         self._bus = bus
 
+    async def handle_request(
+        self, cmd: str, dev_id: str, method: str, query: Mapping[str, str], body: bytes
+    ) -> Any:
+        """One set_ajax_* request as it came by HTTP (the /cnf adapter's entry)."""
+        return await handle_request(self, cmd, dev_id, method, query, body)
+
     def device_kind(self, dev_id: str) -> DeviceKind | None:
         """The kind of a known HTTP-input device; None for any other."""
         device_type = self._http_type(dev_id)
@@ -487,8 +497,9 @@ async def _handle_cnf(request: web.Request) -> web.Response:
         answer = await handle_request(
             request.app[_BRIDGE_KEY], cmd, dev_ids[0], request.method, params, body
         )
-    except InputError as exc:
-        headers = _UNAUTHORIZED if exc.status == 401 else None
+    except ApiError as exc:
+        # InputError, or a body read_parameters refused (too large, too slow).
+        headers = _UNAUTHORIZED if exc.status == 401 else exc.headers
         return error_response(exc.status, exc.message, headers, cmd or None)
     except web.HTTPRequestEntityTooLarge as exc:
         return error_response(413, f"request body too large: {exc.text}", cmd=cmd or None)
@@ -507,17 +518,33 @@ def create_bridge_app(
     return app
 
 
+@contextlib.asynccontextmanager
+async def http_input_bridge(
+    settings: Settings,
+    target: MqttTarget,
+    registry: DeviceTypeRegistry | None = None,
+    *,
+    role: str = "http",
+) -> AsyncIterator[HttpInputBridge]:
+    """The HTTP-input bridge (set_ajax_*): a bridge like any other, with its own connection
+    and only the bus to the core. No will: it holds no retained topic of its own."""
+    bridge = HttpInputBridge(Topics(settings.base_topic), registry=registry)
+    bus = make_bus(
+        settings,
+        target,
+        role,
+        subscriptions=bridge.subscriptions(),
+        on_message=bridge.on_message,
+    )
+    async with bus:
+        bridge.attach(bus)
+        yield bridge
+
+
 async def run_http_bridge(settings: Settings, stop: asyncio.Event) -> None:
-    """Serves set_ajax_meter / set_ajax_evse on settings.http_host:http_port until `stop`."""
-    if settings.http_input_remote:
-        # The core's /cnf takes the requests and shares them among bridges over the bus.
-        from bridges.http_input_rpc import run_rpc_bridge
-
-        await run_rpc_bridge(settings, stop)
-        return
-    # Imported here: service.app imports this module.
-    from service.app import http_input_bridge
-
+    """Serves set_ajax_meter / set_ajax_evse on settings.http_host:http_port until `stop`.
+    (With http_input_remote, `chargebus bridge http` runs bridges/http_input_rpc.py's
+    run_rpc_bridge instead: the core's /cnf takes the requests.)"""
     if not settings.admin_password:
         raise ValueError(
             "the HTTP-input bridge needs an admin password (CHARGEBUS_ADMIN_PASSWORD): "

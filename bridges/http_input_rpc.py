@@ -28,6 +28,7 @@ from typing import Any
 
 from bridges.http_input import COMMANDS, HttpInputBridge, InputError, request_values, serve
 from service.bus import MqttBus
+from service.bus_setup import make_bus
 from service.rpc_client import RpcClient, RpcTimeout, reply_prefix, request_topic
 from service.settings import Settings
 from service.topics import Topics
@@ -68,6 +69,19 @@ async def forward_request(
     if reply.status != 200:
         raise InputError(reply.status, str(reply.body))
     return reply.body
+
+
+class RemoteHttpInput:
+    """The /cnf adapter's HttpInput with http_input_remote: each request goes to a bridge
+    process over the bus."""
+
+    def __init__(self, rpc: RpcClient) -> None:
+        self.rpc = rpc
+
+    async def handle_request(
+        self, cmd: str, dev_id: str, method: str, query: Mapping[str, str], body: bytes
+    ) -> Any:
+        return await forward_request(self.rpc, cmd, dev_id, method, query, body)
 
 
 # -- the bridge's side -----------------------------------------------------------------------
@@ -190,9 +204,6 @@ def bridge_name() -> str:
 async def run_rpc_bridge(settings: Settings, stop: asyncio.Event) -> None:
     """A member of the shared HTTP-input group until `stop`; it serves no HTTP port itself:
     the core's /cnf takes the requests (and checks the admin password)."""
-    # Imported here: service.app imports bridges.http_input, which imports this lazily.
-    from service.app import make_bus
-
     target = settings.mqtt_target()
     if target is None:
         raise ValueError("the HTTP-input bridge needs the broker's URL (CHARGEBUS_MQTT_URL)")

@@ -8,15 +8,16 @@ import gc
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from bridges.http_input import HttpInputBridge
-from bridges.http_input_rpc import HTTP_INPUT_BRIDGE
-from bridges.modbus.bridge import ModbusBridge
+from bridges.http_input import HttpInputBridge, http_input_bridge
+from bridges.http_input_rpc import HTTP_INPUT_BRIDGE, RemoteHttpInput
 from bridges.modbus.profiles import device_types as modbus_device_types
+from bridges.modbus.runner import modbus_bridge
 from service.auth import AdminAccount, FailureThrottle
-from service.bus import LastWill, MessageHandler, MqttBus, Subscription
+from service.bus import LastWill, MqttBus
+from service.bus_setup import make_bus
 from service.control_loop import ControlLoop
 from service.core.allocation import Allocation, AllocationInput
 from service.core.device_types import DeviceTypeRegistry, builtin_registry
@@ -24,8 +25,9 @@ from service.decisions import DecisionLog, ScenarioRecorder
 from service.diag_log import DiagLogging
 from service.embedded_broker import embedded_broker
 from service.ha_link import HaDiscovery
-from service.http.cnf import CnfContext
-from service.http.server import create_app, http_listener, serve_http
+from service.http.cnf import CnfContext, HttpInput
+from service.http.server import create_app
+from service.httpkit import http_listener, serve_http
 from service.metrics import Metrics
 from service.modbus_rpc import ModbusRpcClient
 from service.mqtt_link import MqttLink
@@ -48,6 +50,8 @@ class RunningService:
     http_port: int
     cnf: CnfContext
     control: ControlLoop
+    # The HTTP-input bridge in this process; None with http_input_remote.
+    http_input: HttpInputBridge | None = None
 
 
 def device_registry() -> DeviceTypeRegistry:
@@ -56,73 +60,6 @@ def device_registry() -> DeviceTypeRegistry:
     for device_type in modbus_device_types():
         registry.register(device_type)
     return registry
-
-
-def make_bus(
-    settings: Settings,
-    target: MqttTarget,
-    role: str,
-    *,
-    subscriptions: Sequence[Subscription],
-    on_message: MessageHandler,
-    will: LastWill | None = None,
-) -> MqttBus:
-    """A connection of one part of chargebus (core, a bridge) with the configured TLS files."""
-    return MqttBus(
-        target,
-        # The site's base topic too: client ids are global on a broker that serves many sites,
-        # and containers share host names (host network) and pids (1); a clash would make the
-        # broker drop one connection for the other, back and forth.
-        client_id=(
-            f"chargebus-{settings.base_topic.replace('/', '_')}-{role}"
-            f"-{socket.gethostname()}-{os.getpid()}"
-        ),
-        subscriptions=subscriptions,
-        on_message=on_message,
-        will=will,
-        tls_ca_file=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None,
-        tls_cert_file=str(settings.mqtt_cert_file) if settings.mqtt_cert_file else None,
-        tls_key_file=str(settings.mqtt_key_file) if settings.mqtt_key_file else None,
-    )
-
-
-@contextlib.asynccontextmanager
-async def modbus_bridge(settings: Settings, target: MqttTarget) -> AsyncIterator[ModbusBridge]:
-    """The Modbus bridge with its own connection, status topic and last will."""
-    bridge = ModbusBridge(Topics(settings.base_topic), settings.modbus_bridge_name)
-    bus = make_bus(
-        settings,
-        target,
-        f"bridge-{settings.modbus_bridge_name}",
-        subscriptions=bridge.subscriptions(),
-        on_message=bridge.on_message,
-        will=LastWill(bridge.status_topic, b"offline"),
-    )
-    async with bus, bridge.running(bus):
-        yield bridge
-
-
-@contextlib.asynccontextmanager
-async def http_input_bridge(
-    settings: Settings,
-    target: MqttTarget,
-    registry: DeviceTypeRegistry | None = None,
-    *,
-    role: str = "http",
-) -> AsyncIterator[HttpInputBridge]:
-    """The HTTP-input bridge (set_ajax_*): a bridge like any other, with its own connection
-    and only the bus to the core. No will: it holds no retained topic of its own."""
-    bridge = HttpInputBridge(Topics(settings.base_topic), registry=registry)
-    bus = make_bus(
-        settings,
-        target,
-        role,
-        subscriptions=bridge.subscriptions(),
-        on_message=bridge.on_message,
-    )
-    async with bus:
-        bridge.attach(bus)
-        yield bridge
 
 
 @contextlib.asynccontextmanager
@@ -212,6 +149,9 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         # Device info waits while a run is due, so that it never delays a meter reading's
         # commands (MqttLink).
         link.control_busy = control.busy
+        cnf_http_input: HttpInput | None = (
+            RemoteHttpInput(http_rpc) if settings.http_input_remote else http_input
+        )
         ctx = CnfContext(
             state=state,
             admin=admin,
@@ -219,8 +159,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             diag=diag,
             control=control,
             modbus=modbus,
-            http_input=http_input,
-            http_input_rpc=http_rpc if settings.http_input_remote else None,
+            http_input=cnf_http_input,
         )
         stack.callback(ctx.diag.stop)
         app = create_app(ctx, settings.max_body_bytes, metrics)
@@ -238,7 +177,9 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             settings.base_topic,
             settings.data_dir,
         )
-        yield RunningService(settings, state, bus, link, target, http_port, ctx, control)
+        yield RunningService(
+            settings, state, bus, link, target, http_port, ctx, control, http_input
+        )
 
 
 async def run_until_stopped(settings: Settings, stop: asyncio.Event) -> None:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from service import __version__
 from service.embedded_broker import BrokerPortTaken
-from service.http.server import HttpPortTaken
+from service.httpkit import HttpPortTaken
 from service.log_format import configure_logging
 from service.settings import Settings, load_settings
 from service.store import StoreError
@@ -117,6 +117,11 @@ def _job(args: argparse.Namespace, settings: Settings) -> Job:
         from bridges.modbus.runner import run_modbus_bridge
 
         return lambda stop: run_modbus_bridge(settings, stop)
+    if settings.http_input_remote:
+        # The core's /cnf takes the requests and shares them among bridges over the bus.
+        from bridges.http_input_rpc import run_rpc_bridge
+
+        return lambda stop: run_rpc_bridge(settings, stop)
     from bridges.http_input import run_http_bridge
 
     return lambda stop: run_http_bridge(settings, stop)

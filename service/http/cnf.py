@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from service.auth import AdminAccount, FailureThrottle
 from service.control_loop import ControlLoop
@@ -34,11 +34,17 @@ from service.http.request import CnfRequest
 from service.modbus_rpc import ModbusRpcClient, RpcTimeout
 from service.state import ServiceState
 
-if TYPE_CHECKING:
-    from bridges.http_input import HttpInputBridge
-    from service.rpc_client import RpcClient
-
 log = logging.getLogger(__name__)
+
+
+class HttpInput(Protocol):
+    """Who serves set_ajax_meter / set_ajax_evse: the HTTP-input bridge in this process, or
+    the forwarder to bridge processes (http_input_remote). service/app.py wires it, so the
+    adapter imports no bridge; a refusal is raised as an ApiError."""
+
+    async def handle_request(
+        self, cmd: str, dev_id: str, method: str, query: Mapping[str, str], body: bytes
+    ) -> Any: ...
 
 
 @dataclass
@@ -50,10 +56,9 @@ class CnfContext:
     control: ControlLoop
     # cmd=modbus reaches the devices through the Modbus bridges on the bus.
     modbus: ModbusRpcClient | None = None
-    # set_ajax_meter / set_ajax_evse: the HTTP-input bridge (bridges/http_input.py).
-    http_input: HttpInputBridge | None = None
-    # With http_input_remote: set_ajax_* go to bridge processes over the bus instead.
-    http_input_rpc: RpcClient | None = None
+    # set_ajax_meter / set_ajax_evse: the HTTP-input bridge (bridges/http_input.py), or with
+    # http_input_remote the forwarder to bridge processes over the bus.
+    http_input: HttpInput | None = None
 
 
 Handler = Callable[[CnfContext, CnfRequest], Awaitable[Any]]
@@ -486,21 +491,10 @@ def _authorise_user_override(
 
 
 async def _http_input(ctx: CnfContext, req: CnfRequest, cmd: str) -> Any:
-    # Imported where used, so that only these two commands need the bridge's module loaded.
-    from bridges.http_input import InputError, handle_request
-    from bridges.http_input_rpc import forward_request
-
     dev_id = req.required_text("dev_id", max_length=32)
-    try:
-        if ctx.http_input_rpc is not None:
-            return await forward_request(
-                ctx.http_input_rpc, cmd, dev_id, req.method, req.params, req.body
-            )
-        if ctx.http_input is None:
-            raise ApiError(503, "the HTTP-input bridge is not running")
-        return await handle_request(ctx.http_input, cmd, dev_id, req.method, req.params, req.body)
-    except InputError as exc:
-        raise ApiError(exc.status, exc.message) from None
+    if ctx.http_input is None:
+        raise ApiError(503, "the HTTP-input bridge is not running")
+    return await ctx.http_input.handle_request(cmd, dev_id, req.method, req.params, req.body)
 
 
 @command("set_ajax_meter", BOTH, admin=True)

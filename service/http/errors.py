@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import errno
-import json
 
-from aiohttp import web
+from service.httpkit import ApiError, error_response
 
-
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        headers: dict[str, str] | None = None,
-        *,
-        body: object = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-        # An answer the product gives as it is (cmd=modbus answers "bad modbus register
-        # size" as a plain JSON string); None means the usual {"error": ...} object.
-        self.body = body
+__all__ = [
+    "ApiError",
+    "bad_request",
+    "disk_fault",
+    "error_response",
+    "forbidden",
+    "not_found",
+    "unauthorized",
+]
 
 
 def bad_request(message: str) -> ApiError:
@@ -40,20 +31,6 @@ def unauthorized(message: str) -> ApiError:
 
 def forbidden(message: str) -> ApiError:
     return ApiError(403, message)
-
-
-def error_response(
-    status: int, message: str, headers: dict[str, str] | None = None, cmd: str | None = None
-) -> web.Response:
-    body: dict[str, object] = {"error": message}
-    if cmd:
-        body["cmd"] = cmd
-    return web.Response(
-        status=status,
-        text=json.dumps(body),
-        content_type="application/json",
-        headers=headers,
-    )
 
 
 def disk_fault(exc: OSError) -> ApiError:

@@ -1,39 +1,16 @@
-"""Reading /cnf requests: parameters from the query (and form bodies), JSON bodies, and
-who is asking (HTTP basic auth as `admin`)."""
+"""Reading /cnf requests: parameters from the query (and form bodies) and JSON bodies (who
+is asking: service/httpkit.py reads the basic credentials)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from service.http.errors import bad_request
-
-
-@dataclass(frozen=True)
-class Credentials:
-    user: str
-    password: str
-
-
-def basic_credentials(request: web.Request) -> Credentials | None:
-    header = request.headers.get("Authorization")
-    if not header:
-        return None
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
-        return Credentials("", "")
-    try:
-        user, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return Credentials("", "")
-    return Credentials(user, password)
 
 
 class CnfRequest:

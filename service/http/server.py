@@ -1,26 +1,19 @@
-"""The aiohttp application serving /cnf, and its lifetime on a host and port."""
+"""The aiohttp application serving /cnf and /metrics (the listener and the server's lifetime
+are service/httpkit.py's, shared with the bridges' servers)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import errno
 import json
 import logging
-import socket
-import urllib.parse
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import aiohttp
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from multidict import MultiDict
 
 from service.http.cnf import COMMANDS, CnfContext, Command
-from service.http.errors import ApiError, disk_fault, error_response, unauthorized
+from service.http.errors import disk_fault, unauthorized
 from service.http.guard import admit, client_address
-from service.http.request import CnfRequest, basic_credentials
+from service.http.request import CnfRequest
+from service.httpkit import ApiError, basic_credentials, error_response, parameters, read_body
 from service.metrics import Metrics
 from service.store import StoreWriteError
 
@@ -33,73 +26,11 @@ CMD_KEY = web.RequestKey("chargebus_cmd", str)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 
 
-class HttpPortTaken(RuntimeError):
-    pass
-
-
 # An unauthenticated request may send this much body: the open commands that take one
 # (set_user, change_admin_pwd as a form, a form-encoded get_dev_info) need a few hundred
 # bytes. The admin may send settings.max_body_bytes. Either must arrive within
 # BODY_TIMEOUT_S, or the request is answered 408 and the connection let go.
 OPEN_BODY_BYTES = 16 * 1024
-BODY_TIMEOUT_S = 10.0
-# aiohttp buffers a body as it arrives, whether the handler reads it or not, up to twice
-# this per connection before it stops reading the socket (its default is 64 KiB).
-READ_BUFSIZE = 16 * 1024
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The body, at most `limit` bytes, within BODY_TIMEOUT_S; b"" for GET."""
-    if request.method != "POST" or not request.can_read_body:
-        return b""
-    length = request.content_length
-    if length is not None and length > limit:
-        raise ApiError(413, f"request body too large: Maximum request body size {limit} exceeded.")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(BODY_TIMEOUT_S):
-            while chunk := await request.content.readany():
-                size += len(chunk)
-                if size > limit:
-                    raise ApiError(
-                        413, f"request body too large: Maximum request body size {limit} exceeded."
-                    )
-                chunks.append(chunk)
-    except TimeoutError:
-        raise ApiError(408, f"request body not received within {BODY_TIMEOUT_S:g} s") from None
-    except (aiohttp.ClientPayloadError, HttpProcessingError, ConnectionError) as exc:
-        # Also a client that went away mid-body: nobody reads this answer, but it must not
-        # count as the service's fault.
-        raise ApiError(400, f"malformed or incomplete request body: {exc}") from None
-    return b"".join(chunks)
-
-
-def parameters(request: web.Request, body: bytes) -> tuple[MultiDict[str], bytes]:
-    """The query parameters, plus a form body's; any other body is returned as it is."""
-    params: MultiDict[str] = MultiDict(request.query)
-    # curl -d '{...}' without -H 'Content-Type: application/json' labels JSON as a form;
-    # a body that starts like a JSON object is JSON whatever the label says.
-    looks_like_json = body.lstrip().startswith(b"{")
-    if (
-        body
-        and request.content_type == "application/x-www-form-urlencoded"
-        and not looks_like_json
-    ):
-        try:
-            text = body.decode(request.charset or "utf-8")
-        except (UnicodeDecodeError, LookupError):
-            raise ApiError(400, "form body is not valid text in its charset (UTF-8)") from None
-        for key, value in urllib.parse.parse_qsl(text, keep_blank_values=True):
-            params.add(key, value)
-        body = b""
-    return params, body
-
-
-async def read_parameters(request: web.Request) -> tuple[MultiDict[str], bytes]:
-    """Body (up to the app's client_max_size, within BODY_TIMEOUT_S) and parameters, for a
-    request whose sender is already authenticated."""
-    return parameters(request, await read_body(request, request.client_max_size))
 
 
 async def _is_admin(request: web.Request, ctx: CnfContext) -> bool:
@@ -259,46 +190,3 @@ def create_app(
     app.router.add_route("POST", "/cnf", handle_cnf)
     app.router.add_route("GET", "/ui/{lang}/sim.htm", handle_login_check)
     return app
-
-
-@contextlib.contextmanager
-def http_listener(host: str, port: int) -> Iterator[list[socket.socket]]:
-    """The HTTP port, bound and listening now on every address of `host` (a name such as
-    localhost may have an IPv4 and an IPv6 one), closed when the block ends.
-
-    Taken first, before the broker and the bridges start: a port in use then stops the
-    process at once, with nothing to shut down. (A half-started embedded broker could hold
-    up the exit.)"""
-    families = dict.fromkeys(
-        info[0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    )
-    with contextlib.ExitStack() as stack:
-        sockets: list[socket.socket] = []
-        for family in families:
-            # Port 0: the first address picks one, and the others take the same.
-            chosen = int(sockets[0].getsockname()[1]) if sockets else port
-            try:
-                sock = socket.create_server((host, chosen), family=family)
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise HttpPortTaken(
-                        f"HTTP port {chosen} on {host} is taken; choose another with "
-                        f"CHARGEBUS_HTTP_PORT or --http-port"
-                    ) from exc
-                raise
-            sockets.append(stack.enter_context(sock))
-        yield sockets
-
-
-@contextlib.asynccontextmanager
-async def serve_http(app: web.Application, listeners: list[socket.socket]) -> AsyncIterator[int]:
-    """Serves `app` on the sockets from http_listener until the block ends; yields the port
-    (useful with port 0)."""
-    runner = web.AppRunner(app, access_log=None, read_bufsize=READ_BUFSIZE)
-    await runner.setup()
-    try:
-        for sock in listeners:
-            await web.SockSite(runner, sock).start()
-        yield int(listeners[0].getsockname()[1])
-    finally:
-        await runner.cleanup()

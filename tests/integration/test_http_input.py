@@ -70,7 +70,7 @@ async def wait_known(bridge: HttpInputBridge, dev_id: str, timeout: float = 10) 
 async def site(api: Api, service: RunningService) -> HttpInputBridge:
     await api.set_params({"max_total_current": 32000, **IMMEDIATE, "devices": [M3]})
     await api.set_params({"devices": [E1]})
-    bridge = service.cnf.http_input
+    bridge = service.http_input
     assert bridge is not None
     await wait_known(bridge, "M3")
     await wait_known(bridge, "E1")

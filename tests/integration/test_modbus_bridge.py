@@ -15,9 +15,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bridges.modbus.runner import modbus_bridge
 from bridges.sim.car import Car
 from bridges.sim.server import SimSite, simulated_site
-from service.app import modbus_bridge, running_service
+from service.app import running_service
 from service.settings import MqttTarget, Settings
 from tests.broker import MosquittoBroker, find_free_port
 from tests.integration.conftest import IMMEDIATE, Api

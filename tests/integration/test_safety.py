@@ -80,7 +80,7 @@ async def test_huge_numbers_are_refused_with_400_and_change_nothing(
 ) -> None:
     """(h) two EVSE states with power_w 1e308 made every run fail (OverflowError)."""
     await api.set_params({"devices": [GRID_METER, GARAGE_EVSE]})
-    bridge = service.cnf.http_input
+    bridge = service.http_input
     assert bridge is not None
     await eventually(lambda: bridge.device_kind("M1") is not None, "the bridge knows M1")
     status, answer = await api.post(
@@ -127,7 +127,7 @@ async def test_a_failing_run_pauses_every_evse_and_set_ajax_evse_still_answers(
             "devices": [GRID_METER, GARAGE_EVSE],
         }
     )
-    bridge = service.cnf.http_input
+    bridge = service.http_input
     assert bridge is not None
     await eventually(lambda: bridge.device_kind("E1") is not None, "the bridge knows E1")
     command = f"{base_topic}/devices/E1/command"

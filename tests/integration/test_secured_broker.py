@@ -373,7 +373,7 @@ async def test_the_in_process_bridges_work_on_the_core_login(
         await running.bus.wait_connected(WAIT)
         state = running.state
         await state.set_params({"devices": [{"dev_type": "evse_ajax", "dev_id": "E1"}]})
-        bridge = running.cnf.http_input
+        bridge = running.http_input
         assert bridge is not None
         await eventually(lambda: bridge.device_kind("E1") == "evse", "the bridge knows E1")
         answer = await bridge.set_ajax_evse("E1", {"state": 2}, from_query=False)
