@@ -78,30 +78,46 @@ Job = Callable[[asyncio.Event], Awaitable[None]]
 # How long an orderly stop may take before the process gives up on it: a service manager
 # (and a test) must be able to count on a stopped chargebus being gone.
 SHUTDOWN_GRACE_S = 15.0
+# The simulator holds no state worth waiting for, and docker stops a container after 10 s.
+SIM_SHUTDOWN_GRACE_S = 2.0
 
 
-def _stop_requested(stop: asyncio.Event) -> None:
+def _stop_requested(stop: asyncio.Event, grace_s: float) -> None:
     if stop.is_set():
         return
     stop.set()
     # A thread, not the event loop: the loop may be what is stuck.
-    watchdog = threading.Timer(SHUTDOWN_GRACE_S, _shutdown_overdue)
+    watchdog = threading.Timer(grace_s, _shutdown_overdue, args=(grace_s,))
     watchdog.daemon = True
     watchdog.start()
 
 
-def _shutdown_overdue() -> None:
-    log.error("stopping took over %.0f s: exiting now; where it was stuck:", SHUTDOWN_GRACE_S)
+def _shutdown_overdue(grace_s: float) -> None:
+    log.error("stopping took over %g s: exiting now; where it was stuck:", grace_s)
     faulthandler.dump_traceback(all_threads=True)
     os._exit(70)
 
 
-async def _until_signal(job: Job) -> None:
+async def _until_signal(job: Job, grace_s: float = SHUTDOWN_GRACE_S) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, _stop_requested, stop)
+        loop.add_signal_handler(sig, _stop_requested, stop, grace_s)
     await job(stop)
+
+
+async def _until_set(stop: asyncio.Event, work: Awaitable[None]) -> None:
+    """`work` until it ends or `stop` is set, whichever comes first."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, stopped):
+            pending.cancel()
+        await asyncio.gather(task, stopped, return_exceptions=True)
+    if task.done() and not task.cancelled():
+        task.result()  # raises what the work raised
 
 
 def _job(args: argparse.Namespace, settings: Settings) -> Job:
@@ -134,19 +150,28 @@ def _run_sim(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, "text")
     grid_port = args.grid_port or None
     password = os.environ.get("CHARGEBUS_ADMIN_PASSWORD", "")
-    if args.configure and not password:
-        print("chargebus sim: --configure needs CHARGEBUS_ADMIN_PASSWORD", file=sys.stderr)
-        return 2
+    configure = args.configure
+    if configure and not password:
+        # Not an exit: under docker compose the container would be restarted again and again.
+        log.error(
+            "not configuring chargebus at %s: --configure needs its admin password in "
+            "CHARGEBUS_ADMIN_PASSWORD (with docker compose: set it in .env, then "
+            "`docker compose --profile demo up -d` again); the simulators run unconfigured",
+            configure,
+        )
+        configure = None
     host = args.advertise or ("127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host)
     ports = [args.port + i for i in range(args.count)]
 
     async def job(stop: asyncio.Event) -> None:
         sim = asyncio.create_task(run_sim(args.host, args.port, args.count, grid_port, stop))
-        if args.configure and grid_port is not None:
-            await configure_remote(args.configure, password, demo_devices(ports, grid_port, host))
+        if configure and grid_port is not None:
+            devices = demo_devices(ports, grid_port, host)
+            await _until_set(stop, configure_remote(configure, password, devices))
         await sim
 
-    asyncio.run(_until_signal(job))
+    asyncio.run(_until_signal(job, SIM_SHUTDOWN_GRACE_S))
+    log.info("simulators stopped")
     return 0
 
 

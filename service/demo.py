@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from bridges.sim.car import Car
 from bridges.sim.server import SimSite, simulated_site
@@ -104,25 +104,68 @@ async def running_demo(settings: Settings) -> AsyncIterator[tuple[RunningService
         yield service, site
 
 
+# Between attempts to configure a chargebus that is not there yet: short at first (containers
+# start within seconds of each other), then no more often than this.
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 10.0
+# One attempt: a chargebus that accepts the connection but does not answer is retried too.
+ATTEMPT_TIMEOUT_S = 10.0
+
+
+def _why_failed(exc: BaseException, url: str) -> str:
+    """One line on why an attempt failed, and what would help."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        if exc.status == 401:
+            return (
+                "HTTP 401: CHARGEBUS_ADMIN_PASSWORD is not that chargebus's admin password "
+                "(set the one it uses, or reset it there with `chargebus admin-password`)"
+            )
+        if exc.status == 429:
+            return "HTTP 429: too many failed logins, chargebus throttles this address"
+        return f"HTTP {exc.status} {exc.message}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {url} ({exc.os_error.strerror or exc}): not started yet?"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {ATTEMPT_TIMEOUT_S:g} s"
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def _configure_once(
+    session: aiohttp.ClientSession, url: str, auth: aiohttp.BasicAuth, payloads: list[Any]
+) -> None:
+    for payload in payloads:
+        async with session.post(url, params={"cmd": "set_params"}, json=payload, auth=auth) as resp:
+            resp.raise_for_status()
+
+
 async def configure_remote(url: str, password: str, devices: list[dict[str, Any]]) -> None:
     """Configures a chargebus that runs elsewhere (the compose demo): its /cnf set_params,
-    retried until it answers, as containers start in any order."""
+    retried until it answers, as containers start in any order. Each failed attempt is
+    logged with its cause; cancel the task to give up."""
     auth = aiohttp.BasicAuth("admin", password)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        async for attempt in AsyncRetrying(
-            wait=wait_fixed(2),
-            stop=stop_after_delay(300),
-            retry=retry_if_exception_type((aiohttp.ClientError, TimeoutError)),
-            reraise=True,
-        ):
-            with attempt:
-                body = {"max_total_current": MAIN_FUSE_MA, "cycle_time": 1000}
-                for payload in (body, *({"devices": [d]} for d in devices)):
-                    async with session.post(
-                        url, params={"cmd": "set_params"}, json=payload, auth=auth
-                    ) as resp:
-                        resp.raise_for_status()
-    log.info("demo devices configured at %s", url)
+    payloads: list[Any] = [
+        {"max_total_current": MAIN_FUSE_MA, "cycle_time": 1000},
+        *({"devices": [d]} for d in devices),
+    ]
+    delay = RETRY_FIRST_S
+    timeout = aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for attempt in itertools.count(1):
+            try:
+                await _configure_once(session, url, auth, payloads)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.warning(
+                    "configuring the demo devices at %s: attempt %d failed: %s; retrying in %g s",
+                    url,
+                    attempt,
+                    _why_failed(exc, url),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            log.info("demo devices configured at %s (attempt %d)", url, attempt)
+            return
 
 
 async def run_demo(settings: Settings, stop: asyncio.Event) -> None:

@@ -279,11 +279,12 @@ def test_docker_compose_accepts_the_file(compose: dict[str, Any]) -> None:
         k: v for k, v in os.environ.items()
         if k not in documented_env_vars(ENV_EXAMPLE.read_text())
     }  # fmt: skip
+    command = [
+        "docker", "compose", "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE),
+        *(arg for p in profiles for arg in ("--profile", p)), "config", "-q",
+    ]  # fmt: skip
     done = subprocess.run(
-        [
-            "docker", "compose", "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE),
-            *(arg for p in profiles for arg in ("--profile", p)), "config", "-q",
-        ],  # fmt: skip
+        command,
         cwd=REPO,
         env=env,
         capture_output=True,
