@@ -21,51 +21,46 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridges.common.bridge import DeviceBridge
+from bridges.common.directory import Change, Config
+from bridges.common.follower import Control, Followed, parse_control
 from bridges.modbus.connection import ConnectionPool, ModbusError
-from bridges.modbus.profiles import Control, Profile, profile_for
+from bridges.modbus.profiles import PROFILES, Profile, load_profiles, profile_for
 from bridges.modbus.rpc import execute
 from service.bus import MqttBus
 from service.topics import Topics
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STALE_S = 9.0
 MAX_ERROR_BACKOFF_S = 30.0
 READBACK_S = 0.3
 STOP_TIMEOUT_S = 3.0
 
 
-def failsafe_control(failsafe_current: int) -> Control:
-    return Control(True, failsafe_current > 0, False, failsafe_current)
-
-
 def parse_command(payload: bytes) -> Control | None:
-    try:
-        data = json.loads(payload)
-        return Control(
-            bool(data["device_enabled"]),
-            bool(data["charging_enabled"]),
-            bool(data["paused"]),
-            max(0, int(data["charging_current"])),
-        )
-    except (ValueError, KeyError, TypeError):
-        return None
+    return parse_control(payload)
 
 
 @dataclass
 class DeviceWorker:
     profile: Profile
-    config: bytes
+    # The EVSE's side of the conversation with the core (bridges/common/follower.py); None
+    # for a meter.
+    follow: Followed | None = None
     task: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    command: Control | None = None
-    # monotonic time of the last fresh command (a retained one at subscribe time isn't).
-    heard_at: float = 0.0
     applied: Control | None = None
-    failsafe: bool = False
     errors_in_row: int = 0
     polls: int = 0
     poll_errors: int = 0
+
+    @property
+    def command(self) -> Control | None:
+        return self.follow.command if self.follow is not None else None
+
+    @property
+    def failsafe(self) -> bool:
+        return self.follow.failsafe if self.follow is not None else False
 
 
 @dataclass
@@ -76,7 +71,7 @@ class BridgeStats:
     latencies: list[float] = field(default_factory=list)
 
 
-class ModbusBridge:
+class ModbusBridge(DeviceBridge):
     def __init__(
         self,
         topics: Topics,
@@ -87,16 +82,11 @@ class ModbusBridge:
         clock: Callable[[], float] = time.monotonic,
         keep_latencies: bool = False,
     ) -> None:
-        self.topics = topics
-        self.name = name
+        super().__init__(topics, name, clock=clock)
         self.only = only
         self.pool = ConnectionPool(timeout=timeout)
         self.clock = clock
         self.workers: dict[str, DeviceWorker] = {}
-        # None until the core's retained status arrives: the staleness grace covers that time
-        # (the retained configs may come first, and a start must not stop every wallbox).
-        self.core_online: bool | None = None
-        self.stale_s = DEFAULT_STALE_S
         self.stats = BridgeStats()
         self._keep_latencies = keep_latencies
         self._bus: MqttBus | None = None
@@ -105,90 +95,47 @@ class ModbusBridge:
     # -- topics ------------------------------------------------------------------------------
 
     @property
-    def status_topic(self) -> str:
-        return f"{self.topics.base}/bridges/{self.name}/status"
-
-    @property
     def rpc_topic(self) -> str:
         return f"{self.topics.base}/rpc/{self.name}/request"
 
-    def subscriptions(self) -> list[str]:
-        return [
-            self.topics.all_devices("config"),
-            self.topics.all_devices("command"),
-            self.topics.status,
-            self.topics.params,
-            self.rpc_topic,
-        ]
+    def extra_subscriptions(self) -> list[str]:
+        return [self.rpc_topic]
 
     # -- incoming ------------------------------------------------------------------------------
 
-    def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
-        if topic == self.topics.status:
-            self._on_core_status(payload)
-        elif topic == self.topics.params:
-            self._on_params(payload)
-        elif topic == self.rpc_topic:
+    def serves(self, config: Config) -> bool:
+        return (self.only is None or config.dev_id in self.only) and (
+            config.dev_type in (PROFILES or load_profiles())
+        )
+
+    def reject(self, detail: str) -> None:
+        self.stats.rejected += 1
+        super().reject(detail)
+
+    def other_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        if topic == self.rpc_topic:
             task = asyncio.get_running_loop().create_task(self._on_rpc(payload))
             self._rpc_tasks.add(task)
             task.add_done_callback(self._rpc_tasks.discard)
-        else:
-            parsed = self.topics.parse_device_topic(topic)
-            if parsed is None:
-                return
-            dev_id, leaf = parsed
-            if leaf == "config":
-                self._on_config(dev_id, payload)
-            elif leaf == "command":
-                self._on_command(dev_id, payload, retained)
 
-    def _reject(self, detail: str) -> None:
-        self.stats.rejected += 1
-        log.warning("rejected: %s", detail)
-
-    def _on_core_status(self, payload: bytes) -> None:
-        online = payload == b"online"
-        if online is not self.core_online:
-            log.info("core is %s", "online" if online else "offline")
-            self.core_online = online
-            for worker in self.workers.values():
-                worker.wake.set()
-
-    def _on_params(self, payload: bytes) -> None:
+    def device_changed(self, change: Change) -> None:
+        if change.dev_id in self.workers:
+            self._stop_worker(change.dev_id)
+        if change.new is None:
+            return
         try:
-            params = json.loads(payload)
-            stale_ms = params.get("stale_time") or 3 * int(params.get("cycle_time", 3000))
-            self.stale_s = max(0.5, float(stale_ms) / 1000)
-        except (ValueError, TypeError, AttributeError):
-            self._reject("params: not a JSON object with numbers")
-
-    def _on_config(self, dev_id: str, payload: bytes) -> None:
-        worker = self.workers.get(dev_id)
-        if worker is not None and worker.config == payload:
+            profile = profile_for(change.new.model_dump())
+        except (ValueError, KeyError, TypeError) as exc:
+            self.reject(f"config of {change.dev_id}: {exc}")
+            self.follower.forget(change.dev_id)
             return
-        profile: Profile | None = None
-        if payload and (self.only is None or dev_id in self.only):
-            try:
-                profile = profile_for(json.loads(payload))
-            except (ValueError, KeyError, TypeError) as exc:
-                self._reject(f"config of {dev_id}: {exc}")
-        if worker is not None:
-            self._stop_worker(dev_id)
         if profile is not None:
-            self._start_worker(DeviceWorker(profile, payload))
+            self._start_worker(DeviceWorker(profile, self.follower.devices.get(change.dev_id)))
 
-    def _on_command(self, dev_id: str, payload: bytes, retained: bool) -> None:
+    def command_changed(self, dev_id: str) -> None:
         worker = self.workers.get(dev_id)
-        if worker is None or not payload:
-            return
-        control = parse_command(payload)
-        if control is None:
-            self._reject(f"command for {dev_id}: not a command object")
-            return
-        worker.command = control
-        if not retained:
-            worker.heard_at = self.clock()
-        worker.wake.set()
+        if worker is not None:
+            worker.wake.set()
 
     async def _on_rpc(self, payload: bytes) -> None:
         try:
@@ -196,10 +143,10 @@ class ModbusBridge:
             request_id, reply_to = request["id"], str(request["reply_to"])
             dev_id, unit, query = str(request["dev_id"]), int(request["unit"]), request["query"]
         except (ValueError, KeyError, TypeError):
-            self._reject("rpc request: not {id, reply_to, dev_id, unit, query}")
+            self.reject("rpc request: not {id, reply_to, dev_id, unit, query}")
             return
         if not reply_to.startswith(f"{self.topics.base}/rpc/reply/"):
-            self._reject(f"rpc request: reply topic {reply_to!r} outside the base topic")
+            self.reject(f"rpc request: reply topic {reply_to!r} outside the base topic")
             return
         worker = self.workers.get(dev_id)
         if worker is None:
@@ -219,7 +166,6 @@ class ModbusBridge:
 
     def _start_worker(self, worker: DeviceWorker) -> None:
         dev_id = worker.profile.spec.dev_id
-        worker.heard_at = self.clock()
         self.workers[dev_id] = worker
         if self._bus is not None:
             worker.task = asyncio.get_running_loop().create_task(
@@ -260,27 +206,14 @@ class ModbusBridge:
 
     def wanted(self, worker: DeviceWorker) -> tuple[Control | None, bool]:
         """The control an EVSE should have now, and whether it is the fail-safe."""
-        fresh = self.clock() - worker.heard_at <= self.stale_s
-        if self.core_online is False or not fresh:
-            return failsafe_control(worker.profile.spec.failsafe_current), True
-        if worker.command is not None and self.core_online:
-            return worker.command, False
-        return None, False
+        return self.follower.wanted(worker.profile.spec.dev_id)
 
     async def _apply(self, worker: DeviceWorker) -> bool:
         """Writes what the EVSE should have now, if it changed; True when it wrote."""
-        if worker.profile.kind != "evse":
+        if worker.profile.kind != "evse" or worker.follow is None:
             return False
         control, failsafe = self.wanted(worker)
-        if failsafe != worker.failsafe:
-            log.warning(
-                "%s: %s",
-                worker.profile.spec.dev_id,
-                "no command from the core: applying the fail-safe current"
-                if failsafe
-                else "commands again: fail-safe ends",
-            )
-            worker.failsafe = failsafe
+        self.follower.note_failsafe(worker.profile.spec.dev_id, failsafe)
         if control is None or control == worker.applied:
             return False
         try:
@@ -323,10 +256,9 @@ class ModbusBridge:
         self.stats.polls += 1
         if self._keep_latencies:
             self.stats.latencies.append(elapsed)
-        state["ts"] = time.time()
         if worker.profile.kind == "evse":
             state["failsafe"] = worker.failsafe
-        self._publish(self.topics.state(spec.dev_id), state, qos=0)
+        self.publisher.state(spec.dev_id, state)
 
     def _publish(self, topic: str, payload: Any, qos: int = 1) -> None:
         if self._bus is not None:
@@ -338,9 +270,9 @@ class ModbusBridge:
     @contextlib.asynccontextmanager
     async def running(self, bus: MqttBus) -> AsyncIterator[ModbusBridge]:
         self._bus = bus
-        bus.hold_retained(self.status_topic, b"online")
+        self.publisher.attach(bus)
+        self.follower.restart_grace()
         for worker in self.workers.values():
-            worker.heard_at = self.clock()
             worker.task = asyncio.get_running_loop().create_task(self._run_device(worker))
         try:
             yield self
@@ -356,9 +288,10 @@ class ModbusBridge:
             for task in list(self._rpc_tasks):
                 task.cancel()
             self.pool.close()
+            self.publisher.detach()
             self._bus = None
 
 
 def _effective(control: Control) -> int:
-    return control.charging_current if control.charging_allowed else 0
+    return control.effective_current
 

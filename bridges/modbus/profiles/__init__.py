@@ -14,30 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
+from bridges.common.follower import Control
 from bridges.modbus.connection import Endpoint, ModbusConnection
 from bridges.modbus.register_map import RegisterMap
+from service.core.contract import EvseConfig
 from service.core.device_types import DeviceKind, DeviceType
 
+# Control (what the core asks of an EVSE) is the bridge kit's; profiles take it from here.
+__all__ = ["Control", "DeviceSpec", "Profile", "device_types", "profile_for", "register"]
+
 DEFAULT_POLL_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Control:
-    """What the core asks of an EVSE (the command topic's control fields)."""
-
-    device_enabled: bool
-    charging_enabled: bool
-    paused: bool
-    charging_current: int  # mA
-
-    @property
-    def charging_allowed(self) -> bool:
-        return (
-            self.device_enabled
-            and self.charging_enabled
-            and not self.paused
-            and self.charging_current > 0
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +35,7 @@ class DeviceSpec:
     endpoint: Endpoint
     unit: int
     poll_s: float = DEFAULT_POLL_S
-    failsafe_current: int = 0
+    failsafe_current: int = EvseConfig.model_fields["failsafe_current"].default
     registers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @classmethod
@@ -64,7 +50,9 @@ class DeviceSpec:
             endpoint=Endpoint.parse(address, default_port),
             unit=int(config.get("id", 1)),
             poll_s=max(0.1, int(config.get("poll_interval", 1000)) / 1000),
-            failsafe_current=int(config.get("failsafe_current", 0) or 0),
+            failsafe_current=int(
+                config.get("failsafe_current", EvseConfig.model_fields["failsafe_current"].default)
+            ),
             registers=dict(config.get("modbus_registers") or {}),
         )
 
