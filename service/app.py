@@ -185,4 +185,3 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
 async def run_until_stopped(settings: Settings, stop: asyncio.Event) -> None:
     async with running_service(settings):
         await stop.wait()
-        log.info("stopping")

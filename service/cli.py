@@ -1,4 +1,5 @@
-"""The `chargebus` command line."""
+"""The `chargebus` command line: runs a command until SIGINT or SIGTERM (the arguments are in
+cli_args.py)."""
 
 from __future__ import annotations
 
@@ -8,68 +9,21 @@ import faulthandler
 import logging
 import os
 import signal
-import sys
 import threading
+import tomllib
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from service import __version__
+from service.cli_args import CliError, Parsers, config_file_error, fail, settings_error
 from service.embedded_broker import BrokerPortTaken
 from service.httpkit import HttpPortTaken
 from service.log_format import configure_logging
 from service.settings import Settings, load_settings
-from service.store import StoreError
+from service.store import StoreError, StoreWriteError, data_dir_problem
 
 log = logging.getLogger("chargebus")
-
-
-def _add_settings(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="TOML file with settings")
-    for name, field in Settings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        parser.add_argument(
-            flag,
-            dest=name,
-            default=None,
-            help=field.description or f"setting {name} (env CHARGEBUS_{name.upper()})",
-        )
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chargebus", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"chargebus {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_settings(sub.add_parser("run", help="run the load manager with its /cnf API"))
-    _add_settings(
-        sub.add_parser(
-            "demo",
-            help="the load manager with an embedded broker, two simulated Power Brains and a "
-            "simulated grid meter, already configured (data in {data_dir}/demo)",
-        )
-    )
-    sim = sub.add_parser("sim", help="simulated cFos Power Brains and a grid meter (Modbus TCP)")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=4701, help="the first Power Brain's port")
-    sim.add_argument("--count", type=int, default=2, help="how many Power Brains")
-    sim.add_argument("--grid-port", type=int, default=5020, help="SDM630 grid meter; 0 = none")
-    sim.add_argument("--log-level", default="INFO")
-    sim.add_argument(
-        "--configure",
-        metavar="URL",
-        help="configure these devices at a chargebus /cnf URL (admin password from "
-        "CHARGEBUS_ADMIN_PASSWORD), e.g. http://chargebus:8080/cnf",
-    )
-    sim.add_argument(
-        "--advertise", help="host name the bridge reaches the simulators by (default: --host)"
-    )
-    bridge = sub.add_parser("bridge", help="run one bridge as a process of its own")
-    kinds = bridge.add_subparsers(dest="bridge", required=True)
-    _add_settings(kinds.add_parser("modbus", help="poll the Modbus devices of the configuration"))
-    _add_settings(kinds.add_parser("http", help="serve set_ajax_meter / set_ajax_evse"))
-    return parser
 
 
 Job = Callable[[asyncio.Event], Awaitable[None]]
@@ -82,9 +36,10 @@ SHUTDOWN_GRACE_S = 15.0
 SIM_SHUTDOWN_GRACE_S = 2.0
 
 
-def _stop_requested(stop: asyncio.Event, grace_s: float) -> None:
+def _stop_requested(stop: asyncio.Event, grace_s: float, sig: signal.Signals) -> None:
     if stop.is_set():
         return
+    log.info("%s: stopping", sig.name)
     stop.set()
     # A thread, not the event loop: the loop may be what is stuck.
     watchdog = threading.Timer(grace_s, _shutdown_overdue, args=(grace_s,))
@@ -102,7 +57,7 @@ async def _until_signal(job: Job, grace_s: float = SHUTDOWN_GRACE_S) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, _stop_requested, stop, grace_s)
+        loop.add_signal_handler(sig, _stop_requested, stop, grace_s, sig)
     await job(stop)
 
 
@@ -175,22 +130,49 @@ def _run_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "sim":
-        return _run_sim(args)
+def _settings(args: argparse.Namespace) -> Settings:
+    """The settings from file, environment and flags; any problem as one CliError."""
     overrides: dict[str, Any] = {name: getattr(args, name, None) for name in Settings.model_fields}
     try:
-        settings = load_settings(args.config, overrides)
-    except (ValidationError, ValueError, OSError) as exc:
-        print(f"chargebus: bad settings: {exc}", file=sys.stderr)
-        return 2
+        return load_settings(args.config, overrides)
+    except ValidationError as exc:
+        raise settings_error(exc, overrides, args.config) from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise config_file_error(exc, args.config) from None
+
+
+def _check_data_dir(args: argparse.Namespace, settings: Settings) -> None:
+    """Before anything starts, so that a data dir chargebus cannot use is one line, not a
+    traceback from deep inside the start."""
+    if args.command not in ("run", "demo"):
+        return  # a bridge keeps nothing there
+    path = settings.data_dir / "demo" if args.command == "demo" else settings.data_dir
+    problem = data_dir_problem(path)
+    if problem is not None:
+        raise CliError(
+            f"data dir {path} {problem}: choose another with --data-dir or CHARGEBUS_DATA_DIR, "
+            "or fix its permissions"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parsers = Parsers()
+    args = parsers.parse(argv)
+    if args.command == "sim":
+        return _run_sim(args)
+    prog = parsers.command_parser(args).prog
+    try:
+        settings = _settings(args)
+        _check_data_dir(args, settings)
+    except CliError as exc:
+        return fail(prog, f"{exc} (see {prog} --help)")
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(_until_signal(_job(args, settings)))
-    except (StoreError, BrokerPortTaken, HttpPortTaken, ValueError) as exc:
+    except (StoreError, StoreWriteError, BrokerPortTaken, HttpPortTaken, ValueError) as exc:
         log.error("%s", exc)
         return 2
     except KeyboardInterrupt:
         pass
+    log.info("%s stopped", prog)
     return 0

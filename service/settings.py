@@ -54,18 +54,40 @@ class Settings(BaseSettings):
     )
 
     mqtt_url: str | None = Field(
-        default=None, description="Broker URL; unset starts the embedded broker"
+        default=None,
+        description="the broker's URL, mqtt://user:pw@host:1883 or mqtts://…; unset starts "
+        "the embedded broker",
     )
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(default=8080, ge=0, le=65535)
-    data_dir: Path = Path("./data")
-    base_topic: str = "chargebus"
-    admin_password: str | None = None
-    embedded_broker_host: str = "127.0.0.1"
-    embedded_broker_port: int = Field(default=DEFAULT_EMBEDDED_BROKER_PORT, ge=0, le=65535)
-    diag_log_seconds: float = Field(default=300.0, gt=0)
-    max_body_bytes: int = Field(default=256 * 1024, gt=0)
-    log_level: str = "INFO"
+    http_host: str = Field(default="127.0.0.1", description="address the /cnf API listens on")
+    http_port: int = Field(
+        default=8080, ge=0, le=65535, description="port of the /cnf API (0 = any free one)"
+    )
+    data_dir: Path = Field(
+        default=Path("./data"),
+        description="configuration, users, energy counters, admin password hash",
+    )
+    base_topic: str = Field(default="chargebus", description="root of all MQTT topics")
+    admin_password: str | None = Field(
+        default=None,
+        description="the first admin password, used only while none is stored (unset: "
+        "generated and logged at the first start)",
+    )
+    embedded_broker_host: str = Field(
+        default="127.0.0.1", description="address of the embedded broker (without mqtt_url)"
+    )
+    embedded_broker_port: int = Field(
+        default=DEFAULT_EMBEDDED_BROKER_PORT,
+        ge=0,
+        le=65535,
+        description="port of the embedded broker (0 = any free one)",
+    )
+    diag_log_seconds: float = Field(
+        default=300.0, gt=0, description="how long set_diag_logging runs, in seconds"
+    )
+    max_body_bytes: int = Field(
+        default=256 * 1024, gt=0, description="largest request body the admin may send"
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: Literal["text", "json"] = Field(
         default="text", description="log lines as text or as one JSON object each"
     )

@@ -68,6 +68,26 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def data_dir_problem(path: Path) -> str | None:
+    """Why chargebus could not keep its files in `path` (created if missing), or None.
+    Tried by writing a file, since permission bits do not tell (root, read-only mounts)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return "is a file, not a directory"
+    except OSError as exc:
+        return f"cannot be created ({exc.strerror or exc})"
+    if not path.is_dir():
+        return "is not a directory"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=path)
+    except OSError as exc:
+        return f"is not writable ({exc.strerror or exc})"
+    os.close(fd)
+    Path(probe).unlink(missing_ok=True)
+    return None
+
+
 class Store:
     """Typed documents in a directory. Blocking: call from a worker thread on a hot path."""
 

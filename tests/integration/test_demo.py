@@ -74,3 +74,4 @@ def test_the_demo_balances_two_simulated_wallboxes(tmp_path: Path) -> None:
             demo.wait(timeout=10)
             raise AssertionError(f"the demo did not stop:\n{log_path.read_text()}") from None
         assert code == 0, log_path.read_text()
+        assert log_path.read_text().rstrip().endswith("chargebus demo stopped")
