@@ -1,8 +1,10 @@
-"""The registry of device types: `dev_type` name → kind and display name.
+"""The registry of device types: `dev_type` name → kind, display name and transport.
 
-A device profile (bridges/modbus/profiles/*.py, bridges/http_input.py) registers its type
-here by name, so adding a device is adding a file. `get_params` lists the registry as
-`dev_meta`. The names are the cFos product's, so configurations written for it load here.
+The core knows only the types of the API itself (the HTTP-input devices that `set_ajax_*`
+feeds); every bridge brings its own (bridges/modbus/profiles/*.py, bridges/ocpp/), and the
+wiring (service/app.py) registers them, so adding a device is adding a file. `get_params`
+lists the registry as `dev_meta`. The names are the cFos product's, so configurations
+written for it load here.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ class DeviceType:
     name: str
     kind: DeviceKind
     display_name: str
-    # "http": values pushed by set_ajax_*; "modbus": polled by a bridge; "virtual": computed.
-    transport: Literal["http", "modbus", "virtual"]
+    # Which kind of bridge serves it: "http" (values pushed by set_ajax_*), "modbus" (polled
+    # by a Modbus bridge), "ocpp" (an OCPP charge point), … — open: a bridge names its own.
+    transport: str
+    # Names `cmd=modbus&device=` takes for the first device of this type, with the Modbus id
+    # each addresses on that device's endpoint (a Power Brain: evse 1, meter1 2, meter2 3).
+    device_aliases: tuple[tuple[str, int], ...] = ()
 
 
 class UnknownDeviceType(KeyError):
@@ -54,7 +60,7 @@ class DeviceTypeRegistry:
 
 
 def builtin_registry() -> DeviceTypeRegistry:
-    """The types chargebus knows without any optional profile."""
+    """The types of the API itself, before any bridge registers its own."""
     registry = DeviceTypeRegistry()
     for device_type in BUILTIN_TYPES:
         registry.register(device_type)
@@ -67,6 +73,4 @@ BUILTIN_TYPES: tuple[DeviceType, ...] = (
     DeviceType("meter_ajax", "meter", "HTTP input", "http"),
     DeviceType("evse_http", "evse", "HTTP input", "http"),
     DeviceType("meter_http", "meter", "HTTP input", "http"),
-    DeviceType("evse_powerbrain", "evse", "cFos Power Brain", "modbus"),
-    DeviceType("meter_powerbrain", "meter", "cFos Power Brain", "modbus"),
 )

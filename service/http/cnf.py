@@ -325,26 +325,33 @@ def _number_or_expression(value: float | str) -> float | str:
 
 # -- Modbus registers ------------------------------------------------------------------------
 
-# The built-in devices of a cFos Power Brain, by their Modbus ids on the wallbox's endpoint.
-_POWERBRAIN_UNITS = {"evse": 1, "meter1": 2, "meter2": 3}
 _MODBUS_QUERY_KEYS = ("read", "count", "write", "value", "values")
 
 
 def _modbus_target(ctx: CnfContext, device: str) -> tuple[str, int]:
-    """`device=` → (the configured device whose bridge answers, Modbus id to address)."""
+    """`device=` → (the configured device whose bridge answers, Modbus id to address). Besides
+    device ids, a device type may name aliases for its first device (the Power Brain's
+    evse, meter1, meter2: its profile's DeviceType.device_aliases)."""
     devices = ctx.state.installation.devices
-    if device in _POWERBRAIN_UNITS:
-        brains = sorted(
-            (d for d in devices.values() if d.dev_type == "evse_powerbrain"),
+    registry = ctx.state.registry
+    for name in registry.names():
+        device_type = registry.get(name)
+        aliases = dict(device_type.device_aliases)
+        if device not in aliases:
+            continue
+        owners = sorted(
+            (d for d in devices.values() if d.dev_type == name),
             key=lambda d: (d.number, d.dev_id),
         )
-        if not brains:
-            raise not_found(f"device={device} needs a configured Power Brain (evse_powerbrain)")
-        return brains[0].dev_id, _POWERBRAIN_UNITS[device]
+        if not owners:
+            raise not_found(
+                f"device={device} needs a configured {device_type.display_name} ({name})"
+            )
+        return owners[0].dev_id, aliases[device]
     config = devices.get(device)
     if config is None:
-        raise not_found(f"unknown device {device!r}: use evse, meter1, meter2 or a device id")
-    registry = ctx.state.registry
+        names = sorted(a for n in registry.names() for a, _ in registry.get(n).device_aliases)
+        raise not_found(f"unknown device {device!r}: use {', '.join(names)} or a device id")
     if config.dev_type not in registry or registry.get(config.dev_type).transport != "modbus":
         raise bad_request(f"{device} is not a Modbus device")
     return config.dev_id, config.id

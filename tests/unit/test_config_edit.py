@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from service.app import device_registry
 from service.core.config_edit import (
     EditError,
     apply_device_set,
@@ -17,7 +18,7 @@ from service.core.config_edit import (
     delete_device,
 )
 from service.core.dev_info import device_info, params_info, redact_device
-from service.core.device_types import DeviceTypeRegistry, builtin_registry
+from service.core.device_types import DeviceTypeRegistry
 from service.core.models import EvseConfig, EvseState, Installation, MeterConfig, User
 from service.core.runtime import DeviceRuntime
 
@@ -26,7 +27,8 @@ USERS = {"u1", "u2"}
 
 @pytest.fixture
 def registry() -> DeviceTypeRegistry:
-    return builtin_registry()
+    # The service's registry: the API's own types and the bridges' (evse_powerbrain, …).
+    return device_registry()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from service.app import device_registry
 from service.core.device_types import (
     BUILTIN_TYPES,
     DeviceType,
@@ -20,8 +21,6 @@ from service.core.device_types import (
         ("meter_ajax", "meter", "HTTP input"),
         ("evse_http", "evse", "HTTP input"),
         ("meter_http", "meter", "HTTP input"),
-        ("evse_powerbrain", "evse", "cFos Power Brain"),
-        ("meter_powerbrain", "meter", "cFos Power Brain"),
     ],
 )
 def test_builtin_types(name: str, kind: str, display: str) -> None:
@@ -29,6 +28,35 @@ def test_builtin_types(name: str, kind: str, display: str) -> None:
     assert name in registry
     assert registry.get(name).kind == kind
     assert registry.dev_meta()[name] == display
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "display", "transport"),
+    [
+        ("evse_powerbrain", "evse", "cFos Power Brain", "modbus"),
+        ("meter_powerbrain", "meter", "cFos Power Brain", "modbus"),
+        ("meter_sdm630", "meter", "Eastron SDM630 / SDM630MCT", "modbus"),
+    ],
+)
+def test_bridge_types_come_from_the_bridges(
+    name: str, kind: str, display: str, transport: str
+) -> None:
+    # Power Brain specifics are the Modbus profile's, not the core's: the wiring registers
+    # them with every other bridge's types.
+    assert name not in builtin_registry()
+    registry = device_registry()
+    assert (registry.get(name).kind, registry.dev_meta()[name]) == (kind, display)
+    assert registry.get(name).transport == transport
+
+
+def test_the_power_brains_cmd_modbus_names_are_its_profiles() -> None:
+    registry = device_registry()
+    assert dict(registry.get("evse_powerbrain").device_aliases) == {
+        "evse": 1,
+        "meter1": 2,
+        "meter2": 3,
+    }
+    assert all(not registry.get(n).device_aliases for n in builtin_registry().names())
 
 
 def test_builtin_kinds_match_name_prefix() -> None:

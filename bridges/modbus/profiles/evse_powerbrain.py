@@ -64,7 +64,14 @@ class PowerBrainDevice(Profile):
 
 @register
 class PowerBrainEvse(PowerBrainDevice):
-    device_type = DeviceType("evse_powerbrain", "evse", "cFos Power Brain", "modbus")
+    # The product's cmd=modbus names for a Power Brain's own devices (its first one).
+    device_type = DeviceType(
+        "evse_powerbrain",
+        "evse",
+        "cFos Power Brain",
+        "modbus",
+        device_aliases=(("evse", EVSE_UNIT), ("meter1", 2), ("meter2", 3)),
+    )
 
     async def read_state(self, conn: ModbusConnection) -> dict[str, Any]:
         unit = self.spec.unit
