@@ -1,7 +1,8 @@
 """Device profiles: one file per `dev_type`, each registering a `Profile` subclass by name.
 
-Adding a device is adding a file here: `load_profiles()` imports every module of this
-package, and each module's `@register` puts its class in the registry. The service lists the
+Adding a device is adding a file here (start from `_blueprint.py`): `load_profiles()` imports
+every module of this package whose name has no leading underscore, and each module's
+`@register` puts its class in the registry. The service lists the
 profiles' device types in `dev_meta`, so configurations may use them.
 """
 
@@ -101,7 +102,9 @@ def register(profile: P) -> P:
 
 def load_profiles() -> dict[str, type[Profile]]:
     for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
+        # `_blueprint.py` and other modules with a leading underscore are examples, not types.
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
     return PROFILES
 
 
