@@ -67,7 +67,8 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
     store = Store(settings.data_dir)
     state = ServiceState.load(store, device_registry())
     metrics = Metrics(state)
-    admin = AdminAccount.load_or_create(store, settings.admin_password)
+    # Stored (and a generated one shown) only once the start has succeeded, below.
+    admin = AdminAccount.prepare(store, settings.admin_password)
     topics = Topics(settings.base_topic)
     link = MqttLink(state, topics)
     ha = HaDiscovery(
@@ -164,6 +165,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         stack.callback(ctx.diag.stop)
         app = create_app(ctx, settings.max_body_bytes, metrics)
         http_port = await stack.enter_async_context(serve_http(app, listener))
+        admin.commit()
         # What exists now (configuration, models, modules) lives as long as the process: out
         # of the collector's sight, a full collection no longer stalls a run for milliseconds.
         gc.collect()

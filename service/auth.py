@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from service.core.throttle import DEFAULT_RATES, GuessThrottle, Rates, Refusal, Ticket
-from service.store import AdminSecret, Store
+from service.store import AdminSecret, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -95,32 +95,102 @@ class FailureThrottle:
         self._throttle.failed(ticket, self._clock())
 
 
+FileStamp = tuple[int, int, int]  # inode, mtime in ns, size
+
+
 class AdminAccount:
-    """The admin password as stored; checks cost one scrypt, run off the event loop."""
+    """The admin password as stored; checks cost one scrypt, run off the event loop.
+
+    The stored hash is the password: `change_admin_pwd`, `chargebus admin-password` (another
+    process, on the same data dir) and the first start write it. A running service notices
+    when the file was replaced and uses the new hash from the next check on."""
 
     def __init__(self, store: Store, secret: AdminSecret) -> None:
         self._store = store
         self._secret = secret
         self._verified = VerifiedCache()
+        self._stamp = self._file_stamp()
+        # A password chosen at this start and not stored yet, and the generated one to show
+        # once it is stored.
+        self._unsaved = False
+        self._to_show: str | None = None
+
+    @classmethod
+    def prepare(cls, store: Store, configured_password: str | None) -> AdminAccount:
+        """The stored hash, or a new password held in memory until `commit()`: a start that
+        fails (a port taken) stores nothing, so the next start generates and shows one.
+        A configured password that is not the stored one is ignored with a warning."""
+        secret = store.load_admin()
+        if secret is not None:
+            if configured_password is not None and not verify_password(
+                secret, configured_password
+            ):
+                log.warning(
+                    "the configured admin password (--admin-password, CHARGEBUS_ADMIN_PASSWORD "
+                    "or the config file) is ignored: %s already holds one, and the setting is "
+                    "only the first password. Log in with the stored one, or replace it with "
+                    "`chargebus admin-password --data-dir %s` (or cmd=change_admin_pwd)",
+                    store.path(store.ADMIN),
+                    store.data_dir,
+                )
+            return cls(store, secret)
+        password = configured_password or generate_password()
+        account = cls(store, hash_password(password))
+        account._unsaved = True
+        account._to_show = password if configured_password is None else None
+        return account
+
+    def commit(self) -> None:
+        """Once the start succeeded: stores a new password, and logs it if generated."""
+        if not self._unsaved:
+            return
+        generated, self._to_show = self._to_show, None
+        self._store.save(self._store.ADMIN, self._secret)
+        self._stamp = self._file_stamp()
+        self._unsaved = False
+        if generated is not None:
+            log.warning(
+                "generated the admin password: %s (log in as 'admin'; change it with "
+                "cmd=change_admin_pwd or `chargebus admin-password`; it is stored only as a "
+                "hash and not shown again)",
+                generated,
+            )
 
     @classmethod
     def load_or_create(cls, store: Store, configured_password: str | None) -> AdminAccount:
-        """The stored hash wins over the configured initial password; with neither, a random
-        password is generated, stored as a hash and logged once."""
-        secret = store.load_admin()
-        if secret is None:
-            password = configured_password or generate_password()
-            secret = hash_password(password)
-            store.save(store.ADMIN, secret)
-            if configured_password is None:
-                log.warning(
-                    "generated the admin password: %s (log in as 'admin'; change it with "
-                    "cmd=change_admin_pwd; it is stored only as a hash and not shown again)",
-                    password,
-                )
-        return cls(store, secret)
+        """`prepare` and `commit` at once (for tools and tests that have no start to fail)."""
+        account = cls.prepare(store, configured_password)
+        account.commit()
+        return account
+
+    def _file_stamp(self) -> FileStamp | None:
+        try:
+            st = self._store.path(self._store.ADMIN).stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _reload_if_replaced(self) -> None:
+        """One stat per check: the file is replaced (renamed over) by every writer."""
+        if self._unsaved:
+            return
+        stamp = self._file_stamp()
+        if stamp is None or stamp == self._stamp:
+            return
+        try:
+            secret = self._store.load_admin()
+        except StoreError as exc:
+            log.error("admin password file changed but cannot be read, keeping the old: %s", exc)
+            self._stamp = stamp
+            return
+        self._stamp = stamp
+        if secret is not None and secret != self._secret:
+            log.info("the admin password was changed on disk: using the new one")
+            self._secret = secret
+            self._verified.forget()
 
     async def check(self, password: str) -> bool:
+        self._reload_if_replaced()
         if self._verified.matches(password):
             return True
         ok = await asyncio.to_thread(verify_password, self._secret, password)
@@ -134,4 +204,6 @@ class AdminAccount:
         secret = await asyncio.to_thread(hash_password, new_password)
         await asyncio.to_thread(self._store.save, self._store.ADMIN, secret)
         self._secret = secret
+        self._stamp = self._file_stamp()
+        self._unsaved, self._to_show = False, None
         self._verified.forget()

@@ -6,22 +6,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import faulthandler
+import getpass
 import logging
 import os
 import signal
+import sys
 import threading
 import tomllib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from service.auth import MIN_PASSWORD_LENGTH, generate_password, hash_password
 from service.cli_args import CliError, Parsers, config_file_error, fail, settings_error
 from service.embedded_broker import BrokerPortTaken
 from service.httpkit import HttpPortTaken
 from service.log_format import configure_logging
 from service.settings import Settings, load_settings
-from service.store import StoreError, StoreWriteError, data_dir_problem
+from service.store import Store, StoreError, StoreWriteError, data_dir_problem
 
 log = logging.getLogger("chargebus")
 
@@ -155,6 +159,57 @@ def _check_data_dir(args: argparse.Namespace, settings: Settings) -> None:
         )
 
 
+def _read_new_password(args: argparse.Namespace) -> str:
+    if args.generate:
+        return generate_password()
+    if sys.stdin.isatty():
+        first = getpass.getpass("new admin password: ")
+        if getpass.getpass("again: ") != first:
+            raise CliError("the two passwords differ; nothing changed")
+        return first
+    # Piped in (a script, `docker compose exec -T`): the first line, without its newline.
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _admin_password(args: argparse.Namespace, settings: Settings) -> None:
+    """`chargebus admin-password`: replaces the stored hash. It needs what the service
+    needs, write access to the data dir; a running service picks it up at its next check."""
+    data_dir = settings.data_dir / "demo" if args.demo else settings.data_dir
+    if not data_dir.is_dir():
+        # Not created: a mistyped path would hold a password nobody uses.
+        what = "is not a directory" if data_dir.exists() else "does not exist"
+        raise CliError(
+            f"data dir {data_dir} {what}: give the one chargebus runs with "
+            "(--data-dir, CHARGEBUS_DATA_DIR; the demo's with --demo)"
+        )
+    password = _read_new_password(args)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise CliError(f"the password needs at least {MIN_PASSWORD_LENGTH} characters")
+    store = Store(data_dir)
+    try:
+        store.save(store.ADMIN, hash_password(password))
+    except OSError as exc:
+        raise CliError(f"cannot write {store.path(store.ADMIN)}: {exc.strerror or exc}") from None
+    _same_owner_as_dir(store.path(store.ADMIN), data_dir)
+    if args.generate:
+        print(password)
+    print(
+        f"chargebus admin-password: stored in {store.path(store.ADMIN)} (log in as 'admin'); "
+        "a running chargebus uses it from its next login",
+        file=sys.stderr,
+    )
+
+
+def _same_owner_as_dir(path: Path, data_dir: Path) -> None:
+    """Run as root (sudo, `docker exec`) on a service user's data dir, the new file would be
+    root's own and unreadable for the service."""
+    if os.geteuid() != 0:
+        return
+    owner = data_dir.stat()
+    if owner.st_uid != 0:
+        os.chown(path, owner.st_uid, owner.st_gid)
+
+
 def main(argv: list[str] | None = None) -> int:
     parsers = Parsers()
     args = parsers.parse(argv)
@@ -163,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     prog = parsers.command_parser(args).prog
     try:
         settings = _settings(args)
+        if args.command == "admin-password":
+            _admin_password(args, settings)
+            return 0
         _check_data_dir(args, settings)
     except CliError as exc:
         return fail(prog, f"{exc} (see {prog} --help)")

@@ -125,6 +125,20 @@ def _add_sim(sub: Any) -> None:
     )
 
 
+def _add_admin_password(sub: Any) -> OneLineParser:
+    text = (
+        "set the admin password in the data dir, for a running chargebus too: typed at a "
+        "prompt, read from stdin, or generated (--generate)"
+    )
+    parser: OneLineParser = sub.add_parser("admin-password", help=text, description=text)
+    _add_settings(parser, ("data_dir",), {})
+    parser.add_argument("--demo", action="store_true", help="the demo's (DATA_DIR/demo)")
+    parser.add_argument(
+        "--generate", action="store_true", help="generate a random password and print it"
+    )
+    return parser
+
+
 class Parsers:
     """The top-level parser and each command's, so that an error names the command's."""
 
@@ -148,6 +162,7 @@ class Parsers:
             self.commands[name] = sub.add_parser(name, help=text, description=text)
             _add_settings(self.commands[name], everything, {})
         _add_sim(sub)
+        self.commands["admin-password"] = _add_admin_password(sub)
         bridge = sub.add_parser("bridge", help="run one bridge as a process of its own")
         kinds = bridge.add_subparsers(dest="bridge", required=True, metavar="KIND")
         for kind, text in (

@@ -134,3 +134,49 @@ async def test_change_accepts_four_characters(store: Store) -> None:
     account = AdminAccount.load_or_create(store, "old-pw")
     await account.change("abcd")
     assert await account.check("abcd") is True
+
+
+# -- a new password is stored only once the start succeeded; the file is the password --------
+
+
+async def test_a_prepared_password_is_stored_only_by_commit(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="service.auth"):
+        account = AdminAccount.prepare(store, None)
+        # A start that fails here (a port taken) leaves nothing behind and shows nothing.
+        assert store.load_admin() is None
+        assert not any("generated" in r.getMessage() for r in caplog.records)
+        account.commit()
+        account.commit()  # once only
+    shown = [r.getMessage() for r in caplog.records if "generated" in r.getMessage()]
+    assert len(shown) == 1
+    password = shown[0].split("password: ")[1].split(" ")[0]
+    assert await AdminAccount.prepare(store, None).check(password) is True
+
+
+async def test_a_configured_password_that_is_not_the_stored_one_is_warned_about(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    AdminAccount.load_or_create(store, "first-pw")
+    with caplog.at_level("WARNING", logger="service.auth"):
+        AdminAccount.prepare(store, "first-pw")
+        assert not caplog.records  # the same password: nothing is ignored
+        account = AdminAccount.prepare(store, "second-pw")
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "the configured admin password" in warning and "is ignored" in warning
+    assert "chargebus admin-password" in warning and "second-pw" not in warning
+    assert await account.check("first-pw") is True
+    assert await account.check("second-pw") is False
+
+
+async def test_a_password_replaced_on_disk_is_used_at_the_next_check(store: Store) -> None:
+    account = AdminAccount.load_or_create(store, "old-pw")
+    assert await account.check("old-pw") is True  # now cached
+    # What `chargebus admin-password` does from another process.
+    store.save(Store.ADMIN, hash_password("new-pw"))
+    assert await account.check("old-pw") is False
+    assert await account.check("new-pw") is True
+    # A file that cannot be read keeps the password in use.
+    store.path(Store.ADMIN).write_text("{not json")
+    assert await account.check("new-pw") is True
