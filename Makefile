@@ -72,6 +72,7 @@ typecheck: $(STAMP)
 # pytest's exit code 5 means no test was collected: that is a failure here, not a pass.
 test: $(STAMP)
 	@bash scripts/ensure-mosquitto.sh
+	@bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	@echo "$(BIN)/python -m pytest $(PYTEST_ARGS)"

@@ -26,6 +26,7 @@ from service.diag_log import DiagLogging
 from service.embedded_broker import embedded_broker
 from service.ha_link import HaDiscovery
 from service.http.cnf import CnfContext, HttpInput
+from service.http.events import DashboardHub
 from service.http.server import create_app
 from service.httpkit import http_listener, serve_http
 from service.metrics import Metrics
@@ -33,6 +34,7 @@ from service.modbus_rpc import ModbusRpcClient
 from service.mqtt_link import MqttLink
 from service.rpc_client import RpcClient
 from service.settings import MqttTarget, Settings
+from service.site_sampler import chart_sampler, group_tree
 from service.state import ServiceState
 from service.store import Store
 from service.topics import Topics
@@ -163,7 +165,12 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             http_input=cnf_http_input,
         )
         stack.callback(ctx.diag.stop)
-        app = create_app(ctx, settings.max_body_bytes, metrics)
+        # The dashboard's live feed: the info payloads the link publishes, as they go out.
+        dashboard = DashboardHub(group_tree(state), chart_sampler(state))
+        link.observe(dashboard)
+        dashboard.start()
+        stack.callback(dashboard.close)
+        app = create_app(ctx, settings.max_body_bytes, metrics, dashboard)
         http_port = await stack.enter_async_context(serve_http(app, listener))
         admin.commit()
         # What exists now (configuration, models, modules) lives as long as the process: out

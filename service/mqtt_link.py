@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from service.bus import MqttBus, Subscription
 from service.core.config_edit import EditError
@@ -44,6 +44,14 @@ def _never_busy() -> bool:
     return False
 
 
+class InfoObserver(Protocol):
+    """Sees every params and info payload as it is published (the dashboard's feed)."""
+
+    def params(self, payload: bytes) -> None: ...
+    def info(self, dev_id: str, payload: bytes) -> None: ...
+    def removed(self, dev_id: str) -> None: ...
+
+
 class MqttLink:
     def __init__(self, state: ServiceState, topics: Topics) -> None:
         self.state = state
@@ -58,6 +66,7 @@ class MqttLink:
         # True while the control loop has a run to do or is in one (ControlLoop.busy); the
         # wiring sets it.
         self.control_busy: Callable[[], bool] = _never_busy
+        self.observers: list[InfoObserver] = []
 
     def subscriptions(self) -> list[Subscription]:
         return [
@@ -76,6 +85,13 @@ class MqttLink:
         self.state.listeners.append(self)
         self.publish_all()
 
+    def observe(self, observer: InfoObserver) -> None:
+        """Adds an observer, first handing it what was published so far."""
+        observer.params(self._last_params or encode(self.state.params_info()))
+        for dev_id, payload in self._last_info.items():
+            observer.info(dev_id, payload)
+        self.observers.append(observer)
+
     def publish_all(self) -> None:
         self.params_changed()
         for dev_id in self.state.installation.devices:
@@ -87,6 +103,8 @@ class MqttLink:
         if self.bus is not None:
             self._last_params = encode(self.state.params_info())
             self.bus.hold_retained(self.topics.params, self._last_params)
+            for observer in self.observers:
+                observer.params(self._last_params)
 
     def device_changed(self, dev_id: str) -> None:
         if self.bus is None or dev_id not in self.state.installation.devices:
@@ -97,10 +115,14 @@ class MqttLink:
         payload = encode(self.state.device_info(dev_id))
         self._last_info[dev_id] = payload
         self.bus.hold_retained(self.topics.info(dev_id), payload)
+        for observer in self.observers:
+            observer.info(dev_id, payload)
 
     def device_removed(self, dev_id: str) -> None:
         self._last_info.pop(dev_id, None)
         self._dirty_info.discard(dev_id)
+        for observer in self.observers:
+            observer.removed(dev_id)
         if self.bus is None:
             return
         for leaf in ("config", "info", "command"):
@@ -163,6 +185,8 @@ class MqttLink:
             if payload != self._last_params:
                 self._last_params = payload
                 self.bus.hold_retained(self.topics.params, payload)
+                for observer in self.observers:
+                    observer.params(payload)
         dirty = self._dirty_info
         count = len(dirty) if limit is None else min(limit, len(dirty))
         for _ in range(count):
@@ -173,6 +197,8 @@ class MqttLink:
             if payload != self._last_info.get(dev_id):
                 self._last_info[dev_id] = payload
                 self.bus.hold_retained(self.topics.info(dev_id), payload)
+                for observer in self.observers:
+                    observer.info(dev_id, payload)
 
     def close(self) -> None:
         if self._flush is not None:

@@ -9,8 +9,11 @@ from typing import Any
 
 from aiohttp import web
 
+from service.http.browser_guard import browser_guard
 from service.http.cnf import COMMANDS, CnfContext, Command
+from service.http.dashboard import add_dashboard
 from service.http.errors import disk_fault, unauthorized
+from service.http.events import DashboardHub
 from service.http.guard import admit, client_address
 from service.http.request import CnfRequest
 from service.httpkit import ApiError, basic_credentials, error_response, parameters, read_body
@@ -176,10 +179,16 @@ async def handle_metrics(request: web.Request) -> web.Response:
 
 
 def create_app(
-    ctx: CnfContext, max_body_bytes: int, metrics: Metrics | None = None
+    ctx: CnfContext,
+    max_body_bytes: int,
+    metrics: Metrics | None = None,
+    dashboard: DashboardHub | None = None,
 ) -> web.Application:
-    # The counting middleware comes first, so it sees the status json_errors answers with.
-    middlewares = [count_cnf_requests, json_errors] if metrics is not None else [json_errors]
+    # The counting middleware comes first, so it sees the status json_errors answers with;
+    # the browser guard's refusals and headers wrap every answer.
+    middlewares: list[Any] = [browser_guard, json_errors]
+    if metrics is not None:
+        middlewares.insert(0, count_cnf_requests)
     app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
     app[CONTEXT_KEY] = ctx
     app[MAX_BODY_KEY] = max_body_bytes
@@ -189,4 +198,6 @@ def create_app(
     app.router.add_route("GET", "/cnf", handle_cnf)
     app.router.add_route("POST", "/cnf", handle_cnf)
     app.router.add_route("GET", "/ui/{lang}/sim.htm", handle_login_check)
+    if dashboard is not None:
+        add_dashboard(app, dashboard, ctx.state.registry)
     return app
