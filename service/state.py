@@ -44,6 +44,9 @@ from service.core.runtime import DeviceRuntime
 from service.store import EnergyCounters, Store, UserBook
 
 log = logging.getLogger(__name__)
+# How much longer than the ramp window a car that is still seen rising keeps its ramp credit
+# (a car at 1 A/s from 6 to 32 A ramps for half a minute).
+RISING_WINDOW_FACTOR = 3
 
 
 class StateListener(Protocol):
@@ -297,6 +300,8 @@ class ServiceState:
         # at 1 A/s). The credit lends no budget: hold_peaks keeps the last figure made
         # without one (pairing.counted_current). Without a hold there is no credit.
         ramp_window = 2 * params.follow_time if params.load_hold_time > 0 else 0
+        # A car still seen rising keeps its credit longer (pairing.still_rising), bounded.
+        rising_window = RISING_WINDOW_FACTOR * ramp_window
         for dev_id, config in self.installation.devices.items():
             if not isinstance(config, EvseConfig):
                 continue
@@ -304,7 +309,10 @@ class ServiceState:
             state = runtime.state if runtime is not None else None
             counted = None
             credit = 0
-            ramping = self.control.ramping_to(dev_id, now, ramp_window)
+            rising = runtime is not None and pairing.still_rising(runtime.samples)
+            ramping = self.control.ramping_to(
+                dev_id, now, rising_window if rising else ramp_window
+            )
             moving = ramping is not None or self.control.following(dev_id, now, ramp_window)
             if runtime is not None and isinstance(state, EvseState):
                 g = config.group

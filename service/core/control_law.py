@@ -120,11 +120,18 @@ class ControlMemory:
 
     def ramping_to(self, dev_id: str, now: float, window_s: float) -> int | None:
         """The command an EVSE was raised to less than `window_s` ago (it may still be
-        ramping up to it), else None (see pairing.counted_current)."""
+        ramping up to it), else None (see pairing.counted_current). One cut in that time
+        and not yet seen to follow counts at its new command too: a car cut while it was
+        still ramping up may be anywhere below its old command, and at a start its
+        report may not show the current the grid reading already does."""
         ctl = self.evses.get(dev_id)
-        if ctl is None or ctl.raised_at is None or ctl.command <= 0:
+        if ctl is None or ctl.command <= 0:
             return None
-        return ctl.command if now - ctl.raised_at < window_s else None
+        if ctl.raised_at is not None and now - ctl.raised_at < window_s:
+            return ctl.command
+        if self.following(dev_id, now, window_s):
+            return ctl.command
+        return None
 
 
 def all_paused(memory: ControlMemory, now: float) -> ControlMemory:
@@ -197,7 +204,9 @@ def govern(
     if any(step.small_cut or step.offered > step.command for step in steps):
         usage = _usage(alloc, kept, steps, len(budgets))
         _keep_small_cuts(steps, budgets, usage)
-        for step in _by_precedence([s for s in steps if s.offered > s.command], inp):
+        # With a late grid reading the load may have risen unseen: nobody is raised.
+        rising = [] if alloc.grid_late else [s for s in steps if s.offered > s.command]
+        for step in _by_precedence(rising, inp):
             _increase(step, inp, budgets, usage, settings)
     results = dict(alloc.evses)
     for step in steps:

@@ -28,6 +28,20 @@ ROLE_GRID = 3
 DRAWING_MA = 1000
 
 
+# A car whose newest report shows this much more than the one before is still ramping up.
+RISING_MA = 300
+
+
+def still_rising(samples: Sequence[Sample]) -> bool:
+    """Whether the newest report shows more than the one before (by RISING_MA on a phase):
+    a slow car (1 A/s) ramps longer than the ramp window, and its credit lasts while it
+    rises."""
+    if len(samples) < 2:
+        return False
+    (_, new), (_, old) = samples[-1], samples[-2]
+    return any(n - o >= RISING_MA for n, o in zip(new, old, strict=True))
+
+
 def paired_draw(samples: Sequence[Sample], reading_ts: float) -> Currents:
     """The newest sample taken at or before `reading_ts` (samples oldest first)."""
     for ts, current in reversed(samples):

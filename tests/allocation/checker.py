@@ -21,7 +21,13 @@ from service.core.allocation import (
     allocate,
     overdraft_grace_s,
 )
-from tests.allocation.reference import Budgets, budgets, fresh, grid_phases_of_rotation
+from service.core.allocation.budgets import LATE_GRACE
+from tests.allocation.reference import (
+    Budgets,
+    budgets,
+    grid_fresh,
+    grid_phases_of_rotation,
+)
 
 # dev_id → (allocated current, grid phases) of the EVSEs the allocation balances.
 Balanced = dict[str, tuple[int, list[int]]]
@@ -53,10 +59,11 @@ def assert_limits(inp: AllocationInput, memory: Memory, result: Allocation) -> B
     """The active overdraft is what the main grid meter shows above the limit (once that has
     outlasted the grace time) or what was already held; no group, cap or phase balance is
     broken. Returns the reference budgets."""
-    overdraw = main_overdraw(inp)
-    # An excess counts once it has outlasted the grace time (cars following a decrease).
+    overdraw, lag = main_overdraw(inp)
+    # An excess counts once it has outlasted the grace time (cars following a decrease),
+    # judged by when the reading was taken (its lag from ts to arrival, bounded).
     since = memory.over_since if memory.over_since is not None else inp.now
-    if inp.now - since < overdraft_grace_s(inp.params):
+    if inp.now - since < overdraft_grace_s(inp.params) + lag:
         overdraw = 0
     assert result.overdraft_active >= overdraw
     assert result.overdraft_active <= max(overdraw, memory.overdraft)
@@ -112,21 +119,29 @@ def group_loads(ref: Budgets, given: Balanced) -> dict[int, list[int]]:
     return loads
 
 
-def main_overdraw(inp: AllocationInput) -> int:
-    """How far the main grid meter reads above max_total_current (0 without a fresh one)."""
+def main_overdraw(inp: AllocationInput) -> tuple[int, float]:
+    """How far the main grid meter reads above max_total_current (0 without a fresh one),
+    and how late its reading arrived (ts to arrival, at most LATE_GRACE stale ages)."""
     readings = [0, 0, 0]
     found = False
+    lag = 0.0
     for m in inp.meters.values():
         cfg = m.config
         group = cfg.group if cfg.group in {g.id for g in inp.groups} else 0
         if not cfg.device_enabled or cfg.role != 3 or group != 0:
             continue
-        if not fresh(m.state, m.state_age_s, inp.stale_after_s) or m.state is None:
-            return 0
+        if (
+            not grid_fresh(m.state, m.state_age_s, inp.stale_after_s)
+            or m.state is None
+            or m.state_age_s is None
+        ):
+            return 0, 0.0
         found = True
+        arrived = inp.now - m.state_age_s
+        lag = max(lag, min(max(0.0, arrived - m.state.ts), LATE_GRACE * inp.stale_after_s))
         sign = -1 if cfg.invert else 1
         for local, phase in enumerate(grid_phases_of_rotation(cfg.phase_rotation)):
             readings[phase] += sign * m.state.current[local]
     if not found:
-        return 0
-    return max(0, max(readings) - inp.params.max_total_current)
+        return 0, 0.0
+    return max(0, max(readings) - inp.params.max_total_current), lag

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from service.core.allocation import AllocationInput, EvseInput, Memory
+from service.core.allocation.budgets import LATE_GRACE
 from service.core.models import EvseConfig, EvseState
 from service.core.phases import GRID_MASK
 
@@ -54,6 +55,12 @@ def fresh(state: object, age: float | None, stale: float) -> bool:
         and not getattr(state, "com_err", False)
         and getattr(state, "state", 1) != 6
     )
+
+
+def grid_fresh(state: object, age: float | None, stale: float) -> bool:
+    """A grid meter's reading is used up to LATE_GRACE times the stale age (late, not
+    lost: the control law then raises nobody)."""
+    return fresh(state, age, LATE_GRACE * stale)
 
 
 def explained(config: EvseConfig, state: EvseState) -> bool:
@@ -133,7 +140,8 @@ def budgets(inp: AllocationInput, memory: Memory, overdraft_active: int) -> Budg
         mg = locate(mcfg.group)
         if mcfg.role == 3:
             has_grid[mg] = True
-        if not fresh(meter.state, meter.state_age_s, stale) or meter.state is None:
+        usable = grid_fresh if mcfg.role == 3 else fresh
+        if not usable(meter.state, meter.state_age_s, stale) or meter.state is None:
             if mcfg.role == 3:
                 grid_lost[mg] = True
             else:

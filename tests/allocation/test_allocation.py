@@ -20,6 +20,7 @@ from service.core.allocation import (
     override,
     stale_after_s,
 )
+from service.core.allocation.budgets import LATE_GRACE
 from service.core.models import (
     EvseConfig,
     EvseState,
@@ -154,42 +155,79 @@ def test_reported_maximum_caps_the_configured_one() -> None:
     assert run({"E1": EvseInput(cfg, state, 1.0)}).evses["E1"].charging_current == 13_000
 
 
+GRID = MeterConfig(dev_type="meter_ajax", dev_id="M1", role=3)
+
+
+def grid_at(now: float, l1_ma: int, lag: float = 0.0) -> dict[str, MeterInput]:
+    """The grid meter's reading as the allocation at `now` sees it: taken `lag` s before it
+    arrived, arrived 1 s ago."""
+    return {"M1": MeterInput(GRID, MeterState(ts=now - 1.0 - lag, current=[l1_ma, 0, 0]), 1.0)}
+
+
 def test_overdraft_hold_ends() -> None:
-    meters = {
-        "M1": MeterInput(
-            MeterConfig(dev_type="meter_ajax", dev_id="M1", role=3),
-            MeterState(ts=NOW, current=[35_000, 0, 0]),
-            1.0,
-        )
-    }
     grace = overdraft_grace_s(Params())
-    seen = run({}, meters=meters)
+    seen = run({}, meters=grid_at(NOW, 35_000))
     # Within the grace time the excess may be cars still following a decrease.
     assert (seen.overdraft_active, seen.overdraft_cur) == (0, 0)
-    just = run({}, seen.memory, NOW + grace - 0.1, meters)
+    just = run({}, seen.memory, NOW + grace - 0.1, grid_at(NOW + grace - 0.1, 35_000))
     assert just.overdraft_active == 0
-    first = run({}, just.memory, NOW + grace, meters)
+    first = run({}, just.memory, NOW + grace, grid_at(NOW + grace, 35_000))
     assert (first.overdraft_active, first.overdraft_cur) == (3000, 3000)
     start = NOW + grace
-    quiet = {"M1": MeterInput(meters["M1"].config, MeterState(ts=NOW, current=[0, 0, 0]), 1.0)}
-    during = run({}, first.memory, start + OVERDRAFT_HOLD_S - 1, quiet, overdraft_cur=3000)
+    t = start + OVERDRAFT_HOLD_S - 1
+    during = run({}, first.memory, t, grid_at(t, 0), overdraft_cur=3000)
     assert during.overdraft_active == 3000
-    after = run({}, during.memory, start + OVERDRAFT_HOLD_S, quiet, overdraft_cur=3000)
+    t = start + OVERDRAFT_HOLD_S
+    after = run({}, during.memory, t, grid_at(t, 0), overdraft_cur=3000)
     assert (after.overdraft_active, after.overdraft_cur) == (0, 3000)
 
 
 def test_an_excess_that_ends_within_the_grace_time_is_no_overdraft() -> None:
-    config = MeterConfig(dev_type="meter_ajax", dev_id="M1", role=3)
-    over = {"M1": MeterInput(config, MeterState(ts=NOW, current=[35_000, 0, 0]), 1.0)}
-    under = {"M1": MeterInput(config, MeterState(ts=NOW, current=[30_000, 0, 0]), 1.0)}
     grace = overdraft_grace_s(Params())
-    a = run({}, meters=over)
-    b = run({}, a.memory, NOW + grace / 2, under)
-    c = run({}, b.memory, NOW + grace * 0.9, over)  # a new excess: its own grace time
-    d = run({}, c.memory, NOW + grace * 1.5, over)
+    a = run({}, meters=grid_at(NOW, 35_000))
+    b = run({}, a.memory, NOW + grace / 2, grid_at(NOW + grace / 2, 30_000))
+    t = NOW + grace * 0.9
+    c = run({}, b.memory, t, grid_at(t, 35_000))  # a new excess: its own grace time
+    t = NOW + grace * 1.5
+    d = run({}, c.memory, t, grid_at(t, 35_000))
     assert [x.overdraft_active for x in (a, b, c, d)] == [0, 0, 0, 0]
-    e = run({}, d.memory, NOW + grace * 1.9 + 0.1, over)
+    t = NOW + grace * 1.9 + 0.1
+    e = run({}, d.memory, t, grid_at(t, 35_000))
     assert e.overdraft_active == 3000
+
+
+def test_an_excess_is_judged_by_when_the_reading_was_taken() -> None:
+    """A reading that arrives late shows the cars before they followed: the grace time
+    counts from when readings were taken, not when they arrived."""
+    grace = overdraft_grace_s(Params())
+    a = run({}, meters=grid_at(NOW, 35_000))
+    t = NOW + grace
+    # Taken 2 s before the grace time was over, arriving now: still within it.
+    late = run({}, a.memory, t, grid_at(t, 35_000, lag=2.0))
+    assert late.overdraft_active == 0
+    t = NOW + grace + 2.0
+    on_time = run({}, late.memory, t, grid_at(t, 35_000, lag=2.0))
+    assert on_time.overdraft_active == 3000
+
+
+def test_a_late_grid_reading_is_used_and_a_silent_meter_is_lost() -> None:
+    """A grid reading older than the stale age but within LATE_GRACE of it still holds the
+    load (nobody is raised meanwhile); an older one is lost and the EVSEs fail safe."""
+    stale = 9.0  # run()'s stale_after_s
+    e1 = {"E1": evse("E1", state=3, used_phases=7)}
+
+    def reading(age: float) -> dict[str, MeterInput]:
+        return {"M1": MeterInput(GRID, MeterState(ts=NOW - age, current=[20_000, 0, 0]), age)}
+
+    fresh_run = run(e1, meters=reading(1.0))
+    late = run(e1, meters=reading(stale * 1.5))
+    lost = run(e1, meters=reading(stale * LATE_GRACE + 0.5))
+    assert not fresh_run.grid_late and not fresh_run.grid_meter_lost
+    assert late.grid_late and not late.grid_meter_lost
+    assert "M1" not in late.com_err
+    assert late.evses["E1"].charging_current == fresh_run.evses["E1"].charging_current == 12_000
+    assert lost.grid_meter_lost and "M1" in lost.com_err
+    assert lost.evses["E1"].charging_current <= 6_000  # its minimum at most
 
 
 def test_disabled_meters_count_for_nothing() -> None:

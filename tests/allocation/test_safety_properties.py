@@ -24,6 +24,7 @@ from service.core.allocation import (
     Memory,
     MeterInput,
 )
+from service.core.allocation.budgets import LATE_GRACE
 from service.core.models import EvseConfig, EvseState, MeterConfig, MeterState, Params, User
 from tests.allocation.checker import checked_allocate
 
@@ -205,7 +206,8 @@ def test_without_a_grid_reading_nothing_beyond_what_fits(
     if heard:
         reading = [o + sum(draws) for o in other]
         memory = run(params(fuse), evses, grid(MeterState(ts=NOW, current=reading))).memory
-        silent = grid(MeterState(ts=NOW, current=reading), age=STALE + 1)
+        # Lost, not only late (a late reading is still used, see budgets.LATE_GRACE).
+        silent = grid(MeterState(ts=NOW, current=reading), age=STALE * LATE_GRACE + 1)
     else:
         silent = grid(None)
     result = run(params(fuse), evses, silent, memory)

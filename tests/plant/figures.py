@@ -38,6 +38,8 @@ SETTLE_BOUND_S = 30.0
 FIT_MARGIN_MA = 1000
 RESUME_GRACE_S = 30.0
 HEADROOM_AVERAGE_S = 5.0
+# An EVSE offered this much less than its car could take is held back by a limit.
+HELD_BACK_MA = 500
 
 
 @dataclass(frozen=True)
@@ -354,13 +356,23 @@ def _headroom_used(
     in_force: dict[str, list[Command | None]],
     t1: float,
 ) -> float | None:
-    """At the end of a steady window: drawn / min(headroom, demand) on the constraint and
-    phase with the highest demand / headroom. The demand is that of the EVSEs the core lets
-    charge: whether a paused one should charge is the pause check's question."""
+    """At the end of a steady window, how fully the limits that hold the EVSEs back are
+    used: for each EVSE the core lets charge with less than its car could take, the most
+    used of its limits (constraint and phase it draws on: drawn / min(headroom, demand));
+    the least of those over the EVSEs. An EVSE held back while none of its limits is near
+    full is headroom left unused; a limit that cannot fill because another one above or
+    beside it is full (a sub-fuse under a main fuse that binds first) is not. None when
+    no EVSE is held back. The demand is that of the EVSEs the core lets charge: whether a
+    paused one should charge is the pause check's question."""
     end = min(len(tr.t) - 1, round(t1 / spec.dt_s) - 1)
     start = max(0, end - round(HEADROOM_AVERAGE_S / spec.dt_s))
-    best: tuple[float, float] | None = None  # (demand / headroom, used fraction)
-    for c, fixed in constraints:
+    charging = {
+        d
+        for d in tr.draws
+        if tr.wants[d][end] and (cmd := in_force[d][end]) is not None and cmd.offer_ma > 0
+    }
+    used: dict[tuple[int, int], float] = {}  # (constraint, phase) → used fraction
+    for k, (c, fixed) in enumerate(constraints):
         limit = tr.main_limit[end] if fixed is None else fixed
         for p in range(3):
             other = max(0, tr.other[end][p]) if c.with_other else 0
@@ -368,20 +380,32 @@ def _headroom_used(
             demand = sum(
                 _demand(spec, d)
                 for d in c.members
-                if tr.wants[d][end]
-                and p in _car_phases(spec, d)
-                and (cmd := in_force[d][end]) is not None
-                and cmd.offer_ma > 0
+                if d in charging and p in _car_phases(spec, d)
             )
-            if demand <= 0 or room <= 0:
+            if demand <= 0:
                 continue
-            used = sum(sum(tr.draws[d][k][p] for d in c.members) for k in range(start, end + 1)) / (
-                end + 1 - start
-            )
-            ratio = demand / room
-            if best is None or ratio > best[0]:
-                best = (ratio, used / min(room, demand))
-    return None if best is None else best[1]
+            if room <= 0:
+                used[(k, p)] = 1.0
+                continue
+            drawn = sum(
+                sum(tr.draws[d][i][p] for d in c.members) for i in range(start, end + 1)
+            ) / (end + 1 - start)
+            used[(k, p)] = drawn / min(room, demand)
+    fractions = []
+    for d in charging:
+        cmd = in_force[d][end]
+        if cmd is None or cmd.offer_ma >= _demand(spec, d) - HELD_BACK_MA:
+            continue  # the car gets what it can take
+        mine = [
+            used[(k, p)]
+            for k, (c, _) in enumerate(constraints)
+            if d in c.members
+            for p in _car_phases(spec, d)
+            if (k, p) in used
+        ]
+        if mine:
+            fractions.append(max(mine))
+    return min(fractions) if fractions else None
 
 
 def _minimums_fit(

@@ -46,6 +46,12 @@ class Meters(NamedTuple):
     # (mA, may sit on any phase of the mask) and the grid phases they report a voltage on.
     grid_power: list[int]
     grid_power_mask: list[int]
+    # Per group: its grid reading is late (older than stale, within LATE_GRACE of it); it is
+    # used, but the control law raises nobody until a fresh one comes.
+    grid_late: list[bool]
+    # Per group: how long its grid reading took from being taken (ts) to arriving, at most
+    # (LATE_GRACE times the stale age): an over-limit reading is judged by when it was taken.
+    grid_lag: list[float]
 
     def failed(self) -> list[bool]:
         """Per group: its load is unknown (its grid meter is lost, or without one a
@@ -70,18 +76,55 @@ def read_meters(
     n = len(index)
     meters = Meters(
         [[0, 0, 0] for _ in range(n)], [False] * n, [False] * n,
-        [[0, 0, 0] for _ in range(n)], [False] * n, 0, [0] * n, [0] * n,
+        [[0, 0, 0] for _ in range(n)], [False] * n, 0, [0] * n, [0] * n, [False] * n,
+        [0.0] * n,
     )  # fmt: skip
     production = 0
     for dev_id, meter in inp.meters.items():
         if not meter.config.device_enabled:
             continue
         is_fresh = fresh(meter.state, meter.state_age_s, inp.stale_after_s)
+        if not is_fresh and meter.config.role == ROLE_GRID and _late(meter, inp.stale_after_s):
+            # A grid meter whose readings reach us late (polled, then queued) misses the
+            # stale age now and then: its last reading still holds the other load (a fall
+            # in it is held anyway), so it is used and raises wait; only a meter silent for
+            # LATE_GRACE times the stale age fails safe.
+            is_fresh = True
+            meters.grid_late[_group_of(meter, index)] = True
         if not is_fresh:
             com_err.add(dev_id)
         if meter.config.role in _ROLES:
             production += _add_meter(meters, dev_id, meter, is_fresh, index, notes)
+        if is_fresh and meter.config.role == ROLE_GRID:
+            g = _group_of(meter, index)
+            meters.grid_lag[g] = max(meters.grid_lag[g], _lag(meter, inp.now, inp.stale_after_s))
     return meters._replace(production=production)
+
+
+# A grid reading up to this many times the stale age old is late, not lost (see read_meters).
+LATE_GRACE = 2.0
+
+
+def _late(meter: MeterInput, stale_after_s: float) -> bool:
+    state, age = meter.state, meter.state_age_s
+    return (
+        state is not None
+        and not state.com_err
+        and age is not None
+        and age <= LATE_GRACE * stale_after_s
+    )
+
+
+def _lag(meter: MeterInput, now: float, stale_after_s: float) -> float:
+    """From the reading's ts to its arrival, bounded (a wrong clock may not stretch it)."""
+    state, age = meter.state, meter.state_age_s
+    if state is None or age is None:
+        return 0.0
+    return min(max(0.0, now - age - state.ts), LATE_GRACE * stale_after_s)
+
+
+def _group_of(meter: MeterInput, index: Mapping[int, int]) -> int:
+    return index.get(meter.config.group, 0)
 
 
 def _add_meter(
@@ -204,7 +247,9 @@ def overdraft(params: Params, memory: Memory, meters: Meters, now: float) -> Ove
     over_since = None
     if overdraw > 0:
         over_since = memory.over_since if memory.over_since is not None else now
-        if now - over_since < overdraft_grace_s(params):
+        # Judged by when the reading was taken: a reading that arrives late shows the cars
+        # as they were before they had followed.
+        if now - over_since < overdraft_grace_s(params) + meters.grid_lag[0]:
             overdraw = 0
     active = memory.overdraft if now < memory.overdraft_until else 0
     until = memory.overdraft_until

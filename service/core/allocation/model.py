@@ -219,6 +219,8 @@ class Allocation:
     # groups.share) and, per EVSE with a vehicle and a fresh state, the slots it loads.
     budgets: tuple[int, ...] = ()
     slots: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    # A group's grid reading is late (budgets.read_meters): used, but nobody is raised.
+    grid_late: bool = False
 
 
 # --- rules shared by the stages ---------------------------------------------------------

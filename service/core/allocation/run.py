@@ -129,6 +129,7 @@ def allocate(
         notes=tuple(notes),
         budgets=tuple(budgets.slots),
         slots={wish[0]: sl for wish, sl in zip(survey.wishes, survey.slot_of, strict=True)},
+        grid_late=any(meters.grid_late),
     )
 
 
