@@ -17,7 +17,7 @@ EXTRAS := embedded,dev
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv run serve test lint typecheck bench clean distclean
+.PHONY: help venv run serve test lint typecheck bench screenshot clean distclean
 
 help:
 	@echo "make run        the demo: chargebus, an embedded broker, two simulated Power Brains"
@@ -27,6 +27,7 @@ help:
 	@echo "make lint       ruff check"
 	@echo "make typecheck  mypy --strict (configured in pyproject.toml)"
 	@echo "make bench      run the benchmarks in bench/"
+	@echo "make screenshot docs/dashboard.png, taken by the dashboard's browser test"
 	@echo "make venv       create .venv and install chargebus[$(EXTRAS)] into it"
 	@echo "make clean      remove caches and build output; make distclean also removes .venv"
 
@@ -96,6 +97,13 @@ bench: $(STAMP)
 			echo "$(BIN)/python $$f"; $(BIN)/python "$$f"; \
 		done; \
 	fi
+
+# The README's picture of the dashboard: the browser test's screenshot of the demo.
+screenshot: $(STAMP)
+	@bash scripts/ensure-mosquitto.sh
+	@bash scripts/ensure-chromium.sh
+	CHARGEBUS_SCREENSHOT=$(CURDIR)/docs/dashboard.png $(BIN)/python -m pytest -q \
+		tests/integration/test_dashboard_browser.py -k demo_appears
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks build dist *.egg-info

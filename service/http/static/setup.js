@@ -56,8 +56,8 @@ async function save(form, cmd, body, after) {
     }
     return false;
   }
-  status(t('setup.saved'));
   if (after) await after();
+  status(t('setup.saved'));
   return true;
 }
 
