@@ -176,12 +176,14 @@ def _command_json(sent: Sent, now: float) -> bytes:
     ).encode()
 
 
-def _is_cut(before: Sent, after: Sent) -> bool:
-    def effective(s: Sent) -> int:
-        on = s.device_enabled and s.charging_enabled and not s.paused
-        return s.charging_current if on else 0
+def _effective_current(sent: Sent) -> int:
+    """The current a command lets the EVSE draw: 0 when it is off or paused."""
+    allowed = sent.device_enabled and sent.charging_enabled and not sent.paused
+    return sent.charging_current if allowed else 0
 
-    return effective(after) < effective(before)
+
+def _is_cut(before: Sent, after: Sent) -> bool:
+    return _effective_current(after) < _effective_current(before)
 
 
 @dataclass
@@ -277,6 +279,12 @@ class ControlLoop:
             self.state.override(dev_id, flags, mamps)
         self.trigger()
 
+    async def reset_device(self, dev_id: str) -> None:
+        """reset_device: between runs, so that no run in flight writes the session back."""
+        async with self._lock:
+            await self.state.reset_device(dev_id)
+        self.trigger()
+
     # -- running --------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -360,10 +368,17 @@ class ControlLoop:
         outgoing = commands_to_send(result.evses, state_ts, self._sent, now, refresh=refresh)
         for out in outgoing:
             self.sink.publish_command(out.dev_id, out.payload)
-            self._sent[out.dev_id] = out.sent
+            self._note_sent(out)
         self.stats.commands_sent += len(outgoing)
         for gone in set(self._sent) - set(result.evses):
             del self._sent[gone]
+
+    def _note_sent(self, out: Outgoing) -> None:
+        self._sent[out.dev_id] = out.sent
+        runtime = self.state.runtime.get(out.dev_id)
+        if runtime is not None:
+            # get_dev_info's last_set_charging_cur: the current the wallbox was told to use.
+            runtime.commanded = _effective_current(out.sent)
 
     def _send_fail_safe(self) -> None:
         """After a failed run no EVSE keeps a command made for older readings: each is paused
@@ -379,7 +394,7 @@ class ControlLoop:
             outgoing = fail_safe_commands(state_ts, state_ts, self._sent, self.clock())
             for out in outgoing:
                 self.sink.publish_command(out.dev_id, out.payload)
-                self._sent[out.dev_id] = out.sent
+                self._note_sent(out)
         except Exception:
             log.exception("fail-safe commands after a failed run could not be sent")
             return

@@ -8,6 +8,7 @@ acknowledged change is on disk and what is in memory always matches what is on d
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import secrets
@@ -30,7 +31,7 @@ from service.core.allocation import (
 from service.core.authorization import RfidResult
 from service.core.config_edit import ConfigEdit, EditError, describe_validation_error
 from service.core.control_law import ControlMemory
-from service.core.dev_info import device_info, params_info, redact_device
+from service.core.dev_info import EVSE_STATE_OFFLINE, device_info, params_info, redact_device
 from service.core.device_types import DeviceTypeRegistry
 from service.core.models import (
     EvseConfig,
@@ -38,6 +39,7 @@ from service.core.models import (
     Installation,
     MeterConfig,
     MeterState,
+    Params,
     User,
 )
 from service.core.runtime import DeviceRuntime
@@ -92,6 +94,10 @@ class ServiceState:
         # The last allocation's notes, to log each when it appears (see _take_notes).
         self._notes: tuple[str, ...] = ()
         self._noted: dict[str, str] = {}  # device → its note, for last_error
+        # set_cm_vars&tmp=1: variables held in memory only, over the stored ones (the
+        # product's "do not write to flash", for values a script sets every few seconds).
+        self.volatile_cm_vars: dict[str, float | str] = {}
+        self._effective: tuple[Params, Params] | None = None  # (stored, effective)
 
     @classmethod
     def load(cls, store: Store, registry: DeviceTypeRegistry) -> ServiceState:
@@ -102,14 +108,25 @@ class ServiceState:
 
     # -- reading -------------------------------------------------------------------------
 
+    def params(self) -> Params:
+        """The params in force: the stored ones with the volatile cm_vars over them."""
+        stored = self.installation.params
+        if not self.volatile_cm_vars:
+            return stored
+        if self._effective is None or self._effective[0] is not stored:
+            cm_vars = {**stored.cm_vars, **self.volatile_cm_vars}
+            self._effective = (stored, stored.model_copy(update={"cm_vars": cm_vars}))
+        return self._effective[1]
+
     def params_info(self) -> dict[str, Any]:
         if self.allocation is None:
-            return params_info(self.installation, self.clock())
+            return params_info(self.installation, self.clock(), params=self.params())
         return params_info(
             self.installation,
             self.clock(),
             self.allocation.cons_evse_power,
             self.allocation.avail_evse_power,
+            params=self.params(),
         )
 
     def device_info(self, dev_id: str, *, admin: bool = False) -> dict[str, Any]:
@@ -202,11 +219,21 @@ class ServiceState:
                 self._notify(lambda listener, d=other: listener.device_changed(d))  # type: ignore[misc]
 
     async def reset_device(self, dev_id: str) -> None:
-        """Destroy and re-create: the configuration stays, everything learnt at run time goes."""
+        """Destroy and re-create: the configuration and the energy counter stay; everything
+        learnt at run time goes: the last state, communication errors, the last verdict and
+        command, and an EVSE's session (its authorisation and user, overrides, learnt phases,
+        pause) with the control law's memory of it. (Call it through the control loop, which
+        must not run meanwhile.)"""
         async with self._lock:
             if dev_id not in self.installation.devices:
                 raise EditError(f"unknown device {dev_id!r}")
             self.runtime[dev_id] = DeviceRuntime()
+            self.memory = dataclasses.replace(
+                self.memory, evses={k: v for k, v in self.memory.evses.items() if k != dev_id}
+            )
+            self.control = dataclasses.replace(
+                self.control, evses={k: v for k, v in self.control.evses.items() if k != dev_id}
+            )
             self._notify(lambda listener: listener.device_removed(dev_id))
             self._notify(lambda listener: listener.device_changed(dev_id))
 
@@ -233,15 +260,36 @@ class ServiceState:
             await self._save(Store.CONFIG, installation)
             self.installation = installation
 
-    async def set_cm_vars(self, variables: dict[str, float | str]) -> None:
+    async def set_cm_vars(self, variables: dict[str, float | str], *, persist: bool = True) -> None:
+        """Stored (persist) or held in memory only until the next start (tmp=1). A stored
+        variable replaces a volatile one of its name."""
         async with self._lock:
-            edit = config_edit.apply_set_params(
+            stored = self.installation.params.cm_vars
+            if persist:
+                edit = config_edit.apply_set_params(
+                    self.installation,
+                    {"cm_vars": {**stored, **variables}},
+                    self.registry,
+                    set(self.users.users),
+                )
+                await self._commit_edit(edit)
+                shadowed = [name for name in variables if name in self.volatile_cm_vars]
+                for name in shadowed:
+                    del self.volatile_cm_vars[name]
+                if shadowed:
+                    self._effective = None
+                    self._notify(lambda listener: listener.params_changed())
+                return
+            # Checked as a stored change would be (names, number of variables); not saved.
+            config_edit.apply_set_params(
                 self.installation,
-                {"cm_vars": {**self.installation.params.cm_vars, **variables}},
+                {"cm_vars": {**stored, **self.volatile_cm_vars, **variables}},
                 self.registry,
                 set(self.users.users),
             )
-            await self._commit_edit(edit)
+            self.volatile_cm_vars.update(variables)
+            self._effective = None
+            self._notify(lambda listener: listener.params_changed())
 
     async def set_user(self, body: Any, *, is_admin: bool) -> str:
         async with self._lock:
@@ -295,7 +343,7 @@ class ServiceState:
         times = pairing.grid_reading_times((m.config, m.state) for m in meters.values())
         groups = self.installation.groups
         time_of_group: dict[int, float | None] = {}
-        params = self.installation.params
+        params = self.params()
         # A raised car starts within follow_time and may take as long again to ramp up (6 A
         # at 1 A/s). The credit lends no budget: hold_peaks keeps the last figure made
         # without one (pairing.counted_current). Without a hold there is no credit.
@@ -336,7 +384,7 @@ class ServiceState:
                 moving,
             )
         return AllocationInput(
-            params=self.installation.params,
+            params=self.params(),
             groups=self.installation.groups,
             evses=evses,
             meters=meters,
@@ -458,6 +506,10 @@ class ServiceState:
             state = model.model_validate_json(payload)
         except ValidationError:
             state = self._parse_state(dev_id, model, payload, now)
+        if isinstance(state, EvseState) and state.com_err and "state" not in state.model_fields_set:
+            # A bridge that cannot reach its wallbox may not know its state: offline, not
+            # the model's default 1 (no vehicle), which would end a session that goes on.
+            state = state.model_copy(update={"state": EVSE_STATE_OFFLINE})
         self.runtime.setdefault(dev_id, DeviceRuntime()).record_state(state, now)
         self._notify(lambda listener: listener.device_state_changed(dev_id))
         return state

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 MAX_ERROR_BACKOFF_S = 30.0
 READBACK_S = 0.3
 STOP_TIMEOUT_S = 3.0
+EVSE_OFFLINE = 6  # the /cnf `state` of an EVSE that cannot be reached
 
 
 def parse_command(payload: bytes) -> Control | None:
@@ -249,6 +250,10 @@ class ModbusBridge(DeviceBridge):
             worker.poll_errors += 1
             self.stats.poll_errors += 1
             state = {"com_err": True, "last_error": str(exc)[:500]}
+            if worker.profile.kind == "evse":
+                # Unreachable: offline (6), not "waiting for a vehicle" (1), which would end
+                # the session of a car that is still plugged in.
+                state["state"] = EVSE_OFFLINE
             if worker.errors_in_row == 1:
                 log.warning("%s: %s", spec.dev_id, exc)
         elapsed = time.perf_counter() - started

@@ -178,12 +178,23 @@ def _check_group_references(
 
 
 def _canonical_param_keys(patch: dict[str, Any]) -> dict[str, Any]:
+    """Old firmware's names (`max_total_power`, …) under the field's own name. A field given
+    under two names with different values is refused, never guessed: a get_params answer
+    carries both names with one value, and an edit of only one of them is ambiguous."""
     canonical: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
     for key, value in patch.items():
         for name, info in Params.model_fields.items():
             choices = getattr(info.validation_alias, "choices", ())
-            if key == name or key in choices:
-                canonical[name] = value
+            if key != name and key not in choices:
+                continue
+            if name in canonical and canonical[name] != value:
+                raise EditError(
+                    f"params.{name}: given as {given_as[name]}={canonical[name]!r} and as "
+                    f"{key}={value!r}; send one name, or both with the same value"
+                )
+            canonical[name] = value
+            given_as[name] = key
     return canonical
 
 

@@ -18,6 +18,7 @@ from service.core.models import (
     Installation,
     MeterConfig,
     MeterState,
+    Params,
     User,
 )
 from service.core.runtime import DeviceRuntime
@@ -50,6 +51,8 @@ READONLY_PARAM_KEYS = frozenset(
         "max_evses",
         "ocpp_gateway_license_cnt",
         "ocpp_gateway_licenses_used",
+        "license_accepted",
+        "allow_usage_stats",
     }
 )
 READONLY_DEVICE_KEYS = frozenset(
@@ -101,8 +104,12 @@ def params_info(
     now: float,
     cons_evse_power: float = 0.0,
     avail_evse_power: float | None = None,
+    *,
+    params: Params | None = None,
 ) -> dict[str, Any]:
-    params = installation.params
+    """The params object of get_dev_info; `params` in force when they differ from the
+    stored ones (volatile cm_vars)."""
+    params = params if params is not None else installation.params
     if avail_evse_power is None:
         limit = params.max_total_current - params.reserve_current
         if params.max_total_evse_current:
@@ -125,6 +132,9 @@ def params_info(
         },
         ocpp_gateway_license_cnt=0,
         ocpp_gateway_licenses_used=0,
+        # What accept_license stored, to read back (chargebus's own names).
+        license_accepted=installation.license_accepted,
+        allow_usage_stats=installation.allow_usage_stats,
     )
     return info
 
@@ -176,7 +186,6 @@ def evse_info(
     )
     max_cur = config.max_charging_cur if isinstance(config.max_charging_cur, int) else 0
     result = runtime.result
-    # The command sent is the last run's verdict; before the first run there is none.
     set_current = -1
     if result is not None:
         charging_enabled = result.charging_enabled
@@ -206,7 +215,8 @@ def evse_info(
         current_l2=currents[1],
         current_l3=currents[2],
         max_power=round(max_cur * 230 * 3 / 1000),
-        last_set_charging_cur=set_current,
+        # What the last command sent said (mA, 0 for off or paused); -1 before any.
+        last_set_charging_cur=runtime.commanded if runtime.commanded is not None else -1,
         lreason=reason,
         status=reason,
         needs_auth=needs_auth,

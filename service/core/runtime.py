@@ -24,6 +24,10 @@ class DeviceRuntime:
     last_error: str = ""
     # When the present communication error began (unix s); None while there is none.
     last_com_err_at: float | None = None
+    # When the last communication error ended (unix s); None before the first one ended.
+    com_err_ended_at: float | None = None
+    # The charging current (mA) of the last command sent to an EVSE; None before the first.
+    commanded: int | None = None
     # The last allocation's verdict for an EVSE (None for meters and before the first run).
     result: EvseResult | None = None
     # When the core first looked for this device's data (set on the first run).
@@ -68,10 +72,21 @@ class DeviceRuntime:
         if failing and error:
             self.last_error = error
         if not failing:
+            if self.com_err:
+                self.com_err_ended_at = now
             self.last_com_err_at = None
         self.com_err = failing
 
     def com_err_secs(self, now: float) -> int:
-        if not self.com_err or self.last_com_err_at is None:
+        """Seconds since the last communication error, as the product counts them: while
+        one lasts, how long it has lasted; after it, how long ago it ended; for a device that
+        never had one, how long it has been watched (0 before the first run)."""
+        if self.com_err and self.last_com_err_at is not None:
+            since = self.last_com_err_at
+        elif self.com_err_ended_at is not None:
+            since = self.com_err_ended_at
+        elif self.watched_since is not None:
+            since = self.watched_since
+        else:
             return 0
-        return max(0, int(now - self.last_com_err_at))
+        return max(0, int(now - since))

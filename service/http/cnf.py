@@ -108,12 +108,12 @@ def _edit_error(exc: EditError) -> ApiError:
 # -- reading ------------------------------------------------------------------------------
 
 
-@command("get_dev_info", GET)
+@command("get_dev_info")
 async def get_dev_info(ctx: CnfContext, req: CnfRequest) -> Any:
     return ctx.state.dev_info(admin=req.is_admin)
 
 
-@command("get_params", GET)
+@command("get_params")
 async def get_params(ctx: CnfContext, req: CnfRequest) -> Any:
     answer = ctx.state.dev_info(admin=req.is_admin)
     answer["dev_meta"] = ctx.state.registry.dev_meta()
@@ -122,23 +122,23 @@ async def get_params(ctx: CnfContext, req: CnfRequest) -> Any:
     return answer
 
 
-@command("get_dev_types", GET)
+@command("get_dev_types")
 async def get_dev_types(ctx: CnfContext, req: CnfRequest) -> Any:
     # Firmware 1.12 and later answer dev_meta here instead of in get_params.
     return ctx.state.registry.dev_meta()
 
 
-@command("get_devices", GET, admin=True)
+@command("get_devices", admin=True)
 async def get_devices(ctx: CnfContext, req: CnfRequest) -> Any:
     return [d.model_dump() for d in ctx.state.installation.devices.values()]
 
 
-@command("get_users", GET, admin=True)
+@command("get_users", admin=True)
 async def get_users(ctx: CnfContext, req: CnfRequest) -> Any:
     return [u.model_dump() for u in ctx.state.users.users.values()]
 
 
-@command("get_user", GET)
+@command("get_user")
 async def get_user(ctx: CnfContext, req: CnfRequest) -> Any:
     """The admin gets the whole record; anyone else who knows the id gets it without the
     RFIDs/PINs (an id is shown nowhere but to the admin, yet it is no credential for PINs)."""
@@ -165,7 +165,7 @@ def _user_by_id(ctx: CnfContext, req: CnfRequest, user_id: str) -> User | None:
     return user
 
 
-@command("get_new_user_id", GET)
+@command("get_new_user_id")
 async def get_new_user_id(ctx: CnfContext, req: CnfRequest) -> Any:
     return ctx.state.new_user_id()
 
@@ -195,15 +195,15 @@ async def set_device(ctx: CnfContext, req: CnfRequest) -> Any:
     return "ok"
 
 
-@command("del_device", GET, admin=True)
+@command("del_device", admin=True)
 async def del_device(ctx: CnfContext, req: CnfRequest) -> Any:
     await ctx.state.delete_device(_device_id(ctx, req))
     return "ok"
 
 
-@command("reset_device", GET, admin=True)
+@command("reset_device", admin=True)
 async def reset_device(ctx: CnfContext, req: CnfRequest) -> Any:
-    await ctx.state.reset_device(_device_id(ctx, req))
+    await ctx.control.reset_device(_device_id(ctx, req))
     return "ok"
 
 
@@ -223,7 +223,7 @@ async def set_user(ctx: CnfContext, req: CnfRequest) -> Any:
     return "ok"
 
 
-@command("del_user", GET, admin=True)
+@command("del_user", admin=True)
 async def del_user(ctx: CnfContext, req: CnfRequest) -> Any:
     try:
         await ctx.state.delete_user(req.required_text("id", max_length=32))
@@ -232,7 +232,7 @@ async def del_user(ctx: CnfContext, req: CnfRequest) -> Any:
     return "ok"
 
 
-@command("accept_license", GET, admin=True)
+@command("accept_license", admin=True)
 async def accept_license(ctx: CnfContext, req: CnfRequest) -> Any:
     accepted = req.flag("acc")
     usage = req.flag("allow_usage_stats", required=False)
@@ -240,7 +240,7 @@ async def accept_license(ctx: CnfContext, req: CnfRequest) -> Any:
     return "ok"
 
 
-@command("change_admin_pwd", BOTH)
+@command("change_admin_pwd")
 async def change_admin_pwd(ctx: CnfContext, req: CnfRequest) -> Any:
     old = req.required_text("old_pwd", max_length=200)
     new = req.required_text("new_pwd", max_length=200)
@@ -258,7 +258,7 @@ async def change_admin_pwd(ctx: CnfContext, req: CnfRequest) -> Any:
     return "ok"
 
 
-@command("set_diag_logging", GET, admin=True)
+@command("set_diag_logging", admin=True)
 async def set_diag_logging(ctx: CnfContext, req: CnfRequest) -> Any:
     if req.flag("enable"):
         try:
@@ -273,7 +273,7 @@ async def set_diag_logging(ctx: CnfContext, req: CnfRequest) -> Any:
     return "ok"
 
 
-@command("soft_meter", GET)
+@command("soft_meter")
 async def soft_meter(ctx: CnfContext, req: CnfRequest) -> Any:
     dev_id = _device_id(ctx, req)
     value = req.number("val", required=False, minimum=0, maximum=1e12)
@@ -286,10 +286,12 @@ async def soft_meter(ctx: CnfContext, req: CnfRequest) -> Any:
     return round(old)
 
 
-@command("set_cm_vars", BOTH, admin=True)
+@command("set_cm_vars", admin=True)
 async def set_cm_vars(ctx: CnfContext, req: CnfRequest) -> Any:
     """GET `name=&val=`, or POST `{"vars": [{"name": .., "expr": ..}]}` as clients send it.
-    A value that reads as a number is stored as one, anything else as an expression."""
+    A value that reads as a number is stored as one, anything else as an expression.
+    `tmp=1`: held in memory only (not written to disk), for values set every few seconds."""
+    persist = not req.flag("tmp", required=False)
     if req.method == "POST" and req.body.strip():
         body = req.json_body()
         entries = body.get("vars") if isinstance(body, dict) else None
@@ -307,7 +309,7 @@ async def set_cm_vars(ctx: CnfContext, req: CnfRequest) -> Any:
         name = req.required_text("name", max_length=64)
         variables = {name: _number_or_expression(req.required_text("val", max_length=1000))}
     try:
-        await ctx.state.set_cm_vars(variables)
+        await ctx.state.set_cm_vars(variables, persist=persist)
     except EditError as exc:
         raise bad_request(str(exc)) from None
     return "ok"
@@ -357,7 +359,7 @@ def _modbus_target(ctx: CnfContext, device: str) -> tuple[str, int]:
     return config.dev_id, config.id
 
 
-@command("modbus", BOTH)
+@command("modbus")
 async def modbus(ctx: CnfContext, req: CnfRequest) -> Any:
     device = req.required_text("device", max_length=32)
     query = {
@@ -429,7 +431,7 @@ _RFID_MAX = 64
 _HIDDEN_REFUSALS = frozenset({"unknown_rfid", "no_evse", "not_allowed"})
 
 
-@command("enter_rfid", GET)
+@command("enter_rfid")
 async def enter_rfid(ctx: CnfContext, req: CnfRequest) -> Any:
     """Open like the product's (the PIN is the credential; clients call it without auth).
     Every refused PIN counts as a failed guess; an unknown PIN, a known one with no vehicle
@@ -454,7 +456,7 @@ async def enter_rfid(ctx: CnfContext, req: CnfRequest) -> Any:
 _USER_FLAGS = frozenset("CcUu")
 
 
-@command("override_device", GET)
+@command("override_device")
 async def override_device(ctx: CnfContext, req: CnfRequest) -> Any:
     dev_id = _device_id(ctx, req)
     config = ctx.state.installation.devices[dev_id]
@@ -504,13 +506,13 @@ async def _http_input(ctx: CnfContext, req: CnfRequest, cmd: str) -> Any:
     return await ctx.http_input.handle_request(cmd, dev_id, req.method, req.params, req.body)
 
 
-@command("set_ajax_meter", BOTH, admin=True)
+@command("set_ajax_meter", admin=True)
 async def set_ajax_meter(ctx: CnfContext, req: CnfRequest) -> Any:
     """A meter's values pushed by GET (query) or POST (JSON body) → "ok"."""
     return await _http_input(ctx, req, "set_ajax_meter")
 
 
-@command("set_ajax_evse", BOTH, admin=True)
+@command("set_ajax_evse", admin=True)
 async def set_ajax_evse(ctx: CnfContext, req: CnfRequest) -> Any:
     """An EVSE's values pushed by GET or POST → the control values for exactly that state."""
     return await _http_input(ctx, req, "set_ajax_evse")

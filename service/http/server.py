@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from service.http.browser_guard import browser_guard
 from service.http.cnf import COMMANDS, CnfContext, Command
@@ -64,8 +65,17 @@ def _command(cmd: str, method: str) -> Command:
     return spec
 
 
+def _single_cmd(params: MultiMapping[str]) -> str:
+    """The one `cmd`; given twice (in the query, or in the query and a form body) it is
+    refused like any repeated parameter, never guessed."""
+    values = params.getall("cmd", [])
+    if len(values) > 1:
+        raise ApiError(400, "parameter 'cmd' given more than once")
+    return str(values[0]) if values else ""
+
+
 async def _answer(request: web.Request, ctx: CnfContext) -> Any:
-    cmd = request.query.get("cmd", "")
+    cmd = _single_cmd(request.query)
     # The order of checks (docs/api.md): cmd and method from the query, then credentials,
     # then admin, all before a byte of body is read; only a cmd given in a form body waits
     # for the body.
@@ -75,7 +85,7 @@ async def _answer(request: web.Request, ctx: CnfContext) -> Any:
         raise unauthorized(f"cmd {cmd!r} needs the admin password (HTTP basic auth)")
     body = await read_body(request, request.app[MAX_BODY_KEY] if is_admin else OPEN_BODY_BYTES)
     params, body = parameters(request, body)
-    cmd = params.get("cmd", "")
+    cmd = _single_cmd(params)
     request[CMD_KEY] = cmd
     spec = _command(cmd, request.method)
     if spec.needs_admin and not is_admin:
@@ -194,7 +204,8 @@ def create_app(
     app[MAX_BODY_KEY] = max_body_bytes
     if metrics is not None:
         app[METRICS_KEY] = metrics
-        app.router.add_route("GET", "/metrics", handle_metrics)
+        # HEAD too: uptime checks and scrapers probe with it.
+        app.router.add_get("/metrics", handle_metrics)
     app.router.add_route("GET", "/cnf", handle_cnf)
     app.router.add_route("POST", "/cnf", handle_cnf)
     app.router.add_route("GET", "/ui/{lang}/sim.htm", handle_login_check)

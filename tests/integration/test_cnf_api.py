@@ -261,8 +261,8 @@ async def test_set_cm_vars(api: Api, service: RunningService) -> None:
 
 
 async def test_post_form_parameters_work_like_query(api: Api) -> None:
-    async with api.session.post(api.url, data={"cmd": "get_new_user_id"}) as resp:
-        assert resp.status == 405  # get_new_user_id is GET only: the form's cmd was read
+    async with api.session.post(api.url, data={"cmd": "set_params"}) as resp:
+        assert resp.status == 401  # set_params needs the admin: the form's cmd was read
     async with api.session.post(
         api.url,
         data={"cmd": "change_admin_pwd", "old_pwd": "test-admin-pw", "new_pwd": "via-form-1"},

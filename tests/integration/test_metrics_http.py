@@ -66,11 +66,14 @@ async def test_metrics_parse_and_count_cnf_requests(api: Api, service: RunningSe
 
 
 async def test_a_cmd_in_a_form_body_is_counted(api: Api, service: RunningService) -> None:
-    # get_dev_info wants GET: refused, but counted under the cmd the form named.
+    # Counted under the cmd the form named, answered or refused.
     async with api.session.post(api.url, data={"cmd": "get_dev_info"}, headers=api.admin) as resp:
-        assert resp.status == 405
+        assert resp.status == 200
+    async with api.session.post(api.url, data={"cmd": "set_user"}, headers=api.admin) as resp:
+        assert resp.status == 400  # no JSON body
     samples = await scrape(api, service.http_port)
-    assert find(samples, "chargebus_http_requests_total", cmd="get_dev_info", status="405") == 1
+    assert find(samples, "chargebus_http_requests_total", cmd="get_dev_info", status="200") == 1
+    assert find(samples, "chargebus_http_requests_total", cmd="set_user", status="400") == 1
 
 
 async def test_device_gauge_follows_a_published_state(
@@ -111,3 +114,11 @@ async def test_device_gauge_follows_a_published_state(
 async def test_metrics_is_a_get_route(api: Api, service: RunningService) -> None:
     async with api.session.post(f"http://127.0.0.1:{service.http_port}/metrics") as resp:
         assert resp.status == 405
+
+
+async def test_head_metrics_answers_like_get(api: Api, service: RunningService) -> None:
+    """Monitoring probes ask with HEAD (issue 14 item 12: it answered 405)."""
+    async with api.session.head(f"http://127.0.0.1:{service.http_port}/metrics") as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        assert await resp.read() == b""

@@ -63,7 +63,7 @@ async def test_poll_state_command_register_and_read_back(
     state = await observer.wait(
         f"{base_topic}/devices/E1/state", lambda m: m.json().get("state", 0) >= 2
     )
-    assert state.json()["model"].startswith("cFos Power Brain")
+    assert state.json()["model"].startswith("cFos,Power Brain,")
 
     async def charging() -> bool:
         info = device(await api.ok(cmd="get_dev_info"), "E1")

@@ -204,9 +204,12 @@ def test_evse_info_command_fields(registry: DeviceTypeRegistry) -> None:
     info = evse_info(make_evse(), runtime, registry, NOW)
     assert info["charging_enabled"] is False
     assert info["paused"] is True
-    assert info["last_set_charging_cur"] == 6000
     assert info["evse"]["current"] == 6000
     assert info["evse"]["charging"] is False
+    # A verdict is no command: until one was sent, -1 (issue 14 item 5).
+    assert info["last_set_charging_cur"] == -1
+    runtime.commanded = 0  # the paused command that went out
+    assert evse_info(make_evse(), runtime, registry, NOW)["last_set_charging_cur"] == 0
 
 
 def test_evse_info_charging_enabled_follows_config_without_command(

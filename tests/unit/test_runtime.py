@@ -45,8 +45,16 @@ def test_last_com_err_at_is_start_of_error() -> None:
     assert runtime.com_err_secs(25.0) == 15
     runtime.record_state(evse_state(False), now=30.0)
     assert runtime.com_err is False
-    # Recovered: the error period is over, so it no longer counts.
-    assert runtime.com_err_secs(40.0) == 0
+    # Recovered: the time since the last error (issue 14 item 5), counted from its end.
+    assert runtime.com_err_secs(40.0) == 10
+
+
+def test_com_err_secs_without_any_error_counts_from_the_first_look() -> None:
+    runtime = DeviceRuntime()
+    assert runtime.com_err_secs(5.0) == 0  # not watched yet
+    runtime.watched_since = 100.0
+    runtime.record_state(evse_state(False), now=101.0)
+    assert runtime.com_err_secs(570.0) == 470
 
 
 def test_stale_data_is_a_com_error_until_fresh_data() -> None:
@@ -57,7 +65,7 @@ def test_stale_data_is_a_com_error_until_fresh_data() -> None:
     assert (runtime.com_errors, runtime.com_err_secs(25.0)) == (1, 5)
     assert runtime.last_error == "no data for 12 s"
     runtime.record_state(evse_state(False), now=26.0)
-    assert (runtime.com_err, runtime.com_err_secs(30.0)) == (False, 0)
+    assert (runtime.com_err, runtime.com_err_secs(30.0)) == (False, 4)
     assert runtime.last_error == "no data for 12 s"
 
 

@@ -44,6 +44,29 @@ def meter_readings(block: list[int]) -> dict[str, Any]:
     return out
 
 
+MANUFACTURER = "cFos"
+
+
+def model_string(block: list[int]) -> str:
+    """Registers 8003..8031 → "manufacturer,device,device version,firmware version,serial",
+    the five fields of the API's `model` (clients split it on commas and take the firmware
+    and serial number by position). Versions are major.minor in a register's two bytes:
+    the device version from device_id (8003), the firmware from product_version (8004, its
+    low word the build)."""
+    device_id, version, build = block[0], block[1], block[2]
+    serial, name = decode("s", block[5:13]), decode("s", block[13:29])
+    device = str(name).removeprefix(f"{MANUFACTURER} ").replace(",", " ")
+    return ",".join(
+        (
+            MANUFACTURER,
+            device,
+            f"{device_id >> 8}.{device_id & 0xFF}",
+            f"{version >> 8}.{version & 0xFF}.{build}",
+            str(serial).replace(",", " "),
+        )
+    )
+
+
 class PowerBrainDevice(Profile):
     """What the wallbox and its meters share: the endpoint's port and the model string."""
 
@@ -54,11 +77,9 @@ class PowerBrainDevice(Profile):
         self._model: str | None = None
 
     async def model(self, conn: ModbusConnection) -> str:
-        """Name and serial number (8008s, 8016s) as the /cnf `model` field, read once."""
+        """The /cnf `model` field, read once (8003..8031 in one request)."""
         if self._model is None:
-            block = await conn.read_holding(self.spec.unit, 8008, 24)
-            serial, name = decode("s", block[0:8]), decode("s", block[8:24])
-            self._model = f"{name},{serial}"
+            self._model = model_string(await conn.read_holding(self.spec.unit, 8003, 29))
         return self._model
 
 
