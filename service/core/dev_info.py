@@ -53,6 +53,15 @@ READONLY_PARAM_KEYS = frozenset(
         "ocpp_gateway_licenses_used",
         "license_accepted",
         "allow_usage_stats",
+        # get_params's old names of derived figures and the OCPP server's settings
+        "consumed_evse_power",
+        "remaining_evse_power",
+        "ocpp_srv_tls_mode",
+        "ocpp_srv_port",
+        "ocpp_srv_use_ext_cert",
+        "ocpp_srv_cert_fn",
+        "ocpp_srv_private_key_fn",
+        "ocpp_srv_cacert_fn",
     }
 )
 READONLY_DEVICE_KEYS = frozenset(
@@ -126,7 +135,8 @@ def params_info(
         time=int(now),
         vsn={
             "vendorid": CFOS_VENDOR_ID,
-            "version": CFOS_API_VERSION,
+            # A number, as the product answers it: major << 24 | minor << 16 | build.
+            "version": version_number(CFOS_API_VERSION),
             "productid": 0,
             "serialno": installation.serialno,
         },
@@ -137,6 +147,52 @@ def params_info(
         allow_usage_stats=installation.allow_usage_stats,
     )
     return info
+
+
+def version_number(version: str) -> int:
+    """"1.14.1656" → 17696376: how the product's `vsn.version` encodes its firmware."""
+    major, minor, build = (int(part) for part in version.split("."))
+    return major << 24 | minor << 16 | build
+
+
+# get_params answers the params flat, as firmware 1.6 … 1.14 does (the `powerbrain` library
+# reads `max_total_evse_power` and `version` at the top level). Those firmwares named six of
+# them differently: both names are answered, with the same value and unit.
+OLD_PARAM_NAMES: Mapping[str, str] = {
+    "max_total_power": "max_total_current",
+    "power_reserve": "reserve_current",
+    "overdraft": "overdraft_cur",
+    "max_total_evse_power": "max_total_evse_current",
+    "consumed_evse_power": "cons_evse_power",
+    "remaining_evse_power": "avail_evse_power",
+}
+# The product's OCPP server settings as its get_params shows them, for an installation that
+# has none configured (the product's defaults: port 19520, no TLS).
+OCPP_SERVER_DEFAULTS: Mapping[str, Any] = {
+    "ocpp_srv_tls_mode": "off",
+    "ocpp_srv_port": 19520,
+    "ocpp_srv_use_ext_cert": False,
+    "ocpp_srv_cert_fn": "",
+    "ocpp_srv_private_key_fn": "",
+    "ocpp_srv_cacert_fn": [],
+}
+
+
+def get_params_answer(
+    params: Mapping[str, Any], dev_meta: Mapping[str, str], groups: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The get_params answer: the params object of get_dev_info flat at the top level, with
+    the old names beside the new ones, the OCPP server settings, `dev_meta` (device type →
+    display name, as firmware 1.6 has it) and chargebus's own `groups` (the load-balancing
+    group tree as set_params takes it). No device list: that is get_dev_info's."""
+    answer = dict(params)
+    for old, new in OLD_PARAM_NAMES.items():
+        answer[old] = params[new]
+    for key, value in OCPP_SERVER_DEFAULTS.items():
+        answer.setdefault(key, value)
+    answer["dev_meta"] = dict(dev_meta)
+    answer["groups"] = groups
+    return answer
 
 
 def _common(

@@ -19,6 +19,7 @@ from service.core.authorization import (
     user_without_secrets,
 )
 from service.core.config_edit import EditError
+from service.core.dev_info import get_params_answer
 from service.core.models import EvseConfig, User
 from service.diag_log import DiagLogging
 from service.http.errors import (
@@ -115,11 +116,12 @@ async def get_dev_info(ctx: CnfContext, req: CnfRequest) -> Any:
 
 @command("get_params")
 async def get_params(ctx: CnfContext, req: CnfRequest) -> Any:
-    answer = ctx.state.dev_info(admin=req.is_admin)
-    answer["dev_meta"] = ctx.state.registry.dev_meta()
-    # chargebus's own: the load-balancing groups, as set_params takes them back.
-    answer["groups"] = [g.model_dump() for g in ctx.state.installation.groups]
-    return answer
+    """The params flat at the top level, as real installations answer (dev_info.py)."""
+    return get_params_answer(
+        ctx.state.params_info(),
+        ctx.state.registry.dev_meta(),
+        [g.model_dump() for g in ctx.state.installation.groups],
+    )
 
 
 @command("get_dev_types")

@@ -88,7 +88,8 @@ async def test_get_params_lists_device_types(api: Api) -> None:
     assert meta["evse_ajax"] == "HTTP input" and meta["meter_ajax"] == "HTTP input"
     assert meta["evse_http"] == "HTTP input" and meta["meter_http"] == "HTTP input"
     assert meta["evse_powerbrain"] == "cFos Power Brain"
-    assert "params" in answer and "devices" in answer
+    # The params flat at the top level, as real installations answer (issue 17).
+    assert "max_total_current" in answer and "devices" not in answer
 
 
 async def test_set_params_changes_params_and_publishes_them(
@@ -136,15 +137,21 @@ async def test_set_params_assigns_ids_to_new_devices(api: Api) -> None:
     ]
 
 
-async def test_get_params_answer_can_be_sent_back(api: Api) -> None:
+async def test_answers_can_be_sent_back(api: Api) -> None:
     """Clients read a device, change a field and post the whole object back."""
     await api.set_params({"devices": [EVSE]})
-    _, answer = await api.get(cmd="get_params")
+    _, answer = await api.get(cmd="get_dev_info")
     device = answer["devices"][0]
     device["label"] = "plug me in"
     await api.set_params({"devices": [device]})
     _, after = await api.get(cmd="get_dev_info")
     assert after["devices"][0]["label"] == "plug me in"
+    # And the params of get_params, edited and sent back whole.
+    _, params = await api.get(cmd="get_params")
+    params["title"] = "renamed"
+    await api.set_params(params)
+    _, after = await api.get(cmd="get_dev_info")
+    assert after["params"]["title"] == "renamed"
 
 
 async def test_del_device_clears_its_retained_topics(

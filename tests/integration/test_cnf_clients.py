@@ -86,11 +86,13 @@ async def test_set_cm_vars_by_get_and_post(api: Api, service: RunningService) ->
         tmp=1,
     )
     assert (status, answer) == (200, "ok")
-    assert service.state.installation.params.cm_vars == {
+    assert service.state.params().cm_vars == {
         "boost": 2.5,
         "var1": 123.0,
         "v2": "boost * 2",
     }
+    # tmp=1: in force, not stored (issue 14 item 5).
+    assert service.state.installation.params.cm_vars == {"boost": 2.5}
     status, answer = await api.post({"vars": [{"expr": 1}]}, api.admin, cmd="set_cm_vars")
     assert status == 400 and "name" in answer["error"]
 

@@ -22,5 +22,5 @@ def test_a_port_taken_after_it_was_chosen_means_another_port(tmp_path: Path) -> 
         with service:
             service.wait_ready()
             assert service.http_port != chosen
-            assert service.get(cmd="get_params")["params"]["max_total_current"] == 32000
+            assert service.get(cmd="get_params")["max_total_current"] == 32000
     assert f"HTTP port {chosen} on 127.0.0.1 is taken" in service.log()

@@ -17,7 +17,7 @@ from service.core.config_edit import (
     apply_set_user,
     delete_device,
 )
-from service.core.dev_info import device_info, params_info, redact_device
+from service.core.dev_info import device_info, get_params_answer, params_info, redact_device
 from service.core.device_types import DeviceTypeRegistry
 from service.core.models import EvseConfig, EvseState, Installation, MeterConfig, User
 from service.core.runtime import DeviceRuntime
@@ -166,13 +166,20 @@ def test_redacted_device_info_sent_back_keeps_secrets(
 def test_whole_get_params_answer_sent_back_changes_nothing(
     inst: Installation, registry: DeviceTypeRegistry
 ) -> None:
-    # The shape ServiceState.dev_info + cnf get_params answer.
+    # get_params: the params flat, both generations' names, dev_meta and the groups.
+    answer = get_params_answer(params_info(inst, 5.0), registry.dev_meta(), [])
+    edit = apply_set_params(inst, json.loads(json.dumps(answer)), registry, USERS)
+    assert edit.installation == inst
+
+
+def test_whole_get_dev_info_answer_sent_back_changes_nothing(
+    inst: Installation, registry: DeviceTypeRegistry
+) -> None:
     answer = {
         "params": params_info(inst, 5.0),
         "devices": [device_info(d, DeviceRuntime(), registry, 5.0) for d in inst.devices.values()],
         "auth_cnt": 0,
         "loadmgr_disabled": not inst.params.lb_enabled,
-        "dev_meta": registry.dev_meta(),
     }
     edit = apply_set_params(inst, json.loads(json.dumps(answer)), registry, USERS)
     assert edit.installation == inst

@@ -15,9 +15,11 @@ from service.core.dev_info import (
     READONLY_PARAM_KEYS,
     device_info,
     evse_info,
+    get_params_answer,
     meter_info,
     params_info,
     redact_device,
+    version_number,
 )
 from service.core.device_types import DeviceTypeRegistry, builtin_registry
 from service.core.models import (
@@ -79,7 +81,21 @@ def test_params_info_version_is_cfos_style() -> None:
     assert match is not None, info["version"]
     assert int(match.group(1)) >= 2
     assert info["chargebus_version"] == service.__version__
-    assert info["vsn"]["version"] == info["version"]
+    # vsn.version is a number, as the product answers it (17696120 for 1.14.1656).
+    assert info["vsn"]["version"] == version_number(info["version"])
+    assert version_number("1.14.1656") == 17696376
+
+
+def test_get_params_answer_is_flat_with_both_generations_of_names() -> None:
+    params = params_info(Installation(), NOW, 1234.4, 5678.6)
+    answer = get_params_answer(params, {"evse_ajax": "HTTP input"}, [])
+    assert {k: answer[k] for k in params} == params
+    assert answer["max_total_power"] == params["max_total_current"]
+    assert answer["consumed_evse_power"] == 1234 and answer["remaining_evse_power"] == 5679
+    assert answer["ocpp_srv_port"] == 19520 and answer["ocpp_srv_cacert_fn"] == []
+    assert answer["dev_meta"] == {"evse_ajax": "HTTP input"} and answer["groups"] == []
+    # Settings the params have of their own are never replaced by the defaults.
+    assert get_params_answer({**params, "ocpp_srv_port": 9000}, {}, [])["ocpp_srv_port"] == 9000
 
 
 def test_params_info_values() -> None:

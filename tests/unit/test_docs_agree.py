@@ -11,6 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.bus import BusStats
 from service.control_loop import LoopStats
+from service.core.dev_info import get_params_answer, params_info
+from service.core.models import Installation
 from service.metrics import Metrics
 from tests.unit.test_metrics import make_state
 
@@ -76,3 +78,14 @@ def test_what_the_acl_lets_the_modbus_bridge_read_mqtt_md_says_it_reads() -> Non
         assert f"{{base}}/{name}" in MQTT or f"`{name}`" in MQTT, topic
     # Nothing in mqtt.md may claim the opposite.
     assert not re.search(r"may not read `\{base\}/params`", MQTT)
+
+
+def test_every_key_of_get_params_is_in_its_section() -> None:
+    """`groups` and the rest (issue 14 item 12, issue 17): docs/api.md names each key."""
+    answer = get_params_answer(params_info(Installation(), 0.0), {}, [])
+    start = API.index("### get_params")
+    section = API[start : API.index("### ", start + 1)]
+    missing = sorted(
+        key for key in answer if f"`{key}`" not in section and f'"{key}"' not in section
+    )
+    assert missing == []
