@@ -78,7 +78,7 @@ METER_FIELDS: dict[str, FieldType] = {
 }
 EVSE_FIELDS: dict[str, FieldType] = {
     "state": "integer",
-    "max_charging_current": "integer",
+    "max_charging_current": "number",
     "current": "triple",
     "total_energy": "number",
     "model": "string",
@@ -89,6 +89,9 @@ EVSE_FIELDS: dict[str, FieldType] = {
 _RENAMED = {"import_vah": "import_wh", "power_va": "power_w"}
 # Fields the state models don't have (the core ignores them), with their ranges.
 _PASSED_THROUGH = {"soc": (0.0, 100.0)}
+# Currents in mA: clients compute them (a PHP floatval, an Arduino dtostrf with 2 decimals)
+# and send fractions; a fraction of a mA means nothing, so they are rounded, not refused.
+_MILLIAMPS = frozenset({"current", "max_charging_current"})
 # Part of the request's address, not of the measurement.
 _IGNORED = frozenset({"cmd", "dev_id"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -106,7 +109,15 @@ def parse_meter_input(values: Mapping[str, Any], *, from_query: bool) -> dict[st
 
 def parse_evse_input(values: Mapping[str, Any], *, from_query: bool) -> dict[str, Any]:
     """A set_ajax_evse request's values → an EvseState payload without `ts`."""
-    return _parse(values, EVSE_FIELDS, EvseState, from_query=from_query)
+    payload = _parse(values, EVSE_FIELDS, EvseState, from_query=from_query)
+    # A meter may measure either way (signed); a wallbox only draws. A negative current is
+    # a fault of the sender: published, it would count as room the grid does not have.
+    negative = [c for c in payload.get("current", ()) if c < 0]
+    if negative:
+        raise InputError(
+            400, f"current of an EVSE must not be negative (mA drawn per phase), got {negative[0]}"
+        )
+    return payload
 
 
 def _parse(
@@ -129,7 +140,10 @@ def _parse(
         name = str(key)
         if name in _IGNORED:
             continue
-        payload[_RENAMED.get(name, name)] = convert(name, fields[name], raw)
+        value = convert(name, fields[name], raw)
+        if name in _MILLIAMPS:
+            value = [_milliamps(v) for v in value] if isinstance(value, list) else _milliamps(value)
+        payload[_RENAMED.get(name, name)] = value
     extra = {k: payload.pop(k) for k in list(payload) if k in _PASSED_THROUGH}
     for name, value in extra.items():
         low, high = _PASSED_THROUGH[name]
@@ -166,6 +180,11 @@ def _from_json(name: str, kind: FieldType, raw: Any) -> Any:
     if not isinstance(raw, bool):
         raise InputError(400, f"{name} must be true or false, got {_json_type(raw)}")
     return raw
+
+
+def _milliamps(value: float) -> int:
+    """Rounded half away from zero (1000.5 → 1001, -0.5 → -1), not to even."""
+    return int(math.copysign(math.floor(abs(value) + 0.5), value))
 
 
 def _is_number(value: Any) -> bool:
@@ -247,6 +266,8 @@ class _Waiter:
 
 
 _KIND_NAMES: dict[DeviceKind, str] = {"meter": "meter", "evse": "EVSE"}
+# How long a request for a device not heard of waits for its config (see _configured_type).
+CONFIG_WAIT_S = 2.0
 
 
 class HttpInputBridge:
@@ -266,6 +287,8 @@ class HttpInputBridge:
         self._dev_types: dict[str, str] = {}
         self._last_ts: dict[str, float] = {}
         self._waiters: dict[str, list[_Waiter]] = {}
+        # Requests for a device whose config has not arrived yet (see _configured_type).
+        self._config_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._bus: MqttBus | None = None
 
     def subscriptions(self) -> list[str]:
@@ -275,14 +298,22 @@ class HttpInputBridge:
         self._bus = bus
 
     async def handle_request(
-        self, cmd: str, dev_id: str, method: str, query: Mapping[str, str], body: bytes
+        self,
+        cmd: str,
+        dev_id: str,
+        method: str,
+        query: Mapping[str, str],
+        body: bytes,
+        *,
+        dev_type: str | None = None,
     ) -> Any:
-        """One set_ajax_* request as it came by HTTP (the /cnf adapter's entry)."""
-        return await handle_request(self, cmd, dev_id, method, query, body)
+        """One set_ajax_* request as it came by HTTP (the /cnf adapter's entry). `dev_type`:
+        the device's type as the core has it configured now."""
+        return await handle_request(self, cmd, dev_id, method, query, body, dev_type=dev_type)
 
     def device_kind(self, dev_id: str) -> DeviceKind | None:
         """The kind of a known HTTP-input device; None for any other."""
-        device_type = self._http_type(dev_id)
+        device_type = self._http_type(self._dev_types.get(dev_id))
         return device_type.kind if device_type is not None else None
 
     # -- incoming ----------------------------------------------------------------------------
@@ -309,6 +340,9 @@ class HttpInputBridge:
         # An unreadable config still names a device: it is refused as "not HTTP input", not
         # answered as unknown.
         self._dev_types[dev_id] = dev_type if isinstance(dev_type, str) else ""
+        for waiter in self._config_waiters.pop(dev_id, []):
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _on_command(self, dev_id: str, payload: bytes) -> None:
         waiters = self._waiters.get(dev_id)
@@ -327,9 +361,14 @@ class HttpInputBridge:
     # -- requests ----------------------------------------------------------------------------
 
     async def set_ajax_meter(
-        self, dev_id: str, values: Mapping[str, Any], *, from_query: bool
+        self,
+        dev_id: str,
+        values: Mapping[str, Any],
+        *,
+        from_query: bool,
+        dev_type: str | None = None,
     ) -> str:
-        self._check_device(dev_id, "meter")
+        await self._check_device(dev_id, "meter", dev_type)
         payload = parse_meter_input(values, from_query=from_query)
         bus = self._connected_bus()
         payload["ts"] = self._next_ts(dev_id)
@@ -343,9 +382,14 @@ class HttpInputBridge:
         return "ok"
 
     async def set_ajax_evse(
-        self, dev_id: str, values: Mapping[str, Any], *, from_query: bool
+        self,
+        dev_id: str,
+        values: Mapping[str, Any],
+        *,
+        from_query: bool,
+        dev_type: str | None = None,
     ) -> dict[str, Any]:
-        self._check_device(dev_id, "evse")
+        await self._check_device(dev_id, "evse", dev_type)
         payload = parse_evse_input(values, from_query=from_query)
         bus = self._connected_bus()
         ts = self._next_ts(dev_id)
@@ -366,22 +410,47 @@ class HttpInputBridge:
             if not waiters:
                 self._waiters.pop(dev_id, None)
 
-    def _http_type(self, dev_id: str) -> DeviceType | None:
-        name = self._dev_types.get(dev_id)
+    def _http_type(self, name: str | None) -> DeviceType | None:
         if not name or name not in self._registry:
             return None
         device_type = self._registry.get(name)
         return device_type if device_type.transport == "http" else None
 
-    def _check_device(self, dev_id: str, kind: DeviceKind) -> None:
+    async def _configured_type(self, dev_id: str) -> str | None:
+        """The device's type from its retained config; None for a device without one.
+
+        A device the core acknowledged a moment ago (set_params "ok") may not have reached
+        this bridge yet: its config is on the way through the broker. So a device not heard
+        of is waited for, up to CONFIG_WAIT_S, before it is refused as unknown."""
         if dev_id not in self._dev_types:
+            waiter = asyncio.get_running_loop().create_future()
+            self._config_waiters.setdefault(dev_id, []).append(waiter)
+            try:
+                await asyncio.wait_for(waiter, CONFIG_WAIT_S)
+            except TimeoutError:
+                pass
+            finally:
+                waiters = self._config_waiters.get(dev_id, [])
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters:
+                    self._config_waiters.pop(dev_id, None)
+        return self._dev_types.get(dev_id)
+
+    async def _check_device(self, dev_id: str, kind: DeviceKind, dev_type: str | None) -> None:
+        """Refuses a device that is not an HTTP-input device of `kind`. `dev_type` is the
+        type the core has configured now (in the service and with remote bridges, which
+        get it with each request); a bridge with an HTTP port of its own knows only the
+        retained configs."""
+        configured = dev_type if dev_type is not None else await self._configured_type(dev_id)
+        if configured is None:
             raise InputError(404, f"unknown device {dev_id!r}")
-        device_type = self._http_type(dev_id)
+        device_type = self._http_type(configured)
         if device_type is None or device_type.kind != kind:
-            configured = self._dev_types[dev_id] or "unknown"
             raise InputError(
                 400,
-                f"{dev_id} is not an HTTP-input {_KIND_NAMES[kind]} (its type is {configured})",
+                f"{dev_id} is not an HTTP-input {_KIND_NAMES[kind]} "
+                f"(its type is {configured or 'unknown'})",
             )
 
     def _connected_bus(self) -> MqttBus:
@@ -427,13 +496,21 @@ def request_values(method: str, query: Mapping[str, str], body: bytes) -> tuple[
 
 
 async def serve(
-    bridge: HttpInputBridge, cmd: str, dev_id: str, values: Any, *, from_query: bool
+    bridge: HttpInputBridge,
+    cmd: str,
+    dev_id: str,
+    values: Any,
+    *,
+    from_query: bool,
+    dev_type: str | None = None,
 ) -> Any:
     """One set_ajax_* request's values through the bridge → what /cnf answers."""
     if cmd == "set_ajax_meter":
-        return await bridge.set_ajax_meter(dev_id, values, from_query=from_query)
+        return await bridge.set_ajax_meter(
+            dev_id, values, from_query=from_query, dev_type=dev_type
+        )
     if cmd == "set_ajax_evse":
-        return await bridge.set_ajax_evse(dev_id, values, from_query=from_query)
+        return await bridge.set_ajax_evse(dev_id, values, from_query=from_query, dev_type=dev_type)
     raise InputError(
         400, f"unknown cmd {cmd!r}: this bridge serves {' and '.join(sorted(COMMANDS))}"
     )
@@ -446,10 +523,12 @@ async def handle_request(
     method: str,
     query: Mapping[str, str],
     body: bytes,
+    *,
+    dev_type: str | None = None,
 ) -> Any:
     """One set_ajax_* request as it came by HTTP."""
     values, from_query = request_values(method, query, body)
-    return await serve(bridge, cmd, dev_id, values, from_query=from_query)
+    return await serve(bridge, cmd, dev_id, values, from_query=from_query, dev_type=dev_type)
 
 
 # -- standalone: `chargebus bridge http` ----------------------------------------------------

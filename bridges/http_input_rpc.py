@@ -57,11 +57,21 @@ async def forward_request(
     query: Mapping[str, str],
     body: bytes,
     *,
+    dev_type: str | None = None,
     timeout: float = FORWARD_TIMEOUT,
 ) -> Any:
-    """One set_ajax_* request, answered by whichever bridge process takes it."""
+    """One set_ajax_* request, answered by whichever bridge process takes it. `dev_type`
+    (the device's type as the core has it now) travels along: a device added a moment ago
+    may not have reached the bridge's retained configs yet."""
     values, from_query = request_values(method, query, body)
-    fields = {"cmd": cmd, "dev_id": dev_id, "values": values, "from_query": from_query}
+    fields: dict[str, Any] = {
+        "cmd": cmd,
+        "dev_id": dev_id,
+        "values": values,
+        "from_query": from_query,
+    }
+    if dev_type is not None:
+        fields["dev_type"] = dev_type
     try:
         reply = await rpc.call(fields, timeout=timeout)
     except RpcTimeout as exc:
@@ -79,9 +89,16 @@ class RemoteHttpInput:
         self.rpc = rpc
 
     async def handle_request(
-        self, cmd: str, dev_id: str, method: str, query: Mapping[str, str], body: bytes
+        self,
+        cmd: str,
+        dev_id: str,
+        method: str,
+        query: Mapping[str, str],
+        body: bytes,
+        *,
+        dev_type: str | None = None,
     ) -> Any:
-        return await forward_request(self.rpc, cmd, dev_id, method, query, body)
+        return await forward_request(self.rpc, cmd, dev_id, method, query, body, dev_type=dev_type)
 
 
 # -- the bridge's side -----------------------------------------------------------------------
@@ -95,6 +112,9 @@ class RemoteRequest:
     dev_id: str
     values: Any
     from_query: bool
+    # The device's type as the core has it configured (only the core may publish requests:
+    # mosquitto/acl); None from a core that does not send it.
+    dev_type: str | None = None
 
 
 def parse_request(payload: bytes, allowed_reply_prefix: str) -> RemoteRequest | None:
@@ -114,7 +134,7 @@ def parse_request(payload: bytes, allowed_reply_prefix: str) -> RemoteRequest | 
         or any(c in reply_to for c in "+#")
     ):
         return None
-    cmd, dev_id = data.get("cmd"), data.get("dev_id")
+    cmd, dev_id, dev_type = data.get("cmd"), data.get("dev_id"), data.get("dev_type")
     return RemoteRequest(
         id=request_id,
         reply_to=reply_to,
@@ -122,6 +142,7 @@ def parse_request(payload: bytes, allowed_reply_prefix: str) -> RemoteRequest | 
         dev_id=dev_id if isinstance(dev_id, str) else "",
         values=data.get("values"),
         from_query=data.get("from_query") is True,
+        dev_type=dev_type if isinstance(dev_type, str) else None,
     )
 
 
@@ -131,7 +152,12 @@ async def dispatch(bridge: HttpInputBridge, request: RemoteRequest) -> tuple[int
         return 400, "missing parameter 'dev_id'"
     try:
         body = await serve(
-            bridge, request.cmd, request.dev_id, request.values, from_query=request.from_query
+            bridge,
+            request.cmd,
+            request.dev_id,
+            request.values,
+            from_query=request.from_query,
+            dev_type=request.dev_type,
         )
     except InputError as exc:
         return exc.status, exc.message

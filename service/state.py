@@ -42,7 +42,7 @@ from service.core.models import (
     Params,
     User,
 )
-from service.core.runtime import DeviceRuntime
+from service.core.runtime import DeviceRuntime, carry_over
 from service.store import EnergyCounters, Store, UserBook
 
 log = logging.getLogger(__name__)
@@ -506,13 +506,21 @@ class ServiceState:
             state = model.model_validate_json(payload)
         except ValidationError:
             state = self._parse_state(dev_id, model, payload, now)
+        runtime = self.runtime.setdefault(dev_id, DeviceRuntime())
         if isinstance(state, EvseState) and state.com_err and "state" not in state.model_fields_set:
             # A bridge that cannot reach its wallbox may not know its state: offline, not
             # the model's default 1 (no vehicle), which would end a session that goes on.
             state = state.model_copy(update={"state": EVSE_STATE_OFFLINE})
-        self.runtime.setdefault(dev_id, DeviceRuntime()).record_state(state, now)
+        elif self._pushed(device.dev_type):
+            # set_ajax_*: a field a push leaves out keeps its last value (docs/api.md).
+            state = carry_over(runtime.state, state)
+        runtime.record_state(state, now)
         self._notify(lambda listener: listener.device_state_changed(dev_id))
         return state
+
+    def _pushed(self, dev_type: str) -> bool:
+        """An HTTP-input device: its states are pushes that may leave fields out."""
+        return dev_type in self.registry and self.registry.get(dev_type).transport == "http"
 
     @staticmethod
     def _parse_state(

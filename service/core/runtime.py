@@ -15,6 +15,37 @@ SAMPLES_KEPT = 16
 CLOCK_RESET_S = 60.0
 
 
+# What a partial state never takes over from the one before: when it was measured, an error
+# it does not report, and a card shown (an event, acted upon once; not a lasting reading).
+_NOT_CARRIED = frozenset({"ts", "com_err", "last_error", "rfid"})
+
+
+def carry_over(
+    previous: EvseState | MeterState | None, new: EvseState | MeterState
+) -> EvseState | MeterState:
+    """`new` with the fields its message did not have taken from `previous`: an HTTP-input
+    device pushes what it has (`current` alone, `power_w` alone), and a field it leaves out
+    keeps its last value rather than falling back to the model's default (state 1, no
+    current), which would end a session or zero a meter.
+
+    One exception for the load balancing, not for the display: a meter push with `power_w`
+    and without `current` stays a power-only reading (service/core/meter_power.py), its
+    fresh power counted on every phase, however it was before; the currents of an earlier
+    push are shown but not taken for the present load."""
+    if previous is None or type(previous) is not type(new):
+        return new
+    given = new.model_fields_set
+    missing = set(type(new).model_fields) - given - _NOT_CARRIED
+    if not missing:
+        return new
+    values = {name: getattr(previous if name in missing else new, name)
+              for name in type(new).model_fields}  # fmt: skip
+    fields_set = set(given) | (missing & previous.model_fields_set)
+    if isinstance(new, MeterState) and "power_w" in given and "current" not in given:
+        fields_set.discard("current")
+    return type(new).model_construct(_fields_set=fields_set, **values)
+
+
 @dataclass(slots=True)
 class DeviceRuntime:
     state: EvseState | MeterState | None = None

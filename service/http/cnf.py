@@ -44,7 +44,14 @@ class HttpInput(Protocol):
     adapter imports no bridge; a refusal is raised as an ApiError."""
 
     async def handle_request(
-        self, cmd: str, dev_id: str, method: str, query: Mapping[str, str], body: bytes
+        self,
+        cmd: str,
+        dev_id: str,
+        method: str,
+        query: Mapping[str, str],
+        body: bytes,
+        *,
+        dev_type: str | None = None,
     ) -> Any: ...
 
 
@@ -502,10 +509,15 @@ def _authorise_user_override(
 
 
 async def _http_input(ctx: CnfContext, req: CnfRequest, cmd: str) -> Any:
-    dev_id = req.required_text("dev_id", max_length=32)
+    # The device as configured now: whatever set_params acknowledged holds for the next
+    # request, even before its config has reached the bridge through the broker.
+    dev_id = _device_id(ctx, req)
     if ctx.http_input is None:
         raise ApiError(503, "the HTTP-input bridge is not running")
-    return await ctx.http_input.handle_request(cmd, dev_id, req.method, req.params, req.body)
+    dev_type = ctx.state.installation.devices[dev_id].dev_type
+    return await ctx.http_input.handle_request(
+        cmd, dev_id, req.method, req.params, req.body, dev_type=dev_type
+    )
 
 
 @command("set_ajax_meter", admin=True)

@@ -216,3 +216,22 @@ async def test_shared_bridges_each_take_some_requests_and_every_one_is_answered_
     names = {f"{socket.gethostname()}-{bridge.pid}" for bridge in deployment.http_bridges}
     assert set(by_bridge) == names, by_bridge
     assert sum(by_bridge.values()) == total
+
+
+async def test_bridge_processes_serve_a_device_right_after_set_params(
+    deployment: Deployment, apis: tuple[Api, Api]
+) -> None:
+    """What set_params acknowledged holds for the next request through the bridge processes
+    too (issue 14 item 1): the core sends the device's type along with each request."""
+    site_a, _ = apis
+    try:
+        for n in range(40):
+            dev_id = f"M{n + 10}"
+            await site_a.set_params({"devices": [{"dev_type": "meter_ajax", "dev_id": dev_id}]})
+            status, answer = await site_a.get(
+                site_a.admin, cmd="set_ajax_meter", dev_id=dev_id, power_w=1
+            )
+            assert (status, answer) == (200, "ok"), dev_id
+    finally:
+        for n in range(40):
+            await site_a.get(site_a.admin, cmd="del_device", dev_id=f"M{n + 10}")
