@@ -214,7 +214,8 @@ def test_wrong_json_types_for_evses(body: dict[str, Any], field: str) -> None:
         ({"state": "three"}, "state"),
         ({"max_charging_current": "-1"}, "max_charging_current"),
         ({"total_energy": "-5"}, "total_energy"),
-        ({"current": "1.5,2,3"}, "current"),
+        # Fractions of a mA are rounded (issue 14 item 3); a negative EVSE current is not.
+        ({"current": "-1,2,3"}, "current"),
         ({"rfid": "x" * 65}, "rfid"),
     ],
 )
@@ -333,3 +334,12 @@ def test_soc_is_passed_through_within_range() -> None:
     error = meter_error({"soc": "101"}, from_query=True)
     assert error.status == 400 and "soc" in error.message
     assert "soc" in meter_error({"soc": "full"}, from_query=False).message
+
+
+def test_fractional_milliamps_are_rounded_half_away_from_zero() -> None:
+    evse = parse_evse_input(
+        {"current": "1000.5,2000,2999.49", "max_charging_current": "16000.5"}, from_query=True
+    )
+    assert evse == {"current": [1001, 2000, 2999], "max_charging_current": 16001}
+    meter = parse_meter_input({"current": [-1000.5, 0.4, 12.5]}, from_query=False)
+    assert meter == {"current": [-1001, 0, 13]}

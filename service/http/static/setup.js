@@ -113,7 +113,8 @@ const CONTROL_FIELDS = [
 
 async function paramsPage() {
   const answer = await cnf('get_params');
-  const params = answer.params;
+  // get_params answers the params flat at the top level (docs/api.md).
+  const params = answer;
   const fields = PARAM_FIELDS.map((spec) => field(spec, params[spec.path]));
   const control = CONTROL_FIELDS.map((spec) => field(spec, params[spec.path]));
   const form = element('form', { className: 'form', dataset: { form: 'params' } }, ...fields);
