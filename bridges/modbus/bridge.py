@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -120,16 +121,23 @@ class ModbusBridge(DeviceBridge):
             task.add_done_callback(self._rpc_tasks.discard)
 
     def device_changed(self, change: Change) -> None:
-        if change.dev_id in self.workers:
+        profile: Profile | None = None
+        if change.new is not None:
+            try:
+                profile = profile_for(change.new.model_dump())
+            except (ValueError, KeyError, TypeError) as exc:
+                self.reject(f"config of {change.dev_id}: {exc}")
+                self.follower.forget(change.dev_id)
+        worker = self.workers.get(change.dev_id)
+        if worker is not None and profile is not None and _same_polling(worker.profile, profile):
+            # Nothing the poller uses changed (a name, a maximum, a rule; the fail-safe
+            # current is the follower's): it goes on as it is, no reconnect, no gap.
+            worker.profile.spec = profile.spec
+            worker.follow = self.follower.devices.get(change.dev_id)
+            log.debug("%s: configuration changed, polling goes on unchanged", change.dev_id)
+            return
+        if worker is not None:
             self._stop_worker(change.dev_id)
-        if change.new is None:
-            return
-        try:
-            profile = profile_for(change.new.model_dump())
-        except (ValueError, KeyError, TypeError) as exc:
-            self.reject(f"config of {change.dev_id}: {exc}")
-            self.follower.forget(change.dev_id)
-            return
         if profile is not None:
             self._start_worker(DeviceWorker(profile, self.follower.devices.get(change.dev_id)))
 
@@ -295,6 +303,14 @@ class ModbusBridge(DeviceBridge):
             self.pool.close()
             self.publisher.detach()
             self._bus = None
+
+
+def _same_polling(old: Profile, new: Profile) -> bool:
+    """Whether a poller of `old` reads `new`'s device the same way: same profile, endpoint,
+    Modbus id, period and register map."""
+    return type(old) is type(new) and dataclasses.replace(
+        old.spec, failsafe_current=new.spec.failsafe_current
+    ) == new.spec
 
 
 def _effective(control: Control) -> int:

@@ -128,17 +128,38 @@ class ModbusConnection:
         """Runs one request under the connection's lock; raises ModbusError on any failure."""
         async with self._lock:
             client = await self._connected()
+            on_wire = asyncio.ensure_future(asyncio.wait_for(call(client), self.timeout + 0.5))
             try:
-                response = await asyncio.wait_for(call(client), self.timeout + 0.5)
+                # Shielded: a caller cancelled with the request on the wire (a poller
+                # stopped for a new configuration) must not cancel the request itself, or
+                # its answer arrives for a request nobody waits for ("received pdu without
+                # a corresponding request") or is taken for the next one.
+                response = await asyncio.shield(on_wire)
             except (TimeoutError, OSError, ModbusException) as exc:
                 # A timed-out answer may still arrive and be taken for the next one: start over.
                 self.close()
                 self._failed()
                 raise ModbusError(f"{self.endpoint}: {type(exc).__name__}: {exc}") from exc
+            except asyncio.CancelledError:
+                await self._let_finish(on_wire)
+                raise
             if response.isError():
                 raise ModbusError(f"{self.endpoint}: device answered {response}")
             self._failures = 0
             return response
+
+    async def _let_finish(self, on_wire: asyncio.Future[Any]) -> None:
+        """Waits (holding the lock, bounded by the request's timeout) until the request on
+        the wire has its answer; a request that failed, or a second cancellation, leaves
+        a connection whose state is unknown: closed, for a fresh one (this is no failure)."""
+        try:
+            if not on_wire.done():
+                await asyncio.wait({on_wire})
+        finally:
+            clean = on_wire.done() and not on_wire.cancelled() and on_wire.exception() is None
+            if not clean:
+                on_wire.cancel()
+                self.close()
 
     async def read_holding(self, unit: int, address: int, count: int) -> list[int]:
         response = await self.request(
