@@ -1,6 +1,7 @@
-# chargebus: `make run` starts the demo (the service with an embedded broker and simulated
-# wallboxes), `make serve` the service alone, `make test` runs lint, type checks and all tests.
-# Needs only python3 and make; everything else is installed into .venv.
+# chargebus: `make run` starts the demo (the service with its embedded broker, mosquitto, and
+# simulated wallboxes), `make serve` the service alone, `make test` runs lint, type checks and all tests.
+# Needs only python3 and make; the rest is installed into .venv, and mosquitto (and for the
+# tests its clients and jq) with apt when missing (scripts/ensure-mosquitto.sh).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -20,7 +21,7 @@ PYTEST_ARGS ?=
 .PHONY: help venv run serve test lint typecheck bench screenshot clean distclean
 
 help:
-	@echo "make run        the demo: chargebus, an embedded broker, two simulated Power Brains"
+	@echo "make run        the demo: chargebus, its mosquitto, two simulated Power Brains"
 	@echo "                and a grid meter, already configured (make run ARGS='...')"
 	@echo "make serve      chargebus alone, for your own devices (make serve ARGS='...')"
 	@echo "make test       install what is missing, then ruff, mypy and pytest (PYTEST_ARGS='...')"
@@ -58,10 +59,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[$(EXTRAS)]'
 	@touch $@
 
+# Without a broker URL chargebus starts mosquitto as its embedded broker; where it cannot be
+# installed (no root, no sudo), chargebus still starts, with amqtt and a warning.
 run: $(STAMP)
+	@bash scripts/ensure-mosquitto.sh || echo "make: mosquitto could not be installed;" \
+		"chargebus falls back to amqtt (see its warning)" >&2
 	$(BIN)/chargebus demo $(ARGS)
 
 serve: $(STAMP)
+	@bash scripts/ensure-mosquitto.sh || echo "make: mosquitto could not be installed;" \
+		"chargebus falls back to amqtt (see its warning)" >&2
 	$(BIN)/chargebus run $(ARGS)
 
 lint: $(STAMP)

@@ -96,7 +96,11 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         target = settings.mqtt_target()
         if target is None:
             target = await stack.enter_async_context(
-                embedded_broker(settings.embedded_broker_host, settings.embedded_broker_port)
+                embedded_broker(
+                    settings.embedded_broker_host,
+                    settings.embedded_broker_port,
+                    settings.data_dir / "mosquitto",
+                )
             )
 
         bus = make_bus(

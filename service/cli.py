@@ -21,9 +21,10 @@ from pydantic import ValidationError
 
 from service.auth import MIN_PASSWORD_LENGTH, generate_password, hash_password
 from service.cli_args import CliError, Parsers, config_file_error, fail, settings_error
-from service.embedded_broker import BrokerPortTaken
+from service.embedded_broker import BrokerPortTaken, BrokerUnavailable
 from service.httpkit import HttpPortTaken
 from service.log_format import configure_logging
+from service.mosquitto_child import MosquittoFailed
 from service.settings import Settings, load_settings
 from service.store import Store, StoreError, StoreWriteError, data_dir_problem
 
@@ -227,7 +228,15 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(_until_signal(_job(args, settings)))
-    except (StoreError, StoreWriteError, BrokerPortTaken, HttpPortTaken, ValueError) as exc:
+    except (
+        StoreError,
+        StoreWriteError,
+        BrokerPortTaken,
+        BrokerUnavailable,
+        MosquittoFailed,
+        HttpPortTaken,
+        ValueError,
+    ) as exc:
         log.error("%s", exc)
         return 2
     except KeyboardInterrupt:

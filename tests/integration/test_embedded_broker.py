@@ -1,12 +1,22 @@
-"""`chargebus run` with no broker configured: the embedded broker, and a taken port."""
+"""`chargebus run` with no broker configured: the embedded broker (mosquitto as a child
+process, amqtt only where none is installed), and a taken port."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import re
+import signal
 import socket
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+import service.embedded_broker as embedded_broker_module
+from service.embedded_broker import embedded_broker
+from service.mosquitto_child import find_mosquitto
 from tests.broker import find_free_port
 from tests.integration.mqtt_observer import MqttObserver
 from tests.integration.service_process import ServiceProcess
@@ -79,3 +89,100 @@ def test_the_http_port_is_taken_before_the_broker_starts(tmp_path: Path) -> None
         log = service.log()
     assert f"HTTP port {http_port} on 127.0.0.1 is taken" in log
     assert f"port {mqtt_port} on 127.0.0.1 is taken" not in log
+
+
+# -- mosquitto as a child of chargebus; amqtt only without it --------------------------------
+
+
+def needs_mosquitto() -> None:
+    if find_mosquitto() is None:
+        pytest.skip("no mosquitto binary (scripts/ensure-mosquitto.sh installs it)")
+
+
+def process_status(pid: int) -> tuple[str, int] | None:
+    """(command name, parent pid) of a live process; None when gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+    state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
+    return None if state in ("Z", "X") else (name, int(ppid))
+
+
+def broker_pid(log: str) -> int:
+    found = re.search(r"embedded broker: mosquitto \(\S+, pid (\d+)\)", log)
+    assert found is not None, log
+    return int(found.group(1))
+
+
+def wait_gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while process_status(pid) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def embedded_env(port: int) -> dict[str, str]:
+    return {
+        "CHARGEBUS_MQTT_URL": "",
+        "CHARGEBUS_EMBEDDED_BROKER_PORT": str(port),
+        "CHARGEBUS_ADMIN_PASSWORD": "pw-embedded",
+    }
+
+
+def test_the_embedded_broker_is_mosquitto_as_a_child_process(tmp_path: Path) -> None:
+    needs_mosquitto()
+    port = find_free_port()
+    with ServiceProcess(tmp_path / "data", tmp_path / "log", embedded_env(port)) as service:
+        service.wait_ready()
+        pid = broker_pid(service.log())
+        assert process_status(pid) == ("mosquitto", service.pid)
+        config = (tmp_path / "data" / "mosquitto" / "mosquitto.conf").read_text().splitlines()
+        assert f"listener {port} 127.0.0.1" in config
+        assert "set_tcp_nodelay true" in config
+        assert "allow_anonymous true" in config
+        with MqttObserver("127.0.0.1", port, ["chargebus/status"]) as observer:
+            assert observer.wait_for("chargebus/status").payload == b"online"
+        assert service.kill(signal.SIGTERM) == 0
+    # Stopped with chargebus, after the core's goodbye.
+    assert wait_gone(pid, timeout=0)
+    assert "amqtt" not in service.log()
+
+
+def test_a_killed_chargebus_takes_its_broker_along(tmp_path: Path) -> None:
+    needs_mosquitto()
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the broker follows a killed parent through Linux's PR_SET_PDEATHSIG")
+    with ServiceProcess(tmp_path / "data", tmp_path / "log", embedded_env(0)) as service:
+        service.wait_ready()
+        pid = broker_pid(service.log())
+        assert process_status(pid) is not None
+        service.kill(signal.SIGKILL)
+        assert wait_gone(pid), f"mosquitto {pid} outlived chargebus"
+
+
+async def test_without_mosquitto_amqtt_runs_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(embedded_broker_module, "find_mosquitto", lambda: None)
+    with caplog.at_level(logging.WARNING, logger="service.embedded_broker"):
+        async with embedded_broker("127.0.0.1", 0, tmp_path / "mosquitto") as target:
+            observer = MqttObserver(target.host, target.port, ["fallback/#"])
+            await asyncio.to_thread(observer.__enter__)
+            try:
+                observer.publish("fallback/x", b"served")
+                await observer.wait("fallback/x")
+            finally:
+                await asyncio.to_thread(observer.__exit__, None, None, None)
+    [warning] = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "service.embedded_broker" and r.levelno == logging.WARNING
+    ]
+    assert "no mosquitto binary found" in warning and "amqtt" in warning
+    for caveat in ("QoS 0", "did not subscribe to", "twice", "docs/mqtt.md", "CHARGEBUS_MQTT_URL"):
+        assert caveat in warning, caveat
+    assert not (tmp_path / "mosquitto").exists()
