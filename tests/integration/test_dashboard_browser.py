@@ -278,7 +278,7 @@ async def test_a_device_added_on_the_setup_page_is_polled_and_errors_show_at_the
     await expect(sub.locator('[data-f="c1"]')).not_to_have_text("0.0 A", timeout=15_000)
     _, info = await site.api.get(cmd="get_dev_info")
     polled = {d["name"]: d for d in info["devices"]}
-    assert polled["Garage door"]["model"].startswith("cFos Power Brain")
+    assert polled["Garage door"]["model"].startswith("cFos,Power Brain,")
     assert polled["Sub-meter"]["com_err"] is False
 
 
