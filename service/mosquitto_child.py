@@ -124,18 +124,21 @@ async def mosquitto_child(binary: str, host: str, port: int, workdir: Path) -> A
     """Runs mosquitto on host:port until the block ends; yields its pid."""
     config = _write_config(workdir, host, port)
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
-    process = await asyncio.create_subprocess_exec(
-        binary,
-        "-c",
-        str(config),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        # Its own session: a Ctrl-C in the terminal reaches chargebus only, which stops the
-        # broker last, after its clients said goodbye.
-        start_new_session=True,
-        preexec_fn=preexec,
-    )
+    try:
+        process = await asyncio.create_subprocess_exec(
+            binary,
+            "-c",
+            str(config),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            # Its own session: a Ctrl-C in the terminal reaches chargebus only, which stops
+            # the broker last, after its clients said goodbye.
+            start_new_session=True,
+            preexec_fn=preexec,
+        )
+    except OSError as exc:
+        raise MosquittoFailed(f"cannot run {binary}: {exc.strerror or exc}") from None
     assert process.stdout is not None
     output = _Output(process.stdout)
     try:

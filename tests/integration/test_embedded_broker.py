@@ -16,7 +16,7 @@ import pytest
 
 import service.embedded_broker as embedded_broker_module
 from service.embedded_broker import embedded_broker
-from service.mosquitto_child import find_mosquitto
+from service.mosquitto_child import MosquittoFailed, find_mosquitto, mosquitto_child
 from tests.broker import find_free_port
 from tests.integration.mqtt_observer import MqttObserver
 from tests.integration.service_process import ServiceProcess
@@ -186,3 +186,17 @@ async def test_without_mosquitto_amqtt_runs_with_a_warning(
     for caveat in ("QoS 0", "did not subscribe to", "twice", "docs/mqtt.md", "CHARGEBUS_MQTT_URL"):
         assert caveat in warning, caveat
     assert not (tmp_path / "mosquitto").exists()
+
+
+async def test_a_mosquitto_that_cannot_start_is_one_clear_error(tmp_path: Path) -> None:
+    needs_mosquitto()
+    broken = tmp_path / "mosquitto"
+    broken.write_text("#!/bin/sh\necho 'Error: something is wrong here' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    with pytest.raises(MosquittoFailed, match=r"exited with code 3 .*something is wrong here"):
+        async with mosquitto_child(str(broken), "127.0.0.1", find_free_port(), tmp_path / "w"):
+            pass
+    broken.chmod(0o644)  # not executable
+    with pytest.raises(MosquittoFailed, match=f"cannot run {broken}: Permission denied"):
+        async with mosquitto_child(str(broken), "127.0.0.1", find_free_port(), tmp_path / "w"):
+            pass
