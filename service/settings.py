@@ -28,9 +28,12 @@ class MqttTarget(BaseModel):
     def from_url(cls, url: str) -> MqttTarget:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts", "tcp"):
-            raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
+            # Not the URL itself: it may hold a password, and errors end up in logs.
+            raise ValueError(
+                f"MQTT URL must start with mqtt:// or mqtts://, not {parts.scheme or 'nothing'}://"
+            )
         if not parts.hostname:
-            raise ValueError(f"MQTT URL has no host: {url!r}")
+            raise ValueError("MQTT URL has no host (mqtt://user:pw@host:port)")
         tls = parts.scheme == "mqtts"
         return cls(
             host=parts.hostname,

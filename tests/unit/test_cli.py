@@ -83,6 +83,9 @@ def test_a_secret_is_not_echoed(
     line = one_line_error(capsys, "run", "--admin-password", "ab")
     assert "bad setting --admin-password (hidden): admin_password needs at least 4" in line
     assert "'ab'" not in line
+    line = one_line_error(capsys, "run", "--mqtt-url", "http://core:s3cret-pw@broker:1883")
+    assert "bad setting --mqtt-url (hidden): MQTT URL must start with mqtt://" in line
+    assert "s3cret-pw" not in line
 
 
 def test_a_mistyped_option_gets_the_commands_usage_and_a_suggestion(
