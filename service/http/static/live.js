@@ -8,6 +8,7 @@ import { drawChart, legend, WINDOW_S } from './chart.js';
 // ROTATION[r][i]: the grid phase (0..2) of a device's own phase i (docs/load-balancing.md).
 const ROTATION = [[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 2, 1], [1, 0, 2], [2, 1, 0]];
 const ROLE_GRID = 3;
+const NEW_TILES_PER_FRAME = 24;
 
 export const store = { params: {}, groups: [], devices: new Map(), history: [], sessions: {} };
 const dirty = new Set();
@@ -15,6 +16,7 @@ let everything = true;
 let chartDirty = true;
 let frame = 0;
 let source = null;
+let added = false;
 const $ = (id) => document.getElementById(id);
 
 const amps = (ma) => (Number(ma || 0) / 1000).toFixed(1);
@@ -57,6 +59,7 @@ function connect() {
 }
 
 function onSnapshot(data) {
+  if (!performance.getEntriesByName('snapshot').length) performance.mark('snapshot');
   store.params = data.params || {};
   store.groups = data.groups || [];
   store.history = data.history || [];
@@ -101,10 +104,21 @@ function render() {
   const ids = everything ? [...store.devices.keys()] : [...dirty];
   dirty.clear();
   if (everything) pruneTiles();
-  for (const devId of ids) {
+  // New tiles cost most (cloning, layout): a big site's first tiles show in the first
+  // frame, the rest follow in the next ones.
+  let created = 0;
+  for (const [i, devId] of ids.entries()) {
     const info = store.devices.get(devId);
-    if (info) renderTile(info);
+    if (!info) continue;
+    if (created >= NEW_TILES_PER_FRAME && !tileExists(devId)) {
+      for (const rest of ids.slice(i)) dirty.add(rest);
+      schedule();
+      break;
+    }
+    if (!tileExists(devId)) created += 1;
+    renderTile(info);
   }
+  if (added) sortTiles();
   renderSite();
   if (everything || ids.length) renderGroups();
   if (chartDirty && !document.hidden) {
@@ -112,7 +126,21 @@ function render() {
     chartDirty = false;
   }
   everything = false;
-  document.body.dataset.rendered = String(Date.now());
+  // For the benchmark (bench/bench_dashboard.py): when the first tiles were drawn.
+  if (store.devices.size && !performance.getEntriesByName('first-tile').length) {
+    performance.mark('first-tile');
+  }
+}
+
+// Tiles in configuration order (new ones are appended first).
+function sortTiles() {
+  added = false;
+  const position = new Map([...store.devices.keys()].map((id, i) => [id, i]));
+  for (const container of [$('evses'), $('meters')]) {
+    const tiles = [...container.children];
+    const sorted = [...tiles].sort((a, b) => position.get(a.dataset.dev) - position.get(b.dataset.dev));
+    if (sorted.some((tile, i) => tile !== tiles[i])) container.append(...sorted);
+  }
 }
 
 function pruneTiles() {
@@ -264,12 +292,13 @@ function newTile(info) {
   tile.refs = {};
   for (const el of tile.querySelectorAll('[data-f]')) tile.refs[el.dataset.f] = el;
   if (info.is_evse) wireActions(tile);
-  // In configuration order: before the first tile of a device that comes later.
-  const order = [...store.devices.keys()];
-  const container = $(info.is_evse ? 'evses' : 'meters');
-  const later = [...container.children].find((c) => order.indexOf(c.dataset.dev) > order.indexOf(info.dev_id));
-  container.insertBefore(tile, later || null);
+  $(info.is_evse ? 'evses' : 'meters').append(tile);
+  added = true;
   return tile;
+}
+
+function tileExists(devId) {
+  return document.querySelector(`.tile[data-dev="${CSS.escape(devId)}"]`) !== null;
 }
 
 function tileOf(info) {
