@@ -282,6 +282,54 @@ async def test_a_device_added_on_the_setup_page_is_polled_and_errors_show_at_the
     assert polled["Sub-meter"]["com_err"] is False
 
 
+async def test_the_installation_groups_and_users_are_set_up_on_their_pages(
+    site: Site, page: Page
+) -> None:
+    await page.goto(site.url + "#setup/params")
+    await page.locator("#setup-login button").click()
+    await log_in(page)
+    params = page.locator('form[data-form="params"]')
+    await params.locator('[data-path="max_total_current"]').fill("30")
+    await params.locator("button[type=submit]").click()
+    await expect(page.locator("#setup-status")).to_have_text("Saved.")
+
+    await page.locator('#setup-tabs a[data-tab="groups"]').click()
+    groups = page.locator('form[data-form="groups"]')
+    await groups.get_by_role("button", name="Add a group").click()
+    await groups.locator('[data-path="groups.0.name"]').fill("Garage")
+    await groups.locator('[data-path="groups.0.max_current"]').fill("20")
+    await groups.locator("button[type=submit]").click()
+    await expect(page.locator("#setup-status")).to_have_text("Saved.")
+
+    await page.locator('#setup-tabs a[data-tab="users"]').click()
+    await page.get_by_role("button", name="Add a user").click()
+    user = page.locator('form[data-form="user"]').last
+    await user.locator('[data-path="name"]').fill("Anna")
+    await user.locator("fieldset", has_text="May charge at").get_by_text("Wallbox 1").click()
+    await user.get_by_role("button", name="Add an RFID/PIN").click()
+    await user.locator('[data-path="rfids.0.id"]').fill("1234")
+    await user.get_by_role("button", name="Save").click()
+    await expect(page.locator('form[data-form="user"] h3', has_text="Anna")).to_be_visible()
+    # The same PIN for a second user: refused, and the error shows at the PINs.
+    await page.get_by_role("button", name="Add a user").click()
+    other = page.locator('form[data-form="user"]').last
+    await other.locator('[data-path="name"]').fill("Ben")
+    await other.get_by_role("button", name="Add an RFID/PIN").click()
+    await other.locator('[data-path="rfids.0.id"]').fill("1234")
+    await other.get_by_role("button", name="Save").click()
+    await expect(other.locator('[data-error-for="rfids"]')).to_contain_text(
+        "already belongs to another user"
+    )
+
+    users = await site.api.ok(cmd="get_users")
+    assert [(u["name"], u["dev_ids"], [r["id"] for r in u["rfids"]]) for u in users] == [
+        ("Anna", ["E1"], ["1234"])
+    ]
+    await page.locator('a[data-view="live"]').click()
+    await expect(page.locator("#fuse")).to_have_text("fuse 30.0 A")
+    await expect(page.locator('#group-tree [data-group="1"] h3')).to_contain_text("Garage")
+
+
 async def test_the_page_recovers_after_the_service_restarts(
     page: Page, settings: Settings
 ) -> None:
