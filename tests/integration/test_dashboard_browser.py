@@ -79,7 +79,7 @@ class Site:
     api: Api
     # What the HTTP-input wallbox E3 reports, every half second (as a wallbox that pushes
     # its values would): (state, current on its L1 in mA).
-    carport: tuple[int, int] = (1, 0)
+    carport: tuple[int, int] | None = (1, 0)
 
     @property
     def url(self) -> str:
@@ -106,8 +106,9 @@ async def demo_site(settings: Settings) -> AsyncIterator[Site]:
 
         async def push() -> None:
             while True:
-                state, current = site.carport
-                await service.bus.publish(topic, evse_state(current, state))
+                if site.carport is not None:
+                    state, current = site.carport
+                    await service.bus.publish(topic, evse_state(current, state))
                 await asyncio.sleep(0.5)
 
         pusher = asyncio.create_task(push())
@@ -188,6 +189,25 @@ async def test_the_demo_appears_and_follows_the_bus_within_a_second(
     target = Path(os.environ.get("CHARGEBUS_SCREENSHOT") or tmp_path / "dashboard.png")
     picture = await page.screenshot(path=str(target), full_page=True)
     assert len(picture) > 10_000
+
+    # Why each gets what it gets, in words; the session's energy.
+    await expect(tile(page, "E1").locator(".reason")).to_have_text(
+        "limited by the load management"
+    )
+    await expect(tile(page, "E3").locator('[data-f="session"]')).to_contain_text("kWh since")
+    # A wallbox that stops reporting: a communication error on its tile.
+    site.carport = None
+    await expect(tile(page, "E3")).to_have_class("tile evse com-err", timeout=15_000)
+    await expect(tile(page, "E3").locator('[data-f="com"]')).to_contain_text(
+        "Communication error"
+    )
+    # A fuse below what the grid draws: the overdraft shows in red.
+    await site.api.set_params({"max_total_current": 10_000})
+    await expect(page.locator("#overdraft")).to_be_visible()
+    await expect(page.locator("#grid-phases .bar.over").first).to_be_visible()
+    # No room for both cars' minimums on L1 any more: one pauses, with its timer.
+    paused = page.locator('.tile.evse [data-f="pause"]', has_text="Paused for")
+    await expect(paused.first).to_be_visible(timeout=20_000)
 
 
 async def test_each_action_reaches_the_bus_and_shows_on_the_tile(
