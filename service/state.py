@@ -357,6 +357,7 @@ class ServiceState:
             state = runtime.state if runtime is not None else None
             counted = None
             credit = 0
+            spread = pairing.NOTHING
             rising = runtime is not None and pairing.still_rising(runtime.samples)
             ramping = self.control.ramping_to(
                 dev_id, now, rising_window if rising else ramp_window
@@ -370,18 +371,20 @@ class ServiceState:
                 counted = pairing.counted_current(
                     runtime.samples, time_of_group[g], ramping, config.used_phases or 7, bound
                 )
-                if counted is not None and ramping is not None:
+                if counted is not None and moving:
                     plain = pairing.counted_current(
                         runtime.samples, time_of_group[g], None, 7, bound
-                    )
-                    credit = max(0, sum(counted) - sum(plain or pairing.NOTHING))
+                    ) or pairing.NOTHING
+                    if ramping is not None:
+                        credit = max(0, sum(counted) - sum(plain))
+                    spread = pairing.draw_spread(counted, plain, ramping or 0)
             evses[dev_id] = EvseInput(
                 config,
                 state if isinstance(state, EvseState) else None,
                 _age(runtime, now),
                 counted,
                 credit,
-                moving,
+                spread,
             )
         return AllocationInput(
             params=self.params(),

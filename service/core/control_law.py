@@ -418,11 +418,14 @@ def _increase(
     )
     if taken is None:
         return  # the car may still be taking up its last raise
+    if not taken:
+        # Its car did not take up the last raise: it limits itself, and more would only be
+        # more commands. Once a report shows it drawing its command, it may rise again.
+        return
     if offered - c < settings.deadband and c > 0:
         return
-    # A start goes to at least the minimum (a car cannot charge below it). A car that did
-    # not take up its last raise limits itself: more steps would only be more commands.
-    limit = (settings.ramp_step or offered) if taken else offered  # 0: no limit
+    # A start goes to at least the minimum (a car cannot charge below it).
+    limit = settings.ramp_step or offered  # 0: no limit
     goal = offered
     if offered < step.result.target:
         # Limited by a budget: stop half a deadband short, so that the next reading's noise

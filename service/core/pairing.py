@@ -91,6 +91,16 @@ def counted_current(
     )
 
 
+def draw_spread(counted: Currents, plain: Currents, command: int) -> Currents:
+    """Per phase, how much less than `counted` an EVSE in transition may have drawn at the
+    grid reading: a car ramping up to `command` drew at least its report, one following a
+    cut to `command` (0: a pause) at least that. The other-load figure made with `counted`
+    may be low by this much (hold_peaks)."""
+    a, b, c = counted
+    x, y, z = plain
+    return (a - min(x, command), b - min(y, command), c - min(z, command))
+
+
 def grid_reading_times(
     meters: Iterable[tuple[MeterConfig, MeterState | None]],
 ) -> dict[int, float]:

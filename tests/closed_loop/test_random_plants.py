@@ -11,7 +11,9 @@ The bounds each run must keep (tests/plant/figures.py computes them on the true 
   bound: the grid meter's next reading (poll interval + jitter + lag) + one cycle + the
   command's delivery + the slowest car's delay and decrease (figures.follow_bound_s);
 * never more over than the cars' draws before the disturbance explain;
-* settled (no command change beyond 300 mA for 20 s) within 30 s of every disturbance;
+* settled (no command change beyond 300 mA for 20 s) within 30 s of every disturbance, or
+  within the chain a start takes on that plant when longer (figures.settle_bound_s: the
+  hold, settle_time, and two raises each awaiting the slowest car and a grid reading);
 * in steady state (30 s after a disturbance until the next) at most 2 command changes per
   minute per EVSE;
 * at least 90 % of the headroom used once settled: every EVSE held back below what its car
@@ -33,7 +35,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.plant.figures import EXCESS_TOLERANCE_MA, SETTLE_BOUND_S, Figures, compute
+from tests.plant.figures import EXCESS_TOLERANCE_MA, Figures, compute
 from tests.plant.harness import run_plant_async
 from tests.plant.plants import RANDOM_KINDS, PlantKind, random_plant
 
@@ -108,9 +110,9 @@ def test_never_more_over_than_the_cars_old_draws_explain(runs: Runs) -> None:
 
 def _settle(f: Figures) -> list[str]:
     return [
-        f"after {t:.1f} s: settled after {s} s"
+        f"after {t:.1f} s: settled after {s} s (bound {f.settle_bound_s:.1f} s)"
         for t, s in f.settle_s
-        if s is None or s > SETTLE_BOUND_S
+        if s is None or s > f.settle_bound_s
     ]
 
 

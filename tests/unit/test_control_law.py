@@ -113,8 +113,13 @@ def test_a_raise_waits_until_the_car_took_up_the_last_one() -> None:
     # The car still draws nothing 4 s after its start: no further step.
     for dt in (4, 5, 6, 7, 8):
         assert loop.current(site(T0 + dt, [0, 0, 0], {"E1": (2, [0, 0, 0])}), "E1") == 6000
-    # After follow_time without taking it up, its car limits itself: one step to the offer.
-    assert loop.current(site(T0 + 9.5, [0, 0, 0], {"E1": (2, [0, 0, 0])}), "E1") == 16_000
+    # After follow_time without taking it up, its car limits itself: no more steps (they
+    # would only be commands) ...
+    assert loop.current(site(T0 + 9.5, [0, 0, 0], {"E1": (2, [0, 0, 0])}), "E1") == 6000
+    assert loop.current(site(T0 + 20, [0, 0, 0], {"E1": (2, [0, 0, 0])}), "E1") == 6000
+    # ... until a report shows it drawing what it has: then the next step.
+    drawing = {"E1": (3, [6000, 6000, 6000])}
+    assert loop.current(site(T0 + 21, [6000] * 3, drawing), "E1") == 12_000
 
 
 def test_a_cut_goes_out_at_once_and_blocks_raises_until_the_car_followed() -> None:

@@ -65,43 +65,62 @@ def test_the_held_load_rises_at_once_and_falls_after_the_hold() -> None:
     assert held == [2000, 0, 0]
 
 
-def test_figures_made_in_transition_never_lower_the_held_load_on_their_own() -> None:
+def test_figures_made_in_transition_lower_the_held_load_only_by_what_they_are_sure_of() -> None:
     _, history = hold_peaks((), [8000, 0, 0], 0.0, 10.0)
-    # Ramps follow one another for 30 s: their figures are low, the plain 8 A stays.
+    # Ramps follow one another for 30 s: their figures are low by up to 7 A, the 8 A stays.
     for t in range(1, 30):
-        held, history = hold_peaks(history, [1000, 0, 0], float(t), 10.0, credited=True)
+        held, history = hold_peaks(history, [1000, 0, 0], float(t), 10.0, (7000, 0, 0))
         assert held == [8000, 0, 0], t
-    held, history = hold_peaks(history, [3000, 0, 0], 30.0, 10.0)
-    assert held[0] == 3000 or held[0] == 8000  # within the hold of the last plain figure
-    held, _ = hold_peaks(history, [3000, 0, 0], 41.0, 10.0)
+    # One low by at most 2 A lets the held load fall to its figure plus 2 A at once ...
+    held, history = hold_peaks(history, [1000, 0, 0], 30.0, 10.0, (2000, 0, 0))
     assert held == [3000, 0, 0]
+    # ... and a plain figure takes over at once: what was carried keeps the time of the
+    # 8 A figure it came from, which is older than the hold (its clock ran on).
+    held, history = hold_peaks(history, [2500, 0, 0], 31.0, 10.0)
+    assert held == [2500, 0, 0]
+    held, _ = hold_peaks(history, [2000, 0, 0], 35.0, 10.0)
+    assert held == [2500, 0, 0]
+
+
+def test_a_rise_seen_during_transitions_is_kept() -> None:
+    """A load rise that shows in a figure made while a car ramped stays held while ramps
+    go on, though every later figure is low by the ramp (plugging seed 39: 2 A over)."""
+    _, history = hold_peaks((), [600, 0, 0], 0.0, 10.0)
+    held, history = hold_peaks(history, [25_000, 0, 0], 5.0, 10.0, (1000, 0, 0))
+    assert held == [25_000, 0, 0]
+    for t in range(6, 40):
+        held, history = hold_peaks(history, [19_000, 0, 0], float(t), 10.0, (6000, 0, 0))
+        assert held == [25_000, 0, 0], t
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.floats(0.01, 5.0), st.integers(0, 50_000), st.booleans()),
+        st.tuples(st.floats(0.01, 5.0), st.integers(0, 50_000), st.integers(0, 20_000)),
         min_size=1,
         max_size=60,
     )
 )
-def test_the_held_load_is_never_below_the_latest_or_a_recent_plain_figure(
-    steps: list[tuple[float, int, bool]],
+def test_the_held_load_keeps_what_a_figure_in_transition_cannot_disprove(
+    steps: list[tuple[float, int, int]],
 ) -> None:
     history: tuple[tuple[float, int, int, int, bool], ...] = ()
     now = 0.0
-    seen: list[tuple[float, int, bool]] = []
-    for dt, load, credited in steps:
+    seen: list[tuple[float, int]] = []
+    before = 0
+    for dt, load, spread in steps:
         now += dt
-        held, history = hold_peaks(history, [load, 0, 0], now, 10.0, credited)
-        seen.append((now, load, credited))
+        held, history = hold_peaks(history, [load, 0, 0], now, 10.0, (spread, 0, 0))
+        seen.append((now, load))
         assert held[0] >= load
-        recent = [v for t, v, _ in seen if now - t < 10.0]
-        plain = [v for _, v, c in seen if not c]
-        # Nothing older than the hold counts, but the newest plain figure while in transition.
-        assert held[0] <= max(recent + (plain[-1:] if credited else []))
-        if plain and credited:
-            assert held[0] >= plain[-1]
+        recent = [v for t, v in seen if now - t < 10.0]
+        if spread:
+            # Never below what the figure cannot disprove, never above what was held.
+            assert held[0] >= min(before, load + spread)
+            assert held[0] <= max([*recent, before])
+        else:
+            assert held[0] <= max([*recent, before])
+        before = held[0]
         assert len(history) <= 33
 
 

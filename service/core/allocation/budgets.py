@@ -269,7 +269,7 @@ def hold_peaks(
     load: Sequence[int],
     now: float,
     hold_s: float,
-    credited: bool = False,
+    spread: Sequence[int] = (0, 0, 0),
 ) -> tuple[list[int], tuple[LoadEntry, ...]]:
     """The highest other load per phase within the last `hold_s` seconds, and the history to
     keep. A new, higher load counts at once; a lower one only once the higher figures are
@@ -278,23 +278,44 @@ def hold_peaks(
     reading (a meter that reads 0.3 A high for a second costs nothing; one that reads low
     would hand out current that is not there).
 
-    `credited`: the figure was made while a car ramped up to a raised command (counted at
-    that command, pairing) or followed a cut (its last report, older than the reading, may
-    show more than it drew then), so it may be low by what they have yet to ramp. Such a
-    figure never lowers the held load on its own: the newest figure made without one is
-    kept beyond `hold_s` until another one comes, so that transitions that follow one
-    another for longer than `hold_s` lend no budget."""
+    `spread`: per phase, how low the figure may be because EVSEs were in transition when it
+    was made (a car ramping up counted at its raised command, one following a cut at its
+    last report, see pairing.draw_spread). Such a figure lowers the held load no further
+    than the figure plus its spread: what was held is carried on (as a figure of now) to
+    that level, so that transitions that follow one another for longer than `hold_s` lend
+    no budget, and a rise seen during them is kept until `hold_s` after them."""
+    credited = any(spread)
     entry: LoadEntry = (now, int(load[0]), int(load[1]), int(load[2]), credited)
-    plain = [h for h in history if not h[4] and h[0] <= now]
     kept = [h for h in history if now - h[0] < hold_s and h[0] <= now]
+    past = [h for h in history if h[0] <= now]
+    if credited and past:
+        floor = (
+            min(max(h[1] for h in past), entry[1] + spread[0]),
+            min(max(h[2] for h in past), entry[2] + spread[1]),
+            min(max(h[3] for h in past), entry[3] + spread[2]),
+        )
+        # Carried with the time of the figure it comes from: the hold's clock runs on, and
+        # once the transitions are over an old peak goes as it would have gone.
+        lifted = [p for p in range(3) if floor[p] > entry[p + 1]]
+        if lifted:
+            origin = max(
+                (h[0] for h in past if any(h[p + 1] >= floor[p] for p in lifted)),
+                default=now,
+            )
+            carried: LoadEntry = (origin, *floor, False)
+            # Figures the carried one covers on every phase say nothing more.
+            kept = [h for h in kept if _exceeds(h, carried)]
+            kept.append(carried)
     if not kept or kept[-1][1:] != entry[1:]:
         kept.append(entry)
     # A bounded memory: the oldest go first (a burst of runs within one hold time).
     kept = kept[-32:]
-    if credited and plain and plain[-1] not in kept:
-        kept.insert(0, plain[-1])
     held = [max(h[1] for h in kept), max(h[2] for h in kept), max(h[3] for h in kept)]
     return held, tuple(kept)
+
+
+def _exceeds(a: LoadEntry, b: LoadEntry) -> bool:
+    return a[1] > b[1] or a[2] > b[2] or a[3] > b[3]
 
 
 def held_loads(
@@ -302,22 +323,29 @@ def held_loads(
     tree: GroupTree,
     non_evse: list[list[int]],
     peaks: Mapping[int, tuple[LoadEntry, ...]],
-    credited_in: set[int],
+    spread: list[list[int]],
     now: float,
 ) -> tuple[list[list[int]], dict[int, tuple[LoadEntry, ...]]]:
     """Per group, the other load held at its recent peak (params.load_hold_time; 0: the
-    load as measured now), and the peaks to remember. `credited_in`: the groups with an
-    EVSE in transition (EvseInput.in_transition); their figure, and those of the groups
-    above, are credited (see hold_peaks)."""
+    load as measured now), and the peaks to remember. `spread`: per group and grid phase,
+    how low its figure may be by its EVSEs in transition (EvseInput.draw_spread); a group's
+    figure is also that much less sure for the groups above it (see hold_peaks)."""
     kept: dict[int, tuple[LoadEntry, ...]] = {}
     if params.load_hold_time <= 0:
         return non_evse, kept
-    credited = {a for g in credited_in for a in tree.chains[g]}
+    up = [[0, 0, 0] for _ in non_evse]
+    for g, sp in enumerate(spread):
+        if sp[0] or sp[1] or sp[2]:
+            for a in tree.chains[g]:
+                u = up[a]
+                u[0] += sp[0]
+                u[1] += sp[1]
+                u[2] += sp[2]
     held: list[list[int]] = []
     for g, load in enumerate(non_evse):
         gid = tree.ids[g]
         peak, kept[gid] = hold_peaks(
-            peaks.get(gid, ()), load, now, params.load_hold_time, g in credited
+            peaks.get(gid, ()), load, now, params.load_hold_time, up[g]
         )
         held.append(peak)
     return held, kept

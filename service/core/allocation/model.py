@@ -82,9 +82,10 @@ class EvseInput:
     # surplus.
     ramp_credit: int = 0
     # Its draw at the grid reading is not known well: it ramps up to a raised command or
-    # follows a cut (control_law). Other-load figures made with it are not trusted to lower
-    # the held other load (hold_peaks).
-    in_transition: bool = False
+    # follows a cut (control_law). Per EVSE-local phase, how much less than its counted
+    # current it may have drawn then (pairing.draw_spread): an other-load figure made with
+    # it may be that much low, and lowers the held other load no further (hold_peaks).
+    draw_spread: tuple[int, int, int] = (0, 0, 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ from service.core.phases import PHASE_COUNT
 _PLACEHOLDER: Final = EvseResult(
     False, False, False, 0, 0, 0, 0, 0, 0, 0, "", False, False, None, 0, 0
 )  # fmt: skip
+NO_SPREAD: Final = (0, 0, 0)
 
 
 def allocate(
@@ -83,7 +84,7 @@ def allocate(
     over = overdraft(params, memory, meters, now)
     non_evse, load_peaks = held_loads(
         params, tree, non_evse_loads(tree, meters, draw_sub), memory.load_peaks,
-        survey.credited, now,
+        survey.spread, now,
     )  # fmt: skip
     non_evse, grid_load = last_grid_loads(
         params, tree, meters, non_evse, memory.grid_load, over.active
@@ -149,7 +150,9 @@ class Survey:
     deferred: list[tuple[Vehicle, int]]  # vehicles (and W) whose wish the rules shape
     changed_mem: dict[str, EvseMemory]  # most runs change few EVSEs' memory
     energy: dict[str, float]
-    credited: set[int]  # groups with an EVSE in transition (EvseInput.in_transition)
+    # Per group and grid phase: how low its other-load figure may be, by the EVSEs in
+    # transition (EvseInput.draw_spread).
+    spread: list[list[int]]
     cons_power: float = 0.0
     idle_draw: int = 0  # mA (Σ phases) drawn by EVSEs given no current in the last run
 
@@ -157,7 +160,7 @@ class Survey:
     def empty(cls, n_groups: int, com_err: set[str]) -> Survey:
         return cls(
             [[0, 0, 0] for _ in range(n_groups)], [[0, 0, 0] for _ in range(n_groups)],
-            com_err, {}, [], [], [], [], [], {}, {}, set(),
+            com_err, {}, [], [], [], [], [], {}, {}, [[0, 0, 0] for _ in range(n_groups)],
         )  # fmt: skip
 
     def take_verdicts(
@@ -218,9 +221,13 @@ class Survey:
                     # A ramp credit is no surplus either: a car ramping up is counted at its
                     # report, and only its own rules see its credit (wishes_with_rules).
                     idle_draw += ev.ramp_credit
-                if ev.in_transition:
-                    # Its group's load figure is not trusted to lower the held load.
-                    self.credited.add(g)
+                if ev.draw_spread != NO_SPREAD:
+                    # Its group's load figure may be low by what it may not have drawn.
+                    s0, s1, s2 = grid_draw(rotation, *ev.draw_spread)
+                    sp = self.spread[g]
+                    sp[0] += s0
+                    sp[1] += s1
+                    sp[2] += s2
             if result is not None:
                 results[dev_id] = result
                 if fixed is not None or changed is not None or lost:
