@@ -59,7 +59,6 @@ class ControlSettings:
     settle_s: float = 3.0
     ramp_step: int = 6000
     deadband: int = 300
-    resume_margin: int = 1000
     resume_s: float = 0.0
 
     @classmethod
@@ -69,7 +68,6 @@ class ControlSettings:
             settle_s=params.settle_time,
             ramp_step=params.ramp_step,
             deadband=params.deadband,
-            resume_margin=params.resume_margin,
             resume_s=params.resume_time,
         )
 
@@ -403,9 +401,12 @@ def _increase(
     ev = inp.evses.get(step.dev_id)
     minimum = effective_minimum(ev.config) if ev is not None else 1
     resume = c == 0 and step.before.charged
-    if resume and offered < min(step.result.target, minimum + settings.resume_margin):
-        step.up_since = None  # the margin does not fit: the hold starts anew when it does
+    if c == 0 and offered < min(step.result.target, minimum):
+        step.up_since = None  # the minimum does not fit: the hold starts anew when it does
         return
+    # The margin of a resume is the allocation's admission (minimum + resume_margin fits,
+    # wishes.demand_for); once admitted it counts as charging there and shares down to its
+    # minimum, so asking for the margin again here held it off while the others were cut.
     wait = settings.resume_s if resume else settings.settle_s
     since = step.up_since if step.up_since is not None else now
     if now - since < wait or now - step.before.changed_at < settings.settle_s:

@@ -162,7 +162,7 @@ def test_without_a_report_the_follow_time_ends_the_wait() -> None:
 
 
 def test_a_resume_needs_the_margin_for_the_resume_time() -> None:
-    s = ControlSettings(settle_s=0, resume_s=10, resume_margin=1000, ramp_step=0)
+    s = ControlSettings(settle_s=0, resume_s=10, ramp_step=0)
     memory, control = Memory(), ControlMemory()
     cache = AllocationCache()
 
