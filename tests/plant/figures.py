@@ -22,8 +22,9 @@
   charge when that is smaller); the least of those over the EVSEs;
 * paused while the minimum fits: an EVSE whose car wants to charge is switched off while its
   minimum, with those of the EVSEs that are on, fits every limit with FIT_MARGIN_MA to
-  spare; at the moment it is paused, or for longer than its pause_min_time and
-  RESUME_GRACE_S after the minimum began to fit.
+  spare; at the moment it is paused, or for longer than RESUME_GRACE_S after the minimum
+  began to fit and its pause_min_time plus the resume's own work (the EVSEs cut to make
+  room follow, the offer holds settle_time, a cycle).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Figures:
     episodes: tuple[Episode, ...]
     follow_bound_s: float
     settle_s: tuple[tuple[float, float | None], ...]  # (disturbance t, settle s or None)
-    settle_bound_s: float  # settle_bound_s(spec)
+    settle_bounds: tuple[float, ...]  # per entry of settle_s: its bound (window_bound_s)
     changes_per_min: dict[str, float]
     steady_minutes: float
     headroom_used: float | None
@@ -106,11 +107,9 @@ class Figures:
                     f"{e.where}: {e.unexplained_ma} mA more than the cars' old draws explain "
                     f"at {e.start:.1f}..{e.end:.1f} s"
                 )
-        for t, settle in self.settle_s:
-            if settle is None or settle > self.settle_bound_s:
-                out.append(
-                    f"not settled within {self.settle_bound_s:.1f} s after {t:.1f} s: {settle}"
-                )
+        for (t, settle), bound in zip(self.settle_s, self.settle_bounds, strict=True):
+            if settle is None or settle > bound:
+                out.append(f"not settled within {bound:.1f} s after {t:.1f} s: {settle}")
         for dev_id, rate in self.changes_per_min.items():
             if rate > 2.0:
                 out.append(f"{dev_id}: {rate:.1f} command changes per minute in steady state")
@@ -126,10 +125,18 @@ class Figures:
 def settle_bound_s(spec: PlantSpec) -> float:
     """How long the site may take to settle after a disturbance: SETTLE_BOUND_S, or, when
     longer, the chain a car that can start only after the disturbance goes through: the
-    other load's fall counts after `load_hold_time`, the offer waits `settle_time`, then two
-    raises (the start at the minimum, one `ramp_step`), each taken up only after the slowest
-    car's delay and ramp and the grid reading that shows it (poll, jitter, lag, a cycle and
-    the command's way)."""
+    other load's fall counts after `load_hold_time`, the offer waits `settle_time`, then the
+    start chain (start_chain_s). A window in which an EVSE was paused gets its
+    pause_min_time on top (window_bound_s)."""
+    params = Params.model_validate(dict(spec.extra_params))
+    chain = params.load_hold_time + params.settle_time + start_chain_s(spec)
+    return max(SETTLE_BOUND_S, chain)
+
+
+def start_chain_s(spec: PlantSpec) -> float:
+    """Two raises (the start at the minimum, one `ramp_step`), each taken up only after the
+    slowest car's delay and ramp and the grid reading that shows it (poll, jitter, lag, a
+    cycle and the command's way)."""
     params = Params.model_validate(dict(spec.extra_params))
     reading = max(
         (m.poll_period_s + m.poll_jitter_s + m.lag_s[1] for m in spec.meters if not m.silent),
@@ -146,8 +153,30 @@ def settle_bound_s(spec: PlantSpec) -> float:
         ),
         default=0.0,
     )
-    chain = params.load_hold_time + params.settle_time + 2 * (car + reading)
-    return max(SETTLE_BOUND_S, chain)
+    return 2 * (car + reading)
+
+
+def window_bound_s(
+    spec: PlantSpec, changes: dict[str, list[tuple[float, Command]]], t0: float, t1: float
+) -> float:
+    """The settle bound of the window from the disturbance at t0 to the next at t1: an EVSE
+    paused there, or before it and still within its pause_min_time, may not resume before
+    that time is over, then
+    the resume's own work (the EVSEs cut for it follow, the offer holds settle_time, a
+    cycle) and the start chain."""
+    params = Params.model_validate(dict(spec.extra_params))
+    bound = settle_bound_s(spec)
+    resume = params.follow_time + params.settle_time + spec.cycle_time_ms / 1000
+    pause_min = {w.dev_id: w.pause_min_time_s for w in spec.wallboxes}
+    for dev_id, seq in changes.items():
+        for k in range(1, len(seq)):
+            t, cmd = seq[k]
+            # Paused in the window, or shortly before it and still within pause_min_time.
+            since = t0 - pause_min.get(dev_id, 0)
+            if since <= t < t1 and cmd.offer_ma <= 0 < seq[k - 1][1].offer_ma:
+                paused = t - t0 + pause_min.get(dev_id, 0) + resume + start_chain_s(spec)
+                bound = max(bound, paused)
+    return bound
 
 
 def follow_bound_s(spec: PlantSpec) -> float:
@@ -300,14 +329,15 @@ def compute(spec: PlantSpec, tr: Trace) -> Figures:
 
     # -- settle and steady state -----------------------------------------------------------
     changes = _changes(tr.commands)
-    settle_bound = settle_bound_s(spec)
     starts = [0.0] + [d.t for d in disturbances if d.t > 0]
     ends = [*starts[1:], spec.duration_s]
     settle: list[tuple[float, float | None]] = []
     counts: dict[str, int] = {w.dev_id: 0 for w in spec.wallboxes}
     steady_s = 0.0
     windows: list[tuple[float, float]] = []
+    bounds: list[float] = []
     for t0, t1 in zip(starts, ends, strict=True):
+        settle_bound = window_bound_s(spec, changes, t0, t1)
         last: float | None = None
         for seq in changes.values():
             for k in range(1, len(seq)):
@@ -317,10 +347,13 @@ def compute(spec: PlantSpec, tr: Trace) -> Figures:
         if t1 - t0 >= QUIET_S:
             if last is None:
                 settle.append((t0, 0.0))
+                bounds.append(settle_bound)
             elif t1 - last >= QUIET_S or last - t0 > settle_bound:
                 settle.append((t0, last - t0))
+                bounds.append(settle_bound)
             elif t1 - t0 >= settle_bound + QUIET_S:
                 settle.append((t0, None))
+                bounds.append(settle_bound)
             # else: the next disturbance came too soon to tell; not judged.
         steady_from = t0 + settle_bound
         if t1 - steady_from >= 20.0:
@@ -350,7 +383,7 @@ def compute(spec: PlantSpec, tr: Trace) -> Figures:
         episodes=tuple(episodes),
         follow_bound_s=bound,
         settle_s=tuple(settle),
-        settle_bound_s=settle_bound,
+        settle_bounds=tuple(bounds),
         changes_per_min=per_min,
         steady_minutes=minutes,
         headroom_used=headroom,
@@ -504,6 +537,10 @@ def _paused_while_fit(
     dt = spec.dt_s
     n = len(tr.t)
     pause_min = {w.dev_id: w.pause_min_time_s for w in spec.wallboxes}
+    # After its pause_min_time a resume takes its own time: the EVSEs cut to make room
+    # follow (follow_time), the offer holds (settle_time), the next cycle sends it.
+    params = Params.model_validate(dict(spec.extra_params))
+    resume_work = params.follow_time + params.settle_time + spec.cycle_time_ms / 1000
     swap = round(1.0 / dt)
     first_draw = {
         d: next((i for i, x in enumerate(col) if any(x)), n) for d, col in tr.draws.items()
@@ -543,7 +580,10 @@ def _paused_while_fit(
                     reported = True
             fit_since = (fit_since if fit_since is not None else tr.t[i]) if fits else None
             if fits and not reported and fit_since is not None:
-                allowed = max(paused_since + pause_min[d], fit_since + RESUME_GRACE_S) + dt
+                allowed = (
+                    max(paused_since + pause_min[d] + resume_work, fit_since + RESUME_GRACE_S)
+                    + dt
+                )
                 if tr.t[i] > allowed + w.command_delay_s:
                     found.append((tr.t[i], d, f"fits since {fit_since:.1f} s"))
                     reported = True
