@@ -15,6 +15,9 @@ from bridges.http_input import HttpInputBridge, http_input_bridge
 from bridges.http_input_rpc import HTTP_INPUT_BRIDGE, RemoteHttpInput
 from bridges.modbus.profiles import device_types as modbus_device_types
 from bridges.modbus.runner import modbus_bridge
+from bridges.ocpp.bridge import OcppBridge
+from bridges.ocpp.device_types import device_types as ocpp_device_types
+from bridges.ocpp.runner import ocpp_bridge
 from service.auth import AdminAccount, FailureThrottle
 from service.bus import LastWill, MqttBus
 from service.bus_setup import make_bus
@@ -54,12 +57,14 @@ class RunningService:
     control: ControlLoop
     # The HTTP-input bridge in this process; None with http_input_remote.
     http_input: HttpInputBridge | None = None
+    # The OCPP bridge in this process; None with ocpp_bridge off.
+    ocpp: OcppBridge | None = None
 
 
 def device_registry() -> DeviceTypeRegistry:
-    """The built-in device types and those of the Modbus profiles."""
+    """The API's own device types and those every bridge brings."""
     registry = builtin_registry()
-    for device_type in modbus_device_types():
+    for device_type in [*modbus_device_types(), *ocpp_device_types()]:
         registry.register(device_type)
     return registry
 
@@ -131,6 +136,10 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             metrics.sources.modbus_errors = lambda: {
                 dev_id: worker.poll_errors for dev_id, worker in bridge.workers.items()
             }
+        ocpp = None
+        if settings.ocpp_bridge:
+            # Listens once an evse_ocpp device is configured: no port opened for nothing.
+            ocpp = await stack.enter_async_context(ocpp_bridge(settings, target))
         stack.callback(link.close)
         http_input = None
         if not settings.http_input_remote:
@@ -191,7 +200,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             settings.data_dir,
         )
         yield RunningService(
-            settings, state, bus, link, target, http_port, ctx, control, http_input
+            settings, state, bus, link, target, http_port, ctx, control, http_input, ocpp
         )
 
 

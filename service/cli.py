@@ -93,6 +93,10 @@ def _job(args: argparse.Namespace, settings: Settings) -> Job:
         from bridges.modbus.runner import run_modbus_bridge
 
         return lambda stop: run_modbus_bridge(settings, stop)
+    if args.bridge == "ocpp":
+        from bridges.ocpp.runner import run_ocpp_bridge
+
+        return lambda stop: run_ocpp_bridge(settings, stop)
     if settings.http_input_remote:
         # The core's /cnf takes the requests and shares them among bridges over the bus.
         from bridges.http_input_rpc import run_rpc_bridge

@@ -30,6 +30,7 @@ _BRIDGE_COMMON = (
 )
 BRIDGE_SETTINGS: dict[str, tuple[str, ...]] = {
     "modbus": (*_BRIDGE_COMMON, "modbus_bridge_name"),
+    "ocpp": (*_BRIDGE_COMMON, "ocpp_host", "ocpp_port", "ocpp_tls_cert_file", "ocpp_tls_key_file"),
     "http": (
         *_BRIDGE_COMMON,
         "http_host",
@@ -113,6 +114,25 @@ def _add_sim(sub: Any) -> None:
     sim.add_argument("--port", type=int, default=4701, help="the first Power Brain's port")
     sim.add_argument("--count", type=int, default=2, help="how many Power Brains")
     sim.add_argument("--grid-port", type=int, default=5020, help="SDM630 grid meter; 0 = none")
+    sim.add_argument(
+        "--ocpp",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N simulated OCPP 1.6J charge points (ids SIM-OCPP-1…N), connecting to "
+        "--ocpp-url",
+    )
+    sim.add_argument(
+        "--ocpp-url",
+        default="ws://127.0.0.1:19520/",
+        help="the central system's URL; each charge point appends its id",
+    )
+    sim.add_argument(
+        "--ocpp-quirks",
+        default="",
+        help="comma-separated quirks of the simulated charge points (docs/ocpp.md), "
+        "e.g. no_boot_on_reconnect,watts_only",
+    )
     sim.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     sim.add_argument(
         "--configure",
@@ -168,6 +188,7 @@ class Parsers:
         for kind, text in (
             ("modbus", "poll the Modbus devices of the configuration"),
             ("http", "serve set_ajax_meter / set_ajax_evse"),
+            ("ocpp", "the OCPP 1.6J central system for the evse_ocpp devices"),
         ):
             self.commands[f"bridge {kind}"] = kinds.add_parser(kind, help=text, description=text)
             _add_settings(

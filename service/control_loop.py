@@ -306,8 +306,11 @@ class ControlLoop:
         while True:
             timeout = self._next_refresh - time.monotonic()
             if timeout > 0 and not self._wake.is_set():
+                # asyncio.timeout, not wait_for: on Python 3.11 a cancel that meets the
+                # wake-up in wait_for can be lost, and the service's stop then hangs.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
             self._wake.clear()
             refresh = time.monotonic() >= self._next_refresh
             if refresh:

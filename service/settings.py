@@ -105,6 +105,25 @@ class Settings(BaseSettings):
         description="set_ajax_* by `chargebus bridge http` processes sharing the requests over "
         "the bus (the core forwards, the bridges take them)",
     )
+    ocpp_bridge: bool = Field(
+        default=True,
+        description="run the OCPP bridge in this process; it listens once an evse_ocpp device "
+        "is configured (off: `chargebus bridge ocpp` runs elsewhere)",
+    )
+    ocpp_host: str = Field(
+        default="127.0.0.1",
+        description="address OCPP charge points connect to (0.0.0.0: every interface, as "
+        "wallboxes on the network need)",
+    )
+    ocpp_port: int = Field(
+        default=19520, ge=0, le=65535, description="port of the OCPP central system (0 = any)"
+    )
+    ocpp_tls_cert_file: Path | None = Field(
+        default=None, description="certificate (PEM) for wss:// (OCPP security profile 2)"
+    )
+    ocpp_tls_key_file: Path | None = Field(
+        default=None, description="private key of ocpp_tls_cert_file, when kept separately"
+    )
     ha_discovery: bool = Field(default=True, description="announce devices to Home Assistant")
     ha_discovery_prefix: str = Field(
         default="homeassistant",

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from bridges.common.directory import Change, Config, DeviceDirectory
 from bridges.common.follower import CommandFollower, parse_control
 from bridges.common.publisher import StatePublisher
-from service.core.contract import EvseConfig, parse_params
+from service.core.contract import EvseConfig, ParamsView, parse_params
 from service.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ class DeviceBridge:
         self.follower = CommandFollower(clock)
         self.directory = DeviceDirectory(self.serves)
         self.publisher = StatePublisher(topics, name, clock=wall_clock)
+        # The core's params as far as bridges read them (cycle and staleness).
+        self.params = ParamsView()
         self.rejected = 0
 
     # -- what a bridge writes ----------------------------------------------------------------
@@ -87,6 +89,7 @@ class DeviceBridge:
             if params is None:
                 self.reject("params: not a JSON object with valid cycle_time/stale_time")
             else:
+                self.params = params
                 self.follower.on_params(params)
             return
         parsed = self.topics.parse_device_topic(topic)

@@ -49,3 +49,7 @@ class DeviceDirectory:
 
     def get(self, dev_id: str) -> Config | None:
         return self.devices.get(dev_id)
+
+    def payload(self, dev_id: str) -> bytes | None:
+        """The config message as it came (for fields the contract's model leaves out)."""
+        return self._payloads.get(dev_id)

@@ -22,6 +22,7 @@ from service.core.models import (
     User,
 )
 from service.core.runtime import DeviceRuntime
+from service.core.verifier import make_verifier
 
 CFOS_VENDOR_ID = 52997
 # We license nothing: report a limit no installation reaches.
@@ -290,7 +291,7 @@ def evse_info(
             "pause_reason": reason if paused else "",
             "pause_time": pause_time,
         },
-        ocpp={"status": ""},
+        ocpp={"status": state.ocpp_status if state is not None else ""},
     )
     return info
 
@@ -333,7 +334,7 @@ def meter_info(
 
 # Credentials and user ids are shown to the admin only: a user id opens that user's record
 # (get_user) to whoever knows it.
-SECRET_DEVICE_KEYS = ("users", "fixed_rfid")
+SECRET_DEVICE_KEYS = ("users", "fixed_rfid", "ocpp_password")
 
 
 def redact_device(
@@ -342,6 +343,10 @@ def redact_device(
     """A device's configuration or info for anyone but the admin. `user` (the id of the user
     charging) becomes that user's name when the user lets it be shown (`display`), else ""."""
     shown = {k: v for k, v in info.items() if k not in SECRET_DEVICE_KEYS}
+    if info.get("ocpp_password"):
+        # The OCPP bridge checks the charge point's password against this (verifier.py).
+        context = f"{info.get('dev_id', '')}\0{info.get('address', '')}"
+        shown["ocpp_password_verifier"] = make_verifier(str(info["ocpp_password"]), context)
     if "user" in shown:
         user = (users or {}).get(shown["user"]) if shown["user"] else None
         shown["user"] = user.name if user is not None and user.display else ""

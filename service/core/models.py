@@ -207,6 +207,23 @@ class EvseConfig(DeviceConfigBase):
     failsafe_current: EvseMilliAmps = Field(
         default=6000, description="what a bridge applies on its own when the core is gone"
     )
+    # OCPP 1.6 charge points (dev_type evse_ocpp: address = charge point id, id = connector):
+    # chargebus's own switches for boxes with quirks (docs/ocpp.md).
+    ocpp_rate_unit: Literal["auto", "A", "W"] = Field(
+        default="auto", description="limit in A per phase or W total; auto: as the box says"
+    )
+    ocpp_stack_level: int = Field(
+        default=-1, ge=-1, le=100, description="profile stack level; -1 = the box's maximum"
+    )
+    ocpp_profile_kind: Literal["absolute", "relative"] = "absolute"
+    ocpp_profile_purpose: Literal["TxDefaultProfile", "TxProfile"] = "TxDefaultProfile"
+    ocpp_remote_start: bool = Field(
+        default=False, description="start sessions with RemoteStartTransaction (idTag fixed_rfid)"
+    )
+    ocpp_meter_interval: int = Field(default=10, ge=1, le=3600, description="s")
+    ocpp_password: str = Field(
+        default="", max_length=64, description="basic auth of the charge point (profile 1)"
+    )
 
     @field_validator("max_charging_cur")
     @classmethod
@@ -322,6 +339,8 @@ class EvseState(BaseModel):
     # Read back from the wallbox (Modbus bridges): what it applies now.
     applied_current: int | None = Field(default=None, ge=0, le=2_000_000)
     applied_enabled: bool | None = None
+    # The OCPP bridge's view of the charge point's connection (get_dev_info's ocpp.status).
+    ocpp_status: str = Field(default="", max_length=100)
 
 
 class MeterState(BaseModel):

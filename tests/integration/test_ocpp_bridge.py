@@ -1,0 +1,187 @@
+"""The OCPP bridge through a real mosquitto, with simulated OCPP charge points (the `ocpp`
+library in the charge-point role, bridges/sim/ocpp_cp.py) and the service in-process:
+boot, a user's RFID, charging, a grid overload, pause and resume, reconnects, the
+fail-safe, two connectors, several boxes on one fuse, and the boxes' quirks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from bridges.ocpp.bridge import OcppBridge
+from bridges.sim.car import Car
+from bridges.sim.ocpp_cp import SimChargePoint
+from service.app import RunningService, running_service
+from service.settings import Settings
+from tests.integration.conftest import IMMEDIATE, Api
+from tests.integration.mqtt_observer import MqttObserver
+from tests.integration.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+GRID = {"dev_type": "meter_ajax", "dev_id": "M1", "name": "Grid", "role": 3}
+
+
+def ocpp_evse(dev_id: str, cp_id: str, connector: int = 1, **fields: Any) -> dict[str, Any]:
+    return {
+        "dev_type": "evse_ocpp", "dev_id": dev_id, "address": cp_id, "id": connector,
+        "min_charging_cur": 6000, "max_charging_cur": 16000, "ocpp_meter_interval": 2,
+        **fields,
+    }  # fmt: skip
+
+
+@pytest.fixture
+async def service(settings: Settings) -> AsyncIterator[RunningService]:
+    # Port 0: the OCPP listener takes a free port (19520 may be in use on this machine).
+    async with running_service(settings.model_copy(update={"ocpp_port": 0})) as running:
+        await running.bus.wait_connected(10)
+        assert running.ocpp is not None
+        running.ocpp.boot_wait_s = 1.0
+        yield running
+
+
+class Boxes:
+    """Simulated charge points running against the service's OCPP port until the test ends."""
+
+    def __init__(self, bridge: OcppBridge) -> None:
+        self.bridge = bridge
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def url(self) -> str:
+        port = await asyncio.wait_for(self.bridge.listen(), 10)
+        return f"ws://127.0.0.1:{port}/steve/websocket/"
+
+    async def start(self, cp_id: str, **options: Any) -> SimChargePoint:
+        options = {"tick_s": 0.1, "meter_interval": 1.0, **options}
+        box = SimChargePoint(cp_id, await self.url(), **options)
+        self.tasks.append(asyncio.create_task(box.run(self.stop, retry_s=0.2)))
+        return box
+
+    async def close(self) -> None:
+        self.stop.set()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def boxes(service: RunningService) -> AsyncIterator[Boxes]:
+    assert service.ocpp is not None
+    started = Boxes(service.ocpp)
+    try:
+        yield started
+    finally:
+        await started.close()
+
+
+async def dev_info(api: Api, dev_id: str) -> dict[str, Any]:
+    info = await api.ok(cmd="get_dev_info")
+    return next(d for d in info["devices"] if d["dev_id"] == dev_id)
+
+
+async def meter(api: Api, amps: float) -> None:
+    ma = int(amps * 1000)
+    status, answer = await api.post(
+        {"current": [ma, ma, ma], "voltage": [230, 230, 230]},
+        api.admin,
+        cmd="set_ajax_meter",
+        dev_id="M1",
+    )
+    assert (status, answer) == (200, "ok"), answer
+
+
+def limit(box: SimChargePoint, connector: int = 1) -> Callable[[], float | None]:
+    return lambda: box.connectors[connector].limit_a
+
+
+async def test_boot_rfid_charge_overload_pause_resume(
+    api: Api, service: RunningService, boxes: Boxes, observer: MqttObserver, base_topic: str
+) -> None:
+    user = {"id": "1001", "name": "Ann", "rfids": [{"id": "CARD-4711"}]}
+    status, _ = await api.post(user, api.admin, cmd="set_user")
+    assert status == 200
+    await api.set_params(
+        {"max_total_current": 32000, "cycle_time": 1000, **IMMEDIATE,
+         "devices": [GRID, ocpp_evse("E1", "CP-A", users=["1001"])]}
+    )  # fmt: skip
+    bridge = service.http_input
+    assert bridge is not None
+    await eventually(lambda: bridge.device_kind("M1") == "meter", "the grid meter is known")
+    await meter(api, 0)
+    box = await boxes.start("CP-A", cars=[Car(phases=3)])
+    await asyncio.wait_for(box.accepted.wait(), 10)
+    # Connected: the device says so, and the box was set up once.
+    await eventually(lambda: box.changed_keys != [], "the box's measurands are set")
+    assert "MeterValuesSampledData" in box.changed_keys
+    await eventually(
+        lambda: service.state.runtime["E1"].state is not None, "the core has a state of E1"
+    )
+    info = await dev_info(api, "E1")
+    assert info["ocpp"]["status"] == "connected" and info["model"].startswith("chargebus,SimBox")
+
+    # A card the core does not know: the box may start, but the limit is 0.
+    box.plug(1, id_tag="STRANGER")
+    await eventually(lambda: box.connectors[1].limit_a == 0.0, "a refused card gets limit 0")
+    assert box.connectors[1].car.drawing_ma == 0
+    box.unplug(1)
+    await eventually(lambda: box.connectors[1].status == "Available", "unplugged")
+
+    # The user's card: charging at the maximum.
+    box.plug(1, id_tag="CARD-4711")
+    await eventually(lambda: box.connectors[1].limit_a == 16.0, "the user's card charges")
+    await eventually(lambda: box.connectors[1].status == "Charging", "the car charges")
+
+    async def drawn() -> bool:
+        info = await dev_info(api, "E1")
+        return bool(info["state"] == 3 and info["current_l1"] >= 15000)
+
+    await eventually(drawn, "the core sees the car draw")
+
+    # The grid meter shows an overload: the profile goes down (decreases go out at once).
+    profiles_before = len(box.connectors[1].profiles)
+    await meter(api, 40)
+    await eventually(lambda: (box.connectors[1].limit_a or 99) < 16.0, "the overload cuts E1")
+    assert len(box.connectors[1].profiles) > profiles_before
+    profile = box.connectors[1].profiles[-1]
+    assert profile["charging_profile_purpose"] == "TxDefaultProfile"
+    assert profile["charging_schedule"]["charging_rate_unit"] == "A"
+    assert profile["charging_profile_id"] == box.connectors[1].profiles[0]["charging_profile_id"]
+    assert "start_schedule" in profile["charging_schedule"]
+
+    # Pause (override) and resume: limit 0, then the current again.
+    assert await api.ok(cmd="override_device", dev_id="E1", flags="C") == "ok"
+    await eventually(lambda: box.connectors[1].limit_a == 0.0, "paused: limit 0")
+    await meter(api, 0)
+    assert await api.ok(cmd="override_device", dev_id="E1", flags="c") == "ok"
+    await eventually(lambda: (box.connectors[1].limit_a or 0) >= 6.0, "resumed")
+
+    # Commands repeat every cycle, but a profile goes out only when the limit changes.
+    await eventually(lambda: box.connectors[1].limit_a == 16.0, "back at the maximum")
+    settled = len(box.connectors[1].profiles)
+    await asyncio.sleep(3.5)
+    limits = [p["charging_schedule"]["charging_schedule_period"][0]["limit"]
+              for p in box.connectors[1].profiles[settled - 1 :]]  # fmt: skip
+    assert len(limits) == len(set(limits)), f"a profile repeated an unchanged limit: {limits}"
+
+
+async def test_states_are_republished_between_meter_values(
+    api: Api, service: RunningService, boxes: Boxes, observer: MqttObserver, base_topic: str
+) -> None:
+    await api.set_params({"cycle_time": 500, **IMMEDIATE, "devices": [ocpp_evse("E1", "CP-Q")]})
+    box = await boxes.start("CP-Q", meter_interval=60.0)
+    await asyncio.wait_for(box.accepted.wait(), 10)
+    topic = f"{base_topic}/devices/E1/state"
+    first = await observer.wait(topic, lambda m: m.json().get("com_err") is False)
+    # The box sends no meter values (none for 60 s, no transaction): the bridge still
+    # reports the healthy connector every cycle, so the core never counts it stale.
+    await asyncio.sleep(2.0)
+    fresh = [m for m in observer.on(topic) if m.json().get("ts", 0) > first.json()["ts"]]
+    assert len(fresh) >= 3
+    assert all(m.json()["state"] == 1 and not m.json()["com_err"] for m in fresh)
+    info = await dev_info(api, "E1")
+    assert not info["com_err"], repr((info, service.state.runtime["E1"]))[-3000:]
