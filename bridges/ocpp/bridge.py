@@ -74,6 +74,7 @@ class OcppStats:
     refused_auth: int = 0
     refused_throttled: int = 0
     refused_protocol: int = 0
+    rejected_frames: int = 0
 
 
 def charge_point_id(path: str) -> str:
@@ -198,6 +199,11 @@ class OcppBridge(DeviceBridge):
         control, failsafe = self.follower.wanted(dev_id)
         self.follower.note_failsafe(dev_id, failsafe)
         return control, failsafe
+
+    def rejected_frame(self, station: Station, why: str) -> None:
+        """A frame from a box that is no OCPP-J message: logged and counted, nothing else."""
+        self.stats.rejected_frames += 1
+        log.warning("%s sent a frame that is no OCPP message: %s", station.cp_id, why[:200])
 
     # -- states ------------------------------------------------------------------------------
 

@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
+from ocpp.exceptions import OCPPError
+from ocpp.messages import unpack
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.datatypes import IdTagInfo
@@ -70,6 +72,11 @@ class WireLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
     def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
         self.debug(msg, *args, **kwargs)
+
+    def exception(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        # A box's bad message is its fault, not ours: one line, no traceback (a hostile
+        # peer must not fill the log with them).
+        self.warning(msg, *args)
 
 
 WIRE_LOG = WireLog(logging.getLogger("bridges.ocpp.wire"), {})
@@ -204,6 +211,8 @@ class Host(Protocol):
 
     def publish(self, station: Station, connector: Connector) -> None: ...
 
+    def rejected_frame(self, station: Station, why: str) -> None: ...
+
 
 class CentralSide(ChargePoint):  # type: ignore[misc]
     """The central system's end of one connection; handlers read leniently (`**kwargs`,
@@ -214,6 +223,16 @@ class CentralSide(ChargePoint):  # type: ignore[misc]
     def __init__(self, session: Session, connection: WsConnection) -> None:
         super().__init__(session.station.cp_id, connection, CALL_TIMEOUT_S, WIRE_LOG)
         self.session = session
+
+    async def route_message(self, raw_msg: str) -> None:
+        """A frame that is no OCPP-J message at all is counted and dropped (it has no id to
+        answer); everything else goes to the library's routing."""
+        try:
+            unpack(raw_msg)
+        except OCPPError as exc:
+            self.session.rejected_frame(f"{type(exc).__name__}: {exc.description}")
+            return
+        await super().route_message(raw_msg)
 
     @on(Action.boot_notification, skip_schema_validation=True)  # type: ignore[untyped-decorator]
     def on_boot_notification(self, **payload: Any) -> call_result.BootNotification:
@@ -320,6 +339,9 @@ class Session:
         # Times a change of the effective limit waited before its profile went out (s).
         self.latencies: list[float] = []
         self.keep_latencies = False
+
+    def rejected_frame(self, why: str) -> None:
+        self.host.rejected_frame(self.station, why)
 
     def _on_frame(self) -> None:
         self.frames += 1

@@ -56,10 +56,10 @@ class Boxes:
         port = await asyncio.wait_for(self.bridge.listen(), 10)
         return f"ws://127.0.0.1:{port}/steve/websocket/"
 
-    async def start(self, cp_id: str, **options: Any) -> SimChargePoint:
+    async def start(self, cp_id: str, retry_s: float = 0.2, **options: Any) -> SimChargePoint:
         options = {"tick_s": 0.1, "meter_interval": 1.0, **options}
         box = SimChargePoint(cp_id, await self.url(), **options)
-        self.tasks.append(asyncio.create_task(box.run(self.stop, retry_s=0.2)))
+        self.tasks.append(asyncio.create_task(box.run(self.stop, retry_s=retry_s)))
         return box
 
     async def close(self) -> None:
@@ -185,3 +185,150 @@ async def test_states_are_republished_between_meter_values(
     assert all(m.json()["state"] == 1 and not m.json()["com_err"] for m in fresh)
     info = await dev_info(api, "E1")
     assert not info["com_err"], repr((info, service.state.runtime["E1"]))[-3000:]
+
+
+async def test_reconnect_replaces_and_boot_is_asked_for(
+    api: Api, service: RunningService, boxes: Boxes
+) -> None:
+    """A box that sends no BootNotification on reconnect is asked for one (TriggerMessage);
+    a second connection under the same id replaces the first; the limit is sent again."""
+    await api.set_params({"cycle_time": 1000, **IMMEDIATE, "devices": [ocpp_evse("E1", "CP-R")]})
+    # Replaced, the first box waits long before it tries again (the test is over by then).
+    box = await boxes.start("CP-R", retry_s=60, quirks=frozenset({"no_boot_on_reconnect"}))
+    await asyncio.wait_for(box.accepted.wait(), 10)
+    box.plug(1)
+    await eventually(lambda: box.connectors[1].limit_a == 16.0, "charging at 16 A")
+    assert box.boots_sent == 1
+    box.connectors[1].limit_a = None  # the box forgets its profile while away
+    # The same id connects again: the old connection is closed, the box is asked to boot.
+    second = await boxes.start("CP-R", quirks=frozenset({"no_boot_on_reconnect"}))
+    second.boots_sent = 1  # it booted before: it waits to be asked
+    second.connectors[1].car.plug()
+    second.connectors[1].status = "Charging"
+    await asyncio.wait_for(second.accepted.wait(), 15)
+    assert "BootNotification" in second.triggered
+    await eventually(lambda: second.connectors[1].limit_a == 16.0, "the limit is sent again")
+    assert service.ocpp is not None
+    await eventually(lambda: not box.connected.is_set(), "the first connection was replaced")
+    assert service.ocpp.stats.connections >= 2
+
+
+async def test_failsafe_when_the_core_is_gone_and_after_it_returns(
+    api: Api, service: RunningService, boxes: Boxes, observer: MqttObserver, base_topic: str
+) -> None:
+    await api.set_params(
+        {"cycle_time": 500, **IMMEDIATE,
+         "devices": [ocpp_evse("E1", "CP-F", failsafe_current=8000, max_charging_cur=14000)]}
+    )  # fmt: skip
+    box = await boxes.start("CP-F")
+    await asyncio.wait_for(box.accepted.wait(), 10)
+    box.plug(1)
+    await eventually(lambda: box.connectors[1].limit_a == 14.0, "charging at the maximum")
+    # The core says it is gone (its last will): the bridge applies the fail-safe on its own.
+    observer.publish(f"{base_topic}/status", b"offline", retain=False)
+    await eventually(lambda: box.connectors[1].limit_a == 8.0, "fail-safe 8 A")
+    state = await observer.wait(
+        f"{base_topic}/devices/E1/state", lambda m: m.json().get("failsafe") is True
+    )
+    assert state.json()["com_err"] is False
+    observer.publish(f"{base_topic}/status", b"online", retain=False)
+    await eventually(lambda: box.connectors[1].limit_a == 14.0, "commands again")
+
+
+async def test_two_connectors_and_several_boxes_share_a_fuse(
+    api: Api, service: RunningService, boxes: Boxes
+) -> None:
+    """One twin box (connectors 1 and 2) and a single box under a 20 A fuse: the three cars
+    share it, each gets its own profile, and their sum never exceeds the fuse."""
+    await api.set_params(
+        {"max_total_current": 20000, "cycle_time": 1000, **IMMEDIATE,
+         "devices": [GRID, ocpp_evse("E1", "TWIN", 1), ocpp_evse("E2", "TWIN", 2),
+                     ocpp_evse("E3", "SOLO", 1)]}
+    )  # fmt: skip
+    bridge = service.http_input
+    assert bridge is not None
+    await eventually(lambda: bridge.device_kind("M1") == "meter", "the grid meter is known")
+    await meter(api, 0)
+    twin = await boxes.start("TWIN", connectors=2, cars=[Car(phases=1), Car(phases=1)])
+    solo = await boxes.start("SOLO", cars=[Car(phases=1)])
+    await asyncio.wait_for(twin.accepted.wait(), 10)
+    await asyncio.wait_for(solo.accepted.wait(), 10)
+    for box, connector in ((twin, 1), (twin, 2), (solo, 1)):
+        box.plug(connector)
+
+    def limits() -> list[float]:
+        return [twin.connectors[1].limit_a or 0, twin.connectors[2].limit_a or 0,
+                solo.connectors[1].limit_a or 0]  # fmt: skip
+
+    # All three on L1 under a 20 A fuse: 6 A each fits, 16 A each does not.
+    await eventually(lambda: all(x >= 6.0 for x in limits()), "all three cars charge")
+    assert sum(limits()) <= 20.0, limits()
+    assert twin.connectors[1].profiles[-1]["charging_profile_id"] != (
+        twin.connectors[2].profiles[-1]["charging_profile_id"]
+    )
+    info = {d["dev_id"]: d for d in (await api.ok(cmd="get_dev_info"))["devices"]}
+    assert info["E1"]["ocpp"]["status"] == info["E3"]["ocpp"]["status"] == "connected"
+
+
+@pytest.mark.parametrize(
+    ("quirks", "check"),
+    [
+        ("watts_only", lambda p: p["charging_schedule"]["charging_rate_unit"] == "W"),
+        ("stack_level_zero", lambda p: p["stack_level"] == 0),
+        ("kwh_units,phaseless_current,extra_fields,epoch_timestamps",
+         lambda p: p["charging_schedule"]["charging_rate_unit"] == "A"),
+        ("slow_replies", lambda p: p["charging_profile_purpose"] == "TxDefaultProfile"),
+    ],
+)  # fmt: skip
+async def test_quirky_boxes_charge(
+    api: Api,
+    service: RunningService,
+    boxes: Boxes,
+    quirks: str,
+    check: Callable[[dict[str, Any]], bool],
+) -> None:
+    await api.set_params({"cycle_time": 1000, **IMMEDIATE, "devices": [ocpp_evse("E1", "QB")]})
+    box = await boxes.start("QB", quirks=frozenset(quirks.split(",")), cars=[Car(phases=3)])
+    await asyncio.wait_for(box.accepted.wait(), 15)
+    box.plug(1)
+    # W boxes get 230 V x 16 A x 3 = 11040 W, which the simulated box turns back into 16 A.
+    await eventually(lambda: round(box.connectors[1].limit_a or 0, 1) == 16.0, "charging", 20)
+    assert check(box.connectors[1].profiles[-1]), box.connectors[1].profiles[-1]
+
+    async def drawn() -> bool:
+        info = await dev_info(api, "E1")
+        return bool(info["state"] == 3 and info["current_l1"] >= 15000 and not info["com_err"])
+
+    await eventually(drawn, "the core sees the current", 20)
+    info = await dev_info(api, "E1")
+    if "kwh_units" in quirks:
+        # kWh on the wire: Wh in the state (30 kWh in the simulated car's counter is not it;
+        # the box counts from 0).
+        assert 0 <= info["total_energy"] < 1000
+
+
+async def test_a_box_that_needs_remote_start(
+    api: Api, service: RunningService, boxes: Boxes
+) -> None:
+    await api.set_params(
+        {"cycle_time": 1000, **IMMEDIATE,
+         "devices": [ocpp_evse("E1", "RS", ocpp_remote_start=True)]}
+    )  # fmt: skip
+    box = await boxes.start("RS", quirks=frozenset({"needs_remote_start"}))
+    await asyncio.wait_for(box.accepted.wait(), 10)
+    box.plug(1)
+    await eventually(lambda: box.remote_starts == [1], "RemoteStartTransaction sent")
+    await eventually(lambda: box.connectors[1].status == "Charging", "the car charges")
+
+
+async def test_a_deleted_device_leaves_no_profile_behind(
+    api: Api, service: RunningService, boxes: Boxes
+) -> None:
+    await api.set_params({"cycle_time": 1000, **IMMEDIATE, "devices": [ocpp_evse("E1", "DEL")]})
+    box = await boxes.start("DEL")
+    await asyncio.wait_for(box.accepted.wait(), 10)
+    box.plug(1)
+    await eventually(lambda: box.connectors[1].limit_a == 16.0, "charging")
+    assert await api.ok(cmd="del_device", dev_id="E1") == "ok"
+    await eventually(lambda: box.connectors[1].limit_a is None, "profile cleared")
+    await eventually(lambda: not box.connected.is_set(), "the box is let go")
