@@ -136,6 +136,14 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             metrics.sources.modbus_errors = lambda: {
                 dev_id: worker.poll_errors for dev_id, worker in bridge.workers.items()
             }
+        # get_params shows the OCPP server's settings under the product's names.
+        state.server_params = {
+            "ocpp_srv_port": settings.ocpp_port,
+            "ocpp_srv_tls_mode": "on" if settings.ocpp_tls_cert_file else "off",
+            "ocpp_srv_use_ext_cert": settings.ocpp_tls_cert_file is not None,
+            "ocpp_srv_cert_fn": str(settings.ocpp_tls_cert_file or ""),
+            "ocpp_srv_private_key_fn": str(settings.ocpp_tls_key_file or ""),
+        }
         ocpp = None
         if settings.ocpp_bridge:
             # Listens once an evse_ocpp device is configured: no port opened for nothing.

@@ -108,10 +108,15 @@ def _job(args: argparse.Namespace, settings: Settings) -> Job:
 
 
 def _run_sim(args: argparse.Namespace) -> int:
+    from bridges.sim.ocpp_cp import parse_quirks, run_ocpp_sims, sim_devices
     from bridges.sim.server import run_sim
     from service.demo import configure_remote, demo_devices
 
     configure_logging(args.log_level, "text")
+    try:
+        quirks = parse_quirks(args.ocpp_quirks)
+    except ValueError as exc:
+        return fail("chargebus sim", f"--ocpp-quirks: {exc}")
     grid_port = args.grid_port or None
     password = os.environ.get("CHARGEBUS_ADMIN_PASSWORD", "")
     configure = args.configure
@@ -129,10 +134,15 @@ def _run_sim(args: argparse.Namespace) -> int:
 
     async def job(stop: asyncio.Event) -> None:
         sim = asyncio.create_task(run_sim(args.host, args.port, args.count, grid_port, stop))
+        boxes = None
+        if args.ocpp > 0:
+            boxes = asyncio.create_task(run_ocpp_sims(args.ocpp_url, args.ocpp, quirks, stop))
         if configure and grid_port is not None:
-            devices = demo_devices(ports, grid_port, host)
+            devices = [*demo_devices(ports, grid_port, host), *sim_devices(args.ocpp)]
             await _until_set(stop, configure_remote(configure, password, devices))
         await sim
+        if boxes is not None:
+            await boxes
 
     asyncio.run(_until_signal(job, SIM_SHUTDOWN_GRACE_S))
     log.info("simulators stopped")

@@ -79,6 +79,8 @@ class ServiceState:
         self.energy = energy
         self.clock = clock
         self.runtime: dict[str, DeviceRuntime] = {d: DeviceRuntime() for d in installation.devices}
+        # Settings of this process shown among the params (service/app.py fills them in).
+        self.server_params: dict[str, Any] = {}
         self.listeners: list[StateListener] = []
         self._lock = asyncio.Lock()
         # The load balancer's memory between runs and its last result (see control_loop).
@@ -120,14 +122,18 @@ class ServiceState:
 
     def params_info(self) -> dict[str, Any]:
         if self.allocation is None:
-            return params_info(self.installation, self.clock(), params=self.params())
-        return params_info(
-            self.installation,
-            self.clock(),
-            self.allocation.cons_evse_power,
-            self.allocation.avail_evse_power,
-            params=self.params(),
-        )
+            info = params_info(self.installation, self.clock(), params=self.params())
+        else:
+            info = params_info(
+                self.installation,
+                self.clock(),
+                self.allocation.cons_evse_power,
+                self.allocation.avail_evse_power,
+                params=self.params(),
+            )
+        # What the process's settings say (the OCPP server's port and TLS), read-only.
+        info.update(self.server_params)
+        return info
 
     def device_info(self, dev_id: str, *, admin: bool = False) -> dict[str, Any]:
         info = device_info(

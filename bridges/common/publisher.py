@@ -32,9 +32,17 @@ class StatePublisher:
     def will(self) -> LastWill:
         return LastWill(self.status_topic, OFFLINE)
 
-    def attach(self, bus: MqttBus) -> None:
+    def attach(self, bus: MqttBus, *, announce: bool = True) -> None:
+        """Publishes through `bus` from now on; `announce`: say `online` at once (a bridge
+        that serves nothing yet may wait, see `announce`)."""
         self._bus = bus
-        bus.hold_retained(self.status_topic, ONLINE)
+        if announce:
+            self.announce()
+
+    def announce(self) -> None:
+        """Holds `bridges/{name}/status` retained `online` (re-published on reconnects)."""
+        if self._bus is not None:
+            self._bus.hold_retained(self.status_topic, ONLINE)
 
     def detach(self) -> None:
         self._bus = None

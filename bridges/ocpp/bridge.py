@@ -94,10 +94,12 @@ def basic_password(header: str | None, cp_id: str) -> bytes | None:
         decoded = base64.b64decode(encoded.strip(), validate=True)
     except (binascii.Error, ValueError):
         return None
-    user, sep, password = decoded.partition(b":")
-    if not sep or not hmac.compare_digest(user, cp_id.encode()):
+    # The user is the box's id, which may itself hold colons: the password is what follows
+    # "<id>:", not what follows the first colon.
+    prefix = cp_id.encode() + b":"
+    if not decoded.startswith(prefix):
         return None
-    return password
+    return decoded[len(prefix) :]
 
 
 class OcppBridge(DeviceBridge):
@@ -341,6 +343,7 @@ class OcppBridge(DeviceBridge):
                     log.info("OCPP central system on %s://%s:%d/<charge point id>",
                              scheme, self.host, port)  # fmt: skip
                     listening.set_result(port)
+                    self.publisher.announce()
                     await self._stop.wait()
         except (OSError, RuntimeError) as exc:
             self.listen_error = str(exc)
@@ -358,7 +361,8 @@ class OcppBridge(DeviceBridge):
 
     @contextlib.asynccontextmanager
     async def running(self, bus: MqttBus) -> AsyncIterator[OcppBridge]:
-        self.publisher.attach(bus)
+        # `online` once it listens: a service without OCPP devices shows no OCPP bridge.
+        self.publisher.attach(bus, announce=False)
         self.follower.restart_grace()
         republish = asyncio.get_running_loop().create_task(self._republish())
         try:

@@ -540,3 +540,39 @@ class SimChargePoint:
                 delay = min(10.0, delay * 2)
             for task in list(self._tasks):
                 task.cancel()
+
+
+def sim_ids(count: int) -> list[str]:
+    return [f"SIM-OCPP-{i}" for i in range(1, count + 1)]
+
+
+def sim_devices(count: int, first_number: int = 11) -> list[dict[str, Any]]:
+    """The evse_ocpp devices that `chargebus sim --ocpp N --configure URL` configures."""
+    return [
+        {"dev_type": "evse_ocpp", "dev_id": f"E{first_number + i}", "address": cp_id, "id": 1,
+         "name": f"Simulated OCPP charge point {i + 1}", "min_charging_cur": 6000,
+         "max_charging_cur": 16000}
+        for i, cp_id in enumerate(sim_ids(count))
+    ]  # fmt: skip
+
+
+async def run_ocpp_sims(
+    url: str, count: int, quirks: frozenset[str], stop: asyncio.Event
+) -> list[SimChargePoint]:
+    """N charge points with a car plugged in each, connected (and reconnecting) until stop."""
+    boxes = [SimChargePoint(cp_id, url, quirks=quirks) for cp_id in sim_ids(count)]
+
+    async def one(box: SimChargePoint) -> None:
+        runner = asyncio.create_task(box.run(stop))
+        with contextlib.suppress(TimeoutError):
+            # The car comes once the box is accepted (a box that never is keeps trying).
+            accepted = asyncio.create_task(box.accepted.wait())
+            done, _ = await asyncio.wait({accepted, asyncio.create_task(stop.wait())},
+                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            if accepted in done:
+                box.plug(1)
+        await runner
+
+    log.info("%d simulated OCPP charge points connecting to %s", count, url)
+    await asyncio.gather(*(one(box) for box in boxes))
+    return boxes

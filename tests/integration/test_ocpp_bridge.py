@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,6 +19,7 @@ from bridges.sim.car import Car
 from bridges.sim.ocpp_cp import SimChargePoint
 from service.app import RunningService, running_service
 from service.settings import Settings
+from tests.broker import BrokerAddress
 from tests.integration.conftest import IMMEDIATE, Api
 from tests.integration.mqtt_observer import MqttObserver
 from tests.integration.waiting import eventually
@@ -100,7 +103,12 @@ def limit(box: SimChargePoint, connector: int = 1) -> Callable[[], float | None]
 
 
 async def test_boot_rfid_charge_overload_pause_resume(
-    api: Api, service: RunningService, boxes: Boxes, observer: MqttObserver, base_topic: str
+    api: Api,
+    service: RunningService,
+    boxes: Boxes,
+    observer: MqttObserver,
+    base_topic: str,
+    mqtt_broker: BrokerAddress,
 ) -> None:
     user = {"id": "1001", "name": "Ann", "rfids": [{"id": "CARD-4711"}]}
     status, _ = await api.post(user, api.admin, cmd="set_user")
@@ -123,6 +131,15 @@ async def test_boot_rfid_charge_overload_pause_resume(
     )
     info = await dev_info(api, "E1")
     assert info["ocpp"]["status"] == "connected" and info["model"].startswith("chargebus,SimBox")
+    # Shown like any EVSE: dev_meta, get_params's OCPP server settings, /metrics, HA discovery.
+    params = await api.ok(cmd="get_params")
+    assert params["dev_meta"]["evse_ocpp"] == "EVSE with OCPP 1.6"
+    assert (params["ocpp_srv_port"], params["ocpp_srv_tls_mode"]) == (0, "off")
+    async with api.session.get(api.url.replace("/cnf", "/metrics")) as response:
+        assert 'chargebus_device_com_err{dev_id="E1"} 0.0' in await response.text()
+    node = f"chargebus_{params['vsn']['serialno']}_E1"
+    with MqttObserver(mqtt_broker.host, mqtt_broker.port, ["homeassistant/#"]) as ha:
+        await ha.wait(f"homeassistant/sensor/{node}/current_l1/config", timeout=10)
 
     # A card the core does not know: the box may start, but the limit is 0.
     box.plug(1, id_tag="STRANGER")
@@ -332,3 +349,34 @@ async def test_a_deleted_device_leaves_no_profile_behind(
     assert await api.ok(cmd="del_device", dev_id="E1") == "ok"
     await eventually(lambda: box.connectors[1].limit_a is None, "profile cleared")
     await eventually(lambda: not box.connected.is_set(), "the box is let go")
+
+
+async def test_chargebus_sim_ocpp_boxes_connect(api: Api, service: RunningService) -> None:
+    """`chargebus sim --ocpp 2` starts two simulated charge points that connect and charge."""
+    assert service.ocpp is not None
+    bridge = service.ocpp
+    await api.set_params(
+        {"cycle_time": 1000, **IMMEDIATE,
+         "devices": [ocpp_evse("E11", "SIM-OCPP-1"), ocpp_evse("E12", "SIM-OCPP-2")]}
+    )  # fmt: skip
+    await eventually(lambda: len(bridge.stations) == 2, "the bridge knows both")
+    port = await asyncio.wait_for(bridge.listen(), 10)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "sim", "--count", "0", "--grid-port", "0",
+        "--ocpp", "2", "--ocpp-url", f"ws://127.0.0.1:{port}/", "--log-level", "WARNING",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        def charging() -> bool:
+            return all(
+                (c := s.connectors.get(1)) is not None and c.status == "Charging"
+                for s in bridge.stations.values()
+            )
+
+        await eventually(charging, "both simulated boxes charge", 30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 0, err.decode()[-2000:]
+    await eventually(lambda: all(s.session is None for s in bridge.stations.values()),
+                     "the boxes went away with the simulator")  # fmt: skip
