@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from bridges.sim.car import Car
+from bridges.sim.ocpp_cp import SimChargePoint
 from bridges.sim.server import SimSite, simulated_site
 from service.app import RunningService, device_registry, running_service
 from service.embedded_broker import free_port
@@ -86,11 +87,17 @@ async def running_demo(settings: Settings) -> AsyncIterator[tuple[RunningService
     grid_port = free_port(HOST)
     cars: list[Car | None] = [Car(phases=3, ramp_ma_per_s=3000), Car(phases=1, ramp_ma_per_s=3000)]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    await configure(settings.data_dir, demo_devices(ports, grid_port))
+    devices = demo_devices(ports, grid_port)
+    if settings.demo_ocpp:
+        devices.append(DEMO_OCPP_DEVICE)
+    await configure(settings.data_dir, devices)
     async with (
         simulated_site(HOST, ports, grid_port, base_load_ma=BASE_LOAD_MA, cars=cars) as site,
         running_service(settings) as service,
+        contextlib.AsyncExitStack() as extras,
     ):
+        if settings.demo_ocpp and service.ocpp is not None:
+            await _start_ocpp_box(service, extras)
         log.info(
             "demo: two simulated Power Brains (%s) and a grid meter (%s:%d) are configured; "
             "watch them share %d A: curl 'http://%s:%d/cnf?cmd=get_dev_info'",
@@ -102,6 +109,34 @@ async def running_demo(settings: Settings) -> AsyncIterator[tuple[RunningService
             service.http_port,
         )
         yield service, site
+
+
+# With demo_ocpp: a simulated OCPP 1.6J charge point, its car plugged in after a few seconds.
+DEMO_OCPP_DEVICE: dict[str, Any] = {
+    "dev_type": "evse_ocpp",
+    "dev_id": "E3",
+    "name": "Wallbox 3 (simulated OCPP charge point)",
+    "address": "DEMO-OCPP",
+    "id": 1,
+    "min_charging_cur": 6000,
+    "max_charging_cur": 16000,
+}
+
+
+async def _start_ocpp_box(service: RunningService, extras: contextlib.AsyncExitStack) -> None:
+    assert service.ocpp is not None
+    port = await service.ocpp.listen()
+    box = SimChargePoint(
+        DEMO_OCPP_DEVICE["address"],
+        f"ws://{HOST}:{port}/demo/",
+        cars=[Car(phases=3, ramp_ma_per_s=3000)],
+    )
+    stop_box = asyncio.Event()
+    task = asyncio.create_task(box.run(stop_box))
+    extras.push_async_callback(_await_quietly, task)
+    extras.callback(stop_box.set)
+    asyncio.get_running_loop().call_later(3.0, box.plug, 1)
+    log.info("demo: a simulated OCPP charge point (DEMO-OCPP) connects to port %d", port)
 
 
 # Between attempts to configure a chargebus that is not there yet: short at first (containers
@@ -166,6 +201,11 @@ async def configure_remote(url: str, password: str, devices: list[dict[str, Any]
                 continue
             log.info("demo devices configured at %s (attempt %d)", url, attempt)
             return
+
+
+async def _await_quietly(task: asyncio.Task[None]) -> None:
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
 
 
 async def run_demo(settings: Settings, stop: asyncio.Event) -> None:

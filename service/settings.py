@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     ocpp_port: int = Field(
         default=19520, ge=0, le=65535, description="port of the OCPP central system (0 = any)"
     )
+    demo_ocpp: bool = Field(
+        default=False,
+        description="`chargebus demo` adds a simulated OCPP charge point (E3, id DEMO-OCPP)",
+    )
     ocpp_tls_cert_file: Path | None = Field(
         default=None, description="certificate (PEM) for wss:// (OCPP security profile 2)"
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -15,9 +16,12 @@ from typing import Any
 import pytest
 
 from bridges.ocpp.bridge import OcppBridge
+from bridges.ocpp.runner import ocpp_bridge
 from bridges.sim.car import Car
 from bridges.sim.ocpp_cp import SimChargePoint
 from service.app import RunningService, running_service
+from service.core.models import EvseState
+from service.demo import running_demo
 from service.settings import Settings
 from tests.broker import BrokerAddress
 from tests.integration.conftest import IMMEDIATE, Api
@@ -169,6 +173,8 @@ async def test_boot_rfid_charge_overload_pause_resume(
     assert profile["charging_schedule"]["charging_rate_unit"] == "A"
     assert profile["charging_profile_id"] == box.connectors[1].profiles[0]["charging_profile_id"]
     assert "start_schedule" in profile["charging_schedule"]
+    # Fresh values are asked for after each change (meter values come only every interval).
+    assert "MeterValues" in box.triggered
 
     # Pause (override) and resume: limit 0, then the current again.
     assert await api.ok(cmd="override_device", dev_id="E1", flags="C") == "ok"
@@ -380,3 +386,57 @@ async def test_chargebus_sim_ocpp_boxes_connect(api: Api, service: RunningServic
     assert process.returncode == 0, err.decode()[-2000:]
     await eventually(lambda: all(s.session is None for s in bridge.stations.values()),
                      "the boxes went away with the simulator")  # fmt: skip
+
+
+async def test_the_demo_can_include_an_ocpp_charge_point(settings: Settings) -> None:
+    demo_settings = settings.model_copy(update={"demo_ocpp": True, "ocpp_port": 0})
+    async with running_demo(demo_settings) as (service, _):
+        def charging() -> bool:
+            state = service.state.runtime["E3"].state
+            return isinstance(state, EvseState) and state.state == 3 and state.current[0] > 5000
+
+        await eventually(charging, "the demo's OCPP car charges", 30)
+        assert service.state.runtime["E3"].com_err is False
+
+
+async def test_a_clean_stop_leaves_the_failsafe_or_no_profile_at_all(
+    mqtt_broker: BrokerAddress, base_topic: str, observer: MqttObserver
+) -> None:
+    """Stopping the bridge cleanly leaves each box on its fail-safe current, or, where that
+    is 0, without chargebus's profile (a persisted 0 A profile would block later sessions)."""
+    for dev_id, cp_id, failsafe in (("E1", "CP-S1", 8000), ("E2", "CP-S2", 0)):
+        config = ocpp_evse(dev_id, cp_id, failsafe_current=failsafe)
+        observer.publish(f"{base_topic}/devices/{dev_id}/config", json.dumps(config), retain=True)
+    observer.publish(f"{base_topic}/status", b"online", retain=True)
+    settings = Settings(mqtt_url=mqtt_broker.url, base_topic=base_topic, ocpp_port=0)
+    target = settings.mqtt_target()
+    assert target is not None
+    stop = asyncio.Event()
+
+    async def core_commands() -> None:
+        while True:
+            for dev_id in ("E1", "E2"):
+                observer.publish(f"{base_topic}/devices/{dev_id}/command", json.dumps(
+                    {"device_enabled": True, "charging_enabled": True, "paused": False,
+                     "charging_current": 12000, "ts": 1.0, "state_ts": None}))  # fmt: skip
+            await asyncio.sleep(0.5)
+
+    async with ocpp_bridge(settings, target, listen_at_once=True) as bridge:
+        port = await bridge.listen()
+        url = f"ws://127.0.0.1:{port}/"
+        await eventually(lambda: len(bridge.stations) == 2, "the bridge knows both boxes")
+        boxes = [SimChargePoint(cp_id, url, tick_s=0.1) for cp_id in ("CP-S1", "CP-S2")]
+        runners = [asyncio.create_task(box.run(stop, retry_s=30)) for box in boxes]
+        commands = asyncio.create_task(core_commands())
+        try:
+            await eventually(
+                lambda: all(b.connectors[1].limit_a == 12.0 for b in boxes), "both at 12 A"
+            )
+        finally:
+            commands.cancel()
+    try:
+        assert boxes[0].connectors[1].limit_a == 8.0
+        assert boxes[1].connectors[1].limit_a is None
+    finally:
+        stop.set()
+        await asyncio.gather(*runners, return_exceptions=True)
