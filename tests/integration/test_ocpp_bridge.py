@@ -440,3 +440,37 @@ async def test_a_clean_stop_leaves_the_failsafe_or_no_profile_at_all(
     finally:
         stop.set()
         await asyncio.gather(*runners, return_exceptions=True)
+
+
+@pytest.mark.parametrize(
+    ("switches", "check"),
+    [
+        ({"ocpp_profile_purpose": "TxProfile"},
+         lambda p, tx: p["charging_profile_purpose"] == "TxProfile" and p["transaction_id"] == tx),
+        ({"ocpp_profile_kind": "relative"},
+         lambda p, tx: p["charging_profile_kind"] == "Relative"
+         and "start_schedule" not in p["charging_schedule"]),
+        ({"ocpp_rate_unit": "W", "used_phases": 1},
+         lambda p, tx: p["charging_schedule"]["charging_rate_unit"] == "W"
+         and p["charging_schedule"]["charging_schedule_period"][0]["number_phases"] == 1),
+        ({"ocpp_stack_level": 2}, lambda p, tx: p["stack_level"] == 2),
+    ],
+)  # fmt: skip
+async def test_per_device_switches(
+    api: Api,
+    service: RunningService,
+    boxes: Boxes,
+    switches: dict[str, Any],
+    check: Callable[[dict[str, Any], int | None], bool],
+) -> None:
+    await api.set_params(
+        {"cycle_time": 1000, **IMMEDIATE, "devices": [ocpp_evse("E1", "SW", **switches)]}
+    )
+    box = await boxes.start("SW", cars=[Car(phases=1)])
+    await asyncio.wait_for(box.accepted.wait(), 10)
+    box.plug(1)
+    await eventually(lambda: box.connectors[1].status == "Charging", "the car charges", 20)
+    await eventually(
+        lambda: check(box.connectors[1].profiles[-1], box.connectors[1].transaction_id),
+        f"a profile as the switches say ({switches})",
+    )
