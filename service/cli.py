@@ -137,8 +137,10 @@ def _run_sim(args: argparse.Namespace) -> int:
         boxes = None
         if args.ocpp > 0:
             boxes = asyncio.create_task(run_ocpp_sims(args.ocpp_url, args.ocpp, quirks, stop))
-        if configure and grid_port is not None:
-            devices = [*demo_devices(ports, grid_port, host), *sim_devices(args.ocpp)]
+        devices = sim_devices(args.ocpp)
+        if grid_port is not None:
+            devices = [*demo_devices(ports, grid_port, host), *devices]
+        if configure and devices:
             await _until_set(stop, configure_remote(configure, password, devices))
         await sim
         if boxes is not None:
