@@ -29,7 +29,6 @@ import logging
 import secrets
 import ssl
 import time
-import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -78,8 +77,9 @@ class OcppStats:
 
 
 def charge_point_id(path: str) -> str:
-    """The last path segment, as boxes append their id to whatever URL they were given."""
-    return urllib.parse.unquote(path.rstrip("/").rsplit("/", 1)[-1])
+    """The last segment of the (already percent-decoded) path: boxes append their id to
+    whatever URL they were given."""
+    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def basic_password(header: str | None, cp_id: str) -> bytes | None:
@@ -254,8 +254,10 @@ class OcppBridge(DeviceBridge):
             return ws
         old = station.session
         if old is not None:
+            # Closed in the background: a dead old TCP connection would hold up the new one
+            # for the whole closing handshake's timeout.
             log.info("%s: a new connection replaces the old one", station.cp_id)
-            await old.close(1000, b"replaced by a new connection")
+            self._spawn(old.close(1000, b"replaced by a new connection"))
         session = Session(station, ws, self, boot_wait_s=self.boot_wait_s)
         session.keep_latencies = self.keep_latencies
         station.session = session

@@ -485,6 +485,11 @@ class Session:
                     await asyncio.wait_for(self.wake.wait(), 1.0)
         except ConnectionError:
             return
+        except Exception:
+            # A bug must not leave a box connected but uncontrolled: drop the connection, the
+            # box reconnects and starts afresh.
+            log.exception("%s: control failed; closing the connection", self.station.cp_id)
+            await self.close(1011, b"central system error")
 
     async def _await_boot(self) -> None:
         self.station.status_text = "booting"

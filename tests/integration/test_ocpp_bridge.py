@@ -142,7 +142,8 @@ async def test_boot_rfid_charge_overload_pause_resume(
     async with api.session.get(api.url.replace("/cnf", "/metrics")) as response:
         assert 'chargebus_device_com_err{dev_id="E1"} 0.0' in await response.text()
     node = f"chargebus_{params['vsn']['serialno']}_E1"
-    with MqttObserver(mqtt_broker.host, mqtt_broker.port, ["homeassistant/#"]) as ha:
+    # Only this site's node: the session broker keeps every other test's discovery too.
+    with MqttObserver(mqtt_broker.host, mqtt_broker.port, [f"homeassistant/+/{node}/#"]) as ha:
         await ha.wait(f"homeassistant/sensor/{node}/current_l1/config", timeout=10)
 
     # A card the core does not know: the box may start, but the limit is 0.

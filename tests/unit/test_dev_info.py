@@ -349,7 +349,7 @@ def test_redact_device_removes_credentials(registry: DeviceTypeRegistry) -> None
     assert "users" not in redacted
     assert "fixed_rfid" not in redacted
     assert redacted["name"] == "garage"
-    assert set(info) - set(redacted) == {"users", "fixed_rfid"}
+    assert set(info) - set(redacted) == {"users", "fixed_rfid", "ocpp_password"}
     assert info["users"] == ["u1"]  # the input is left alone
 
 

@@ -117,7 +117,7 @@ def test_verifier_takes_raw_or_hex_and_nothing_else() -> None:
 
 def test_ids_and_credentials() -> None:
     assert charge_point_id("/steve/websocket/CentralSystemService/WB-1") == "WB-1"
-    assert charge_point_id("/WB%201/") == "WB 1"
+    assert charge_point_id("/WB 1/") == "WB 1"
     token = base64.b64encode(b"ID:WITH:COLONS:pa:ss").decode()
     assert basic_password(f"Basic {token}", "ID:WITH:COLONS") == b"pa:ss"
     assert basic_password(f"Basic {token}", "OTHER") is None
