@@ -475,10 +475,12 @@ class Session:
     async def _control(self) -> None:
         try:
             await self._await_boot()
-            if self.station.setup_for_boot != self.station.boots:
-                await self._setup()
-            await self.trigger(MessageTrigger.status_notification)
             while True:
+                if self.station.setup_for_boot != self.station.boots:
+                    # The first connection, or a real boot since the last setup (also one
+                    # in the middle of a connection): the box may have lost its settings.
+                    await self._setup()
+                    await self.trigger(MessageTrigger.status_notification)
                 await self.apply_all()
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):

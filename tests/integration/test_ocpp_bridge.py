@@ -475,3 +475,22 @@ async def test_per_device_switches(
         lambda: check(box.connectors[1].profiles[-1], box.connectors[1].transaction_id),
         f"a profile as the switches say ({switches})",
     )
+
+
+async def test_setup_runs_after_each_boot_but_sets_measurands_once(
+    api: Api, service: RunningService, boxes: Boxes
+) -> None:
+    assert service.ocpp is not None
+    bridge = service.ocpp
+    await api.set_params({"cycle_time": 1000, **IMMEDIATE, "devices": [ocpp_evse("E1", "BOOT")]})
+    box = await boxes.start("BOOT")
+    await asyncio.wait_for(box.accepted.wait(), 10)
+    station = bridge.stations["BOOT"]
+    await eventually(lambda: station.setup_for_boot == 1, "set up after the first boot")
+    await eventually(lambda: len(box.changed_keys) == 2, "measurands and interval set")
+    assert sorted(box.changed_keys) == ["MeterValueSampleInterval", "MeterValuesSampledData"]
+    # The box reboots (its configuration survives): chargebus reads it again, writes nothing.
+    assert await box.send_boot()
+    await eventually(lambda: station.setup_for_boot == 2, "set up again after the reboot")
+    await asyncio.sleep(0.5)
+    assert len(box.changed_keys) == 2
