@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from bridges.http_input import HttpInputBridge, http_input_bridge
 from bridges.http_input_rpc import HTTP_INPUT_BRIDGE, RemoteHttpInput
+from bridges.mockup import DEVICE_TYPES as MOCKUP_DEVICE_TYPES
+from bridges.mockup import mockup_bridge
 from bridges.modbus.profiles import device_types as modbus_device_types
 from bridges.modbus.runner import modbus_bridge
 from bridges.ocpp.bridge import OcppBridge
@@ -64,7 +66,7 @@ class RunningService:
 def device_registry() -> DeviceTypeRegistry:
     """The API's own device types and those every bridge brings."""
     registry = builtin_registry()
-    for device_type in [*modbus_device_types(), *ocpp_device_types()]:
+    for device_type in [*modbus_device_types(), *ocpp_device_types(), *MOCKUP_DEVICE_TYPES]:
         registry.register(device_type)
     return registry
 
@@ -148,6 +150,8 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         if settings.ocpp_bridge:
             # Listens once an evse_ocpp device is configured: no port opened for nothing.
             ocpp = await stack.enter_async_context(ocpp_bridge(settings, target))
+        # Simulated devices (evse_mockup, meter_mockup) configured in the installation.
+        await stack.enter_async_context(mockup_bridge(settings, target))
         stack.callback(link.close)
         http_input = None
         if not settings.http_input_remote:

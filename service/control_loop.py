@@ -221,6 +221,7 @@ class ControlLoop:
         self._last_energy_save = time.monotonic()
         self._run_ended = -math.inf  # monotonic
         self._report_timer: asyncio.TimerHandle | None = None
+        self._stopping = False
 
     # -- StateListener: every change may change the result -----------------------------------
 
@@ -290,10 +291,15 @@ class ControlLoop:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[ControlLoop]:
         self.state.listeners.append(self)
+        self._stopping = False
         task = asyncio.create_task(self._run(), name="control-loop")
         try:
             yield self
         finally:
+            # Also a flag: on Python 3.11 asyncio.wait_for returns the result instead of
+            # raising when the cancellation meets a wake-up (a state arriving as the service
+            # stops), and the loop would go on for ever.
+            self._stopping = True
             task.cancel()
             if self._report_timer is not None:
                 self._report_timer.cancel()
@@ -303,7 +309,7 @@ class ControlLoop:
             await self.state.save_energy()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             timeout = self._next_refresh - time.monotonic()
             if timeout > 0 and not self._wake.is_set():
                 # asyncio.timeout, not wait_for: on Python 3.11 a cancel that meets the

@@ -130,6 +130,8 @@ class MqttLink:
 
     def device_state_changed(self, dev_id: str) -> None:
         self._dirty_info.add(dev_id)
+        # Virtual meters follow the others (identical payloads are not sent again).
+        self._dirty_info.update(self.state.virtual_meters())
         self._schedule_flush()
 
     # -- ControlLoop's sink ----------------------------------------------------------------
@@ -144,6 +146,7 @@ class MqttLink:
 
     def results_changed(self, dev_ids: set[str], params: bool) -> None:
         self._dirty_info |= dev_ids
+        self._dirty_info.update(self.state.virtual_meters())
         self._params_dirty = self._params_dirty or params
         self._schedule_flush()
 

@@ -43,6 +43,7 @@ from service.core.models import (
     User,
 )
 from service.core.runtime import DeviceRuntime, carry_over
+from service.core.virtual_meters import is_virtual, virtual_reading
 from service.store import EnergyCounters, Store, UserBook
 
 log = logging.getLogger(__name__)
@@ -136,14 +137,31 @@ class ServiceState:
         return info
 
     def device_info(self, dev_id: str, *, admin: bool = False) -> dict[str, Any]:
+        config = self.installation.devices[dev_id]
+        now = self.clock()
+        runtime = self.runtime.setdefault(dev_id, DeviceRuntime())
+        if is_virtual(config.dev_type):
+            # Computed from the others now, never measured (service/core/virtual_meters.py).
+            reading = virtual_reading(
+                config.dev_type,
+                self.installation.devices,
+                {d: r.state for d, r in self.runtime.items()},
+                self.allocation,
+                now,
+            )
+            runtime = DeviceRuntime(state=reading, received_at=now)
         info = device_info(
-            self.installation.devices[dev_id],
-            self.runtime.setdefault(dev_id, DeviceRuntime()),
+            config,
+            runtime,
             self.registry,
-            self.clock(),
+            now,
             self.energy.soft_meter_wh.get(dev_id, 0.0),
         )
         return info if admin else redact_device(info, self.users.users)
+
+    def virtual_meters(self) -> list[str]:
+        """The devices whose info follows the others' (virtual meters)."""
+        return [d.dev_id for d in self.installation.devices.values() if is_virtual(d.dev_type)]
 
     def dev_info(self, *, admin: bool = False) -> dict[str, Any]:
         return {
@@ -339,7 +357,8 @@ class ServiceState:
         evses: dict[str, EvseInput] = {}
         meters: dict[str, MeterInput] = {}
         for dev_id, config in self.installation.devices.items():
-            if isinstance(config, MeterConfig):
+            # Virtual meters are shown, never balanced on: their figures come from these.
+            if isinstance(config, MeterConfig) and not is_virtual(config.dev_type):
                 runtime = self.runtime.get(dev_id)
                 state = runtime.state if runtime is not None else None
                 meters[dev_id] = MeterInput(
@@ -504,6 +523,8 @@ class ServiceState:
         device = self.installation.devices.get(dev_id)
         if device is None:
             raise RejectedMessage(f"state for unknown device {dev_id!r}")
+        if is_virtual(device.dev_type):
+            raise RejectedMessage(f"state for {dev_id}: a virtual meter is computed, not measured")
         model: type[EvseState | MeterState] = (
             EvseState if isinstance(device, EvseConfig) else MeterState
         )

@@ -242,6 +242,12 @@ def _edit_device(
     merged = {**base, **fields, "dev_id": dev_id, "dev_type": dev_type}
     device = _validated(model, merged, where)
     _refuse_unused(fields, existing, where)
+    virtual = registry.get(dev_type).transport == "virtual"
+    if virtual and isinstance(device, MeterConfig) and device.role != 0:
+        raise EditError(
+            f"{where}.role: {dev_type} is a virtual meter, computed for display (the load "
+            "balancing reads the devices it is computed from): its role must be 0"
+        )
     if isinstance(device, EvseConfig):
         unknown_users = [u for u in device.users if u not in known_user_ids]
         if unknown_users:

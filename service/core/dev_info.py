@@ -212,7 +212,8 @@ def _common(
         com_err_secs=runtime.com_err_secs(now),
         com_errors=runtime.com_errors,
         last_error=runtime.last_error,
-        is_mock=False,
+        # The product's simulated devices (bridges/mockup.py).
+        is_mock=config.dev_type in registry and registry.get(config.dev_type).transport == "mockup",
         ucnt=0,
         model=runtime.state.model if runtime.state is not None else "",
     )

@@ -1,10 +1,10 @@
 """The registry of device types: `dev_type` name → kind, display name and transport.
 
 The core knows only the types of the API itself (the HTTP-input devices that `set_ajax_*`
-feeds); every bridge brings its own (bridges/modbus/profiles/*.py, bridges/ocpp/), and the
-wiring (service/app.py) registers them, so adding a device is adding a file. `get_params`
-lists the registry as `dev_meta`. The names are the cFos product's, so configurations
-written for it load here.
+feeds, and the virtual meters it computes); every bridge brings its own
+(bridges/modbus/profiles/*.py, bridges/ocpp/), and the wiring (service/app.py) registers
+them, so adding a device is adding a file. `get_params` lists the registry as `dev_meta`.
+The names are the cFos product's, so configurations written for it load here.
 """
 
 from __future__ import annotations
@@ -73,4 +73,10 @@ BUILTIN_TYPES: tuple[DeviceType, ...] = (
     DeviceType("meter_ajax", "meter", "HTTP input", "http"),
     DeviceType("evse_http", "evse", "HTTP input", "http"),
     DeviceType("meter_http", "meter", "HTTP input", "http"),
+    # Virtual meters: computed by the core from the installation (service/core/virtual_meters.py).
+    DeviceType("meter_virtual_grid_demand", "meter", "Grid Demand (VM)", "virtual"),
+    DeviceType("meter_virtual_evse_power", "meter", "Consumed EVSE Power (VM)", "virtual"),
+    DeviceType(
+        "meter_virtual_available_evse_power", "meter", "Power avail. for EVSEs (VM)", "virtual"
+    ),
 )
