@@ -249,6 +249,22 @@ async def test_each_action_reaches_the_bus_and_shows_on_the_tile(
     await expect(answer).to_have_text("RFID/PIN: RFID/PIN refused: unknown_rfid")
     await expect(answer).to_have_class("answer failed")
 
+    # A wallbox only Anna may use: it waits for her PIN, and then shows her name.
+    status, _ = await site.api.post({"name": "Anna", "display": True, "dev_ids": ["E3"],
+                                     "rfids": [{"id": "1234"}]}, site.api.admin,
+                                    cmd="set_user")  # fmt: skip
+    assert status == 200
+    anna = (await site.api.ok(cmd="get_users"))[0]["id"]
+    await site.api.set_params({"devices": [{"dev_id": "E3", "users": [anna]}]})
+    site.carport = (2, 0)
+    e3 = tile(page, "E3")
+    await expect(e3.locator(".reason")).to_have_text("waits for an RFID/PIN", timeout=10_000)
+    await e3.locator(".actions summary").click()
+    await e3.locator('input[name="rfid"]').fill("1234")
+    await e3.locator('form[data-action="rfid"] button[type=submit]').click()
+    await expect(e3.locator('[data-f="answer"]')).to_have_text("RFID/PIN: done")
+    await expect(e3.locator('[data-f="user"]')).to_have_text("Anna")
+
 
 async def test_a_device_added_on_the_setup_page_is_polled_and_errors_show_at_their_field(
     site: Site, page: Page

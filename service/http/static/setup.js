@@ -183,6 +183,14 @@ function deviceFields(device, type, groups, users) {
     specs.push({ path: 'address', label: 'f.address', type: 'text', hint: null });
     specs.push({ path: 'id', label: 'f.id', type: 'int', min: 0, max: 255 });
     specs.push({ path: 'poll_interval', label: 'f.poll_interval', type: 'int', min: 100 });
+  } else if (type.transport === 'ocpp') {
+    // An OCPP wallbox connects to chargebus: its charge point id and connector say which.
+    specs.push({ path: 'address', label: 'f.address.ocpp', type: 'text', hint: 'f.address.ocpp.hint' });
+    specs.push({ path: 'id', label: 'f.id.ocpp', type: 'int', min: 0, max: 255 });
+  } else if (type.transport !== 'http' && type.transport !== 'virtual') {
+    // A bridge of another kind: where it finds the device.
+    specs.push({ path: 'address', label: 'f.address.other', type: 'text' });
+    specs.push({ path: 'id', label: 'f.id.other', type: 'int', min: 0, max: 255 });
   }
   if (device.dev_type === 'evse_powerbrain') specs.push({ path: 'number', label: 'f.number', type: 'int', min: 0 });
   specs.push({
