@@ -80,6 +80,8 @@ class Site:
     # What the HTTP-input wallbox E3 reports, every half second (as a wallbox that pushes
     # its values would): (state, current on its L1 in mA).
     carport: tuple[int, int] | None = (1, 0)
+    # The OCPP status a bridge would report with it (an OCPP wallbox's StatusNotification).
+    carport_ocpp: str = ""
 
     @property
     def url(self) -> str:
@@ -108,7 +110,8 @@ async def demo_site(settings: Settings) -> AsyncIterator[Site]:
             while True:
                 if site.carport is not None:
                     state, current = site.carport
-                    await service.bus.publish(topic, evse_state(current, state))
+                    payload = evse_state(current, state, site.carport_ocpp)
+                    await service.bus.publish(topic, payload)
                 await asyncio.sleep(0.5)
 
         pusher = asyncio.create_task(push())
@@ -141,10 +144,11 @@ def tile(page: Page, dev_id: str) -> Any:
     return page.locator(f'.tile[data-dev="{dev_id}"]')
 
 
-def evse_state(current_ma: int, state: int = 3) -> bytes:
+def evse_state(current_ma: int, state: int = 3, ocpp_status: str = "") -> bytes:
     return json.dumps(
-        {"ts": time.time(), "state": state, "current": [current_ma, 0, 0], "total_energy": 4200}
-    ).encode()
+        {"ts": time.time(), "state": state, "current": [current_ma, 0, 0], "total_energy": 4200,
+         "ocpp_status": ocpp_status}
+    ).encode()  # fmt: skip
 
 
 async def log_in(page: Page) -> None:
@@ -180,6 +184,10 @@ async def test_the_demo_appears_and_follows_the_bus_within_a_second(
         await expect(l1).to_contain_text(shown, timeout=1000)
         assert time.monotonic() - published < 1.0
     await expect(tile(page, "E3").locator(".badge")).to_have_text("Charging")
+    # No OCPP status, no OCPP row; one reported by the wallbox's bridge shows.
+    await expect(tile(page, "E3").locator('[data-f="ocpp"]')).to_be_hidden()
+    site.carport_ocpp = "SuspendedEV"
+    await expect(tile(page, "E3").locator('[data-f="ocpp"]')).to_have_text("SuspendedEV")
     fill = tile(page, "E3").locator(".phase .fill").first
     width = await fill.evaluate("el => parseFloat(el.style.width)")
     assert 50 < width <= 100  # 9.1 A on a bar scaled to its 16 A maximum
