@@ -350,7 +350,7 @@ def measure(n: int, rounds: int, workdir: Path, kinds: list[str]) -> dict[str, l
             with ServiceProcess(run_dir / "data", run_dir / "service.log", env) as svc:
                 svc.wait_ready()
                 t0 = time.monotonic()
-                known = svc.get(cmd="get_params")["params"]
+                known = svc.get(cmd="get_params")  # the params, flat (as installations answer)
                 svc.set_params(
                     {
                         **site.installation(),
