@@ -15,7 +15,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service.core.contract import Command, ParamsView, is_online, parse_command
+from service.core.contract import (
+    Command,
+    ParamsView,
+    charging_allowed,
+    effective_current,
+    is_online,
+    parse_command,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +52,12 @@ class Control:
 
     @property
     def charging_allowed(self) -> bool:
-        return (
-            self.device_enabled
-            and self.charging_enabled
-            and not self.paused
-            and self.charging_current > 0
-        )
+        return charging_allowed(self)
 
     @property
     def effective_current(self) -> int:
         """mA the wallbox may draw: 0 unless charging is allowed."""
-        return self.charging_current if self.charging_allowed else 0
+        return effective_current(self)
 
 
 def failsafe_control(failsafe_current: int) -> Control:

@@ -16,7 +16,7 @@ module adds what a reader of the bus needs around them. Pure: no I/O.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -62,6 +62,29 @@ def is_online(payload: bytes) -> bool:
     return payload == ONLINE
 
 
+class ControlFields(Protocol):
+    """The control fields of a command, as the core and every bridge read them."""
+
+    @property
+    def device_enabled(self) -> bool: ...
+    @property
+    def charging_enabled(self) -> bool: ...
+    @property
+    def paused(self) -> bool: ...
+    @property
+    def charging_current(self) -> int: ...
+
+
+def charging_allowed(c: ControlFields) -> bool:
+    """The wallbox may charge: enabled, allowed, not paused, and more than 0 mA."""
+    return c.device_enabled and c.charging_enabled and not c.paused and c.charging_current > 0
+
+
+def effective_current(c: ControlFields) -> int:
+    """The mA the wallbox may draw: the current, or 0 when it may not charge."""
+    return c.charging_current if charging_allowed(c) else 0
+
+
 class Command(EvseCommand):
     """`devices/{id}/command`: what the core tells an EVSE."""
 
@@ -71,17 +94,12 @@ class Command(EvseCommand):
     @property
     def charging_allowed(self) -> bool:
         """The wallbox may charge: enabled, allowed, not paused, and more than 0 mA."""
-        return (
-            self.device_enabled
-            and self.charging_enabled
-            and not self.paused
-            and self.charging_current > 0
-        )
+        return charging_allowed(self)
 
     @property
     def effective_current(self) -> int:
         """The mA the wallbox may draw: the command's current, or 0 when it may not charge."""
-        return self.charging_current if self.charging_allowed else 0
+        return effective_current(self)
 
 
 def parse_command(payload: bytes) -> Command | None:
