@@ -14,6 +14,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -393,9 +394,14 @@ class ServiceState:
             counted = None
             credit = 0
             spread = pairing.NOTHING
-            rising = runtime is not None and pairing.still_rising(runtime.samples)
             ramping = self.control.ramping_to(
-                dev_id, now, rising_window if rising else ramp_window
+                dev_id,
+                now,
+                ramp_window,
+                rising_window_s=rising_window,
+                still_rising=None if runtime is None else partial(
+                    pairing.still_rising, runtime.samples
+                ),
             )
             moving = ramping is not None or self.control.following(dev_id, now, ramp_window)
             if runtime is not None and isinstance(state, EvseState):
@@ -407,10 +413,12 @@ class ServiceState:
                     runtime.samples, time_of_group[g], ramping, config.used_phases or 7, bound
                 )
                 if counted is not None and moving:
-                    plain = pairing.counted_current(
-                        runtime.samples, time_of_group[g], None, 7, bound
-                    ) or pairing.NOTHING
+                    # Without a ramp the counted draw is the paired report itself.
+                    plain = counted
                     if ramping is not None:
+                        plain = pairing.counted_current(
+                            runtime.samples, time_of_group[g], bound=bound
+                        ) or pairing.NOTHING
                         credit = max(0, sum(counted) - sum(plain))
                     spread = pairing.draw_spread(counted, plain, ramping or 0)
             evses[dev_id] = EvseInput(

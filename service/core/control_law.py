@@ -32,7 +32,7 @@ increases of the others leave room for. Pure: no I/O, the time comes in.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final, NamedTuple
 
@@ -116,20 +116,38 @@ class ControlMemory:
             and now - ctl.lowered_at < window_s
         )
 
-    def ramping_to(self, dev_id: str, now: float, window_s: float) -> int | None:
+    def ramping_to(
+        self,
+        dev_id: str,
+        now: float,
+        window_s: float,
+        *,
+        rising_window_s: float = 0.0,
+        still_rising: Callable[[], bool] | None = None,
+    ) -> int | None:
         """The command an EVSE was raised to less than `window_s` ago (it may still be
-        ramping up to it), else None (see pairing.counted_current). One cut in that time
-        and not yet seen to follow counts at its new command too: a car cut while it was
-        still ramping up may be anywhere below its old command, and at a start its
-        report may not show the current the grid reading already does."""
+        ramping up to it), or less than `rising_window_s` ago while `still_rising()` says
+        its reports still rise (asked only then), else None (see pairing.counted_current).
+        One cut in `window_s` and not yet seen to follow counts at its new command too: a
+        car cut while it was still ramping up may be anywhere below its old command, and
+        at a start its report may not show the current the grid reading already does."""
         ctl = self.evses.get(dev_id)
         if ctl is None or ctl.command <= 0:
             return None
-        if ctl.raised_at is not None and now - ctl.raised_at < window_s:
+        if self._moving(ctl, dev_id, now, window_s):
             return ctl.command
-        if self.following(dev_id, now, window_s):
+        if (
+            rising_window_s > window_s
+            and still_rising is not None
+            and self._moving(ctl, dev_id, now, rising_window_s)
+            and still_rising()
+        ):
             return ctl.command
         return None
+
+    def _moving(self, ctl: EvseControl, dev_id: str, now: float, window_s: float) -> bool:
+        raised = ctl.raised_at is not None and now - ctl.raised_at < window_s
+        return raised or self.following(dev_id, now, window_s)
 
 
 def all_paused(memory: ControlMemory, now: float) -> ControlMemory:

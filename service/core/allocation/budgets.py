@@ -84,7 +84,12 @@ def read_meters(
         if not meter.config.device_enabled:
             continue
         is_fresh = fresh(meter.state, meter.state_age_s, inp.stale_after_s)
-        if not is_fresh and meter.config.role == ROLE_GRID and _late(meter, inp.stale_after_s):
+        late = LATE_GRACE * inp.stale_after_s
+        if (
+            not is_fresh
+            and meter.config.role == ROLE_GRID
+            and fresh(meter.state, meter.state_age_s, late)
+        ):
             # A grid meter whose readings reach us late (polled, then queued) misses the
             # stale age now and then: its last reading still holds the other load (a fall
             # in it is held anyway), so it is used and raises wait; only a meter silent for
@@ -103,16 +108,6 @@ def read_meters(
 
 # A grid reading up to this many times the stale age old is late, not lost (see read_meters).
 LATE_GRACE = 2.0
-
-
-def _late(meter: MeterInput, stale_after_s: float) -> bool:
-    state, age = meter.state, meter.state_age_s
-    return (
-        state is not None
-        and not state.com_err
-        and age is not None
-        and age <= LATE_GRACE * stale_after_s
-    )
 
 
 def _lag(meter: MeterInput, now: float, stale_after_s: float) -> float:
@@ -285,6 +280,7 @@ def hold_peaks(
     that level, so that transitions that follow one another for longer than `hold_s` lend
     no budget, and a rise seen during them is kept until `hold_s` after them."""
     credited = any(spread)
+    # The flag keeps a credited figure apart from an equal plain one before it (both stay).
     entry: LoadEntry = (now, int(load[0]), int(load[1]), int(load[2]), credited)
     kept = [h for h in history if now - h[0] < hold_s and h[0] <= now]
     past = [h for h in history if h[0] <= now]
