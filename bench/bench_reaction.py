@@ -59,10 +59,6 @@ ECHO_BASE = "echo"
 # How long before the overload the EVSEs' reports go out (after the last one is published).
 REPORT_LEAD_S = 0.03
 SETTLE_S = 0.3
-# The control law's parameters that hold an increase back (a settle time, steps, the held
-# peak of the other load): zero, so that between rounds the site returns to normal at once.
-# Only those the service knows are set.
-RETURN_AT_ONCE = NO_WAITS
 
 
 # -- the echo process -----------------------------------------------------------------------
@@ -159,6 +155,9 @@ class Site:
             "reserve_current": 0,
             "cycle_time": 60_000,
             "stale_time": 3_600_000,
+            # The control law's waits off (control_law.NO_WAITS): cuts are what this
+            # measures, and between rounds the site returns to normal at once.
+            **NO_WAITS,
             "devices": devices,
         }
 
@@ -350,14 +349,7 @@ def measure(n: int, rounds: int, workdir: Path, kinds: list[str]) -> dict[str, l
             with ServiceProcess(run_dir / "data", run_dir / "service.log", env) as svc:
                 svc.wait_ready()
                 t0 = time.monotonic()
-                known = svc.get(cmd="get_params")  # the params, flat (as installations answer)
-                svc.set_params(
-                    {
-                        **site.installation(),
-                        **{k: v for k, v in RETURN_AT_ONCE.items() if k in known},
-                    },
-                    PASSWORD,
-                )
+                svc.set_params(site.installation(), PASSWORD)
                 progress(f"{n} EVSEs configured in {time.monotonic() - t0:.1f} s")
                 # The core hears its own configs back (it subscribes to them, QoS 1): states
                 # published into that flood would pass mosquitto's queue of 1,000 messages per

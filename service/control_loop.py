@@ -36,6 +36,7 @@ from service.core.allocation import (
     allocate,
 )
 from service.core.authorization import RfidResult
+from service.core.contract import effective_current
 from service.core.control_law import ControlSettings, all_paused, govern
 from service.core.models import EvseConfig, EvseState
 from service.state import ServiceState
@@ -176,14 +177,8 @@ def _command_json(sent: Sent, now: float) -> bytes:
     ).encode()
 
 
-def _effective_current(sent: Sent) -> int:
-    """The current a command lets the EVSE draw: 0 when it is off or paused."""
-    allowed = sent.device_enabled and sent.charging_enabled and not sent.paused
-    return sent.charging_current if allowed else 0
-
-
 def _is_cut(before: Sent, after: Sent) -> bool:
-    return _effective_current(after) < _effective_current(before)
+    return effective_current(after) < effective_current(before)
 
 
 @dataclass
@@ -387,7 +382,7 @@ class ControlLoop:
         runtime = self.state.runtime.get(out.dev_id)
         if runtime is not None:
             # get_dev_info's last_set_charging_cur: the current the wallbox was told to use.
-            runtime.commanded = _effective_current(out.sent)
+            runtime.commanded = effective_current(out.sent)
 
     def _send_fail_safe(self) -> None:
         """After a failed run no EVSE keeps a command made for older readings: each is paused

@@ -40,6 +40,7 @@ class MosquittoPortTaken(MosquittoFailed):
 
 
 def find_mosquitto() -> str | None:
+    """The mosquitto binary: on PATH, else in the sbin directories Debian uses."""
     found = shutil.which("mosquitto")
     if found:
         return found

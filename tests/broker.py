@@ -31,6 +31,8 @@ from types import ModuleType, TracebackType
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
+from service.mosquitto_child import find_mosquitto as find_mosquitto  # re-exported for tests
+
 LOOPBACK = "127.0.0.1"
 DEFAULT_MQTT_PORT = 1883
 MQTT_URL_ENV = "MQTT_URL"
@@ -41,7 +43,6 @@ INSTALL_HINT = (
     "Docker engine answers. Run `scripts/ensure-mosquitto.sh` to install Debian's mosquitto, "
     f"or set {MQTT_URL_ENV}=mqtt://127.0.0.1:PORT to use a broker that already runs."
 )
-_SBIN_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
 
 class BrokerError(RuntimeError):
@@ -173,17 +174,6 @@ def broker_from_env() -> BrokerAddress | None:
             "(127.0.0.0/8, ::1, localhost)"
         )
     return address
-
-
-def find_mosquitto() -> str | None:
-    """The mosquitto binary: on PATH, else in the sbin directories Debian uses."""
-    found = shutil.which("mosquitto")
-    if found:
-        return found
-    for candidate in _SBIN_CANDIDATES:
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 def docker_engine_answers(timeout: float = 3.0) -> bool:

@@ -98,7 +98,7 @@ def test_the_cores_hand_made_command_parses_into_the_contract(
     assert command.state_ts == state_ts and command.ts == 1234.5
     on = enabled and allowed and not paused and current > 0
     assert command.effective_current == (current if on else 0)
-    assert Control.from_command(command).effective_current == command.effective_current
+    assert Control.from_command(command).effective_current == (current if on else 0)
 
 
 @pytest.mark.parametrize(
