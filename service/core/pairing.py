@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from service.core.allocation.model import ROLE_GRID
 from service.core.models import GroupConfig, MeterConfig, MeterState
 
 Currents = tuple[int, int, int]
 Sample = tuple[float, Currents]  # (ts, EVSE-local currents in mA)
 NOTHING: Currents = (0, 0, 0)
-ROLE_GRID = 3
 # A phase drawing at least this much is one the car charges on (as phases.LEARN_THRESHOLD_MA).
 DRAWING_MA = 1000
 

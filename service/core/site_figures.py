@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from service.core.allocation.model import ROLE_GRID
+from service.core.meter_power import power_current, power_only
 from service.core.models import (
     EvseConfig,
     EvseState,
@@ -15,20 +17,22 @@ from service.core.models import (
     MeterConfig,
     MeterState,
 )
-from service.core.phases import ROTATION
+from service.core.phases import to_grid
 
-ROLE_GRID = 3
 MAIN_GROUP = 0
 
 Phases = tuple[float, float, float]
 
 
-def _on_grid_phases(rotation: int, currents: list[int], sign: int = 1) -> list[int]:
-    """A device's own phase currents (mA) moved onto the grid phases its wiring puts them."""
-    out = [0, 0, 0]
-    for local, grid in enumerate(ROTATION[rotation if 0 <= rotation < len(ROTATION) else 0]):
-        out[grid] += sign * currents[local]
-    return out
+def _grid_reading(config: MeterConfig, state: MeterState) -> list[int]:
+    """A grid meter's reading per grid phase, mA, signed: its currents, or for a meter that
+    reports only power the current that power means on each phase (meter_power), as the
+    allocation counts it."""
+    sign = -1 if config.invert else 1
+    if power_only(state):
+        current, mask = power_current(state, config.phase_rotation)
+        return [sign * current if mask >> p & 1 else 0 for p in range(3)]
+    return [sign * c for c in to_grid(config.phase_rotation, state.current)]
 
 
 def site_currents(
@@ -46,12 +50,11 @@ def site_currents(
         if isinstance(config, MeterConfig) and isinstance(state, MeterState):
             if config.role != ROLE_GRID or config.group != MAIN_GROUP:
                 continue
-            sign = -1 if config.invert else 1
-            moved = _on_grid_phases(config.phase_rotation, state.current, sign)
+            moved = _grid_reading(config, state)
             grid = [a + b for a, b in zip(grid or [0, 0, 0], moved, strict=True)]
         elif isinstance(config, EvseConfig) and isinstance(state, EvseState):
             positive = [max(0, c) for c in state.current]
-            moved = _on_grid_phases(config.phase_rotation, positive)
+            moved = list(to_grid(config.phase_rotation, positive))
             evses = [a + b for a, b in zip(evses, moved, strict=True)]
     return grid, evses
 

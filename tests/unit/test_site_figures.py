@@ -57,3 +57,11 @@ def test_a_session_begins_with_a_vehicle_and_ends_when_it_leaves() -> None:
         held = session_start(held, {"state": state, "total_energy": 900}, 30)
         assert held == (500.0, 20)
     assert session_start(held, {"state": 1, "total_energy": 900}, 40) is None
+
+
+def test_a_grid_meter_that_reports_only_power_shows_its_current() -> None:
+    """As the allocation counts it (meter_power): the current of its whole power on each
+    phase with a voltage (where it flows is not known), not 0 A."""
+    reading = MeterState.model_validate({"ts": 1, "power_w": 6900, "voltage": [230, 230, 230]})
+    grid, _ = site_currents(installation(), {"M1": reading})
+    assert grid == [30000, 30000, 30000]
