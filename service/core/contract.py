@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from service.core.allocation.model import stale_after_s
 from service.core.models import (
     DeviceConfig,
     EvseCommand,
@@ -123,7 +124,7 @@ class ParamsView(BaseModel):
     def stale_after_s(self) -> float:
         """How old the last command may be before a bridge applies its fail-safe: the same
         age after which the core counts a state as stale (`stale_time`, or 3 cycles)."""
-        return (self.stale_time or 3 * self.cycle_time) / 1000
+        return stale_after_s(self)
 
 
 def parse_params(payload: bytes) -> ParamsView | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 from service.core.authorization import NO_OVERRIDES, Overrides, SessionAuth
 from service.core.charging_rules import RuleState, evaluate_expression
@@ -107,9 +107,19 @@ class AllocationInput:
     utc_offset_s: int = 0  # local time for charging rules = now + utc_offset_s
 
 
-def stale_after_s(params: Params) -> float:
+class StaleSettings(Protocol):
+    """The two params the staleness age is made of (Params, or a bridge's view of them)."""
+
+    @property
+    def stale_time(self) -> int: ...
+    @property
+    def cycle_time(self) -> int: ...
+
+
+def stale_after_s(params: StaleSettings) -> float:
     """How old a state may be before it counts as a communication error: `stale_time`, or
-    three cycles when that is 0 (the params' documented default)."""
+    three cycles when that is 0 (the params' documented default). Bridges apply their
+    fail-safe after the same age (contract.ParamsView)."""
     return (params.stale_time or 3 * params.cycle_time) / 1000
 
 
