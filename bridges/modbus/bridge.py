@@ -29,6 +29,7 @@ from bridges.modbus.connection import ConnectionPool, ModbusError
 from bridges.modbus.profiles import PROFILES, Profile, load_profiles, profile_for
 from bridges.modbus.rpc import execute
 from service.bus import MqttBus
+from service.core.dev_info import EVSE_STATE_OFFLINE
 from service.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 MAX_ERROR_BACKOFF_S = 30.0
 READBACK_S = 0.3
 STOP_TIMEOUT_S = 3.0
-EVSE_OFFLINE = 6  # the /cnf `state` of an EVSE that cannot be reached
 
 
 def parse_command(payload: bytes) -> Control | None:
@@ -261,7 +261,7 @@ class ModbusBridge(DeviceBridge):
             if worker.profile.kind == "evse":
                 # Unreachable: offline (6), not "waiting for a vehicle" (1), which would end
                 # the session of a car that is still plugged in.
-                state["state"] = EVSE_OFFLINE
+                state["state"] = EVSE_STATE_OFFLINE
             if worker.errors_in_row == 1:
                 log.warning("%s: %s", spec.dev_id, exc)
         elapsed = time.perf_counter() - started
