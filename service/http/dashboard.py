@@ -78,8 +78,8 @@ def _serve(request: web.Request, name: str) -> web.Response:
     found = files.get(name)
     if found is None:
         raise web.HTTPNotFound()
+    # The security headers come from the browser_guard middleware, as on every answer.
     headers = {
-        **SECURITY_HEADERS,
         "ETag": found.etag,
         # Checked on every load (a 304 when unchanged), so an update shows at once.
         "Cache-Control": "no-cache",
@@ -105,6 +105,7 @@ async def handle_file(request: web.Request) -> web.Response:
 
 
 async def handle_events(request: web.Request) -> web.StreamResponse:
+    # The stream is prepared in the handler, before the middleware could add its headers.
     return await request.app[HUB_KEY].stream(request, SECURITY_HEADERS)
 
 
@@ -121,7 +122,7 @@ async def handle_device_types(request: web.Request) -> web.Response:
                 name, 502 if device_type.transport == "modbus" else 0
             ),
         }
-    return web.json_response(types, headers=SECURITY_HEADERS)
+    return web.json_response(types)
 
 
 async def _redirect_ui(request: web.Request) -> web.Response:

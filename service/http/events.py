@@ -21,6 +21,14 @@ when the next is due has fallen behind, and gets one fresh snapshot (the newest 
 when it is ready again, so a slow browser never holds more than two events of memory and
 never sees old values. Streams end at once on shutdown (`close`), so that the service stops
 without waiting for browsers.
+
+The stream needs no credentials, so one peer must not take every place: besides the global
+MAX_CLIENTS, one address (an IPv6 client by its /64, as the guess throttle counts it) holds
+at most MAX_PER_ADDRESS streams; more are refused with 429.
+
+While no browser is connected, an info is kept as the bytes that came (for the next
+snapshot) and not diffed; only an EVSE's is decoded, for its session's start. Infos that
+changed meanwhile are decoded when the next browser connects, before its snapshot.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from typing import Any
 from aiohttp import web
 
 from service.core.site_figures import session_start
+from service.core.throttle import address_key
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,8 @@ SAMPLE_INTERVAL_S = 2.0
 HISTORY_S = 600.0
 # More browsers than a site has people: each holds a connection and its events.
 MAX_CLIENTS = 200
+# A household has a few browsers behind one address (NAT); one peer gets no more.
+MAX_PER_ADDRESS = 8
 
 GroupsSource = Callable[[], list[dict[str, Any]]]
 Sampler = Callable[[], list[float | None]]
@@ -81,6 +92,8 @@ class _Client:
     # The next event to write (one at most), or a snapshot owed after falling behind.
     slot: bytes | None = None
     resync: bool = False
+    # The key the client's address is counted under (address_key).
+    address: str = ""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -95,6 +108,7 @@ class DashboardHub:
         sample_interval_s: float = SAMPLE_INTERVAL_S,
         history_s: float = HISTORY_S,
         max_clients: int = MAX_CLIENTS,
+        max_per_address: int = MAX_PER_ADDRESS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
@@ -104,12 +118,15 @@ class DashboardHub:
         self.keepalive_s = keepalive_s
         self.sample_interval_s = sample_interval_s
         self.max_clients = max_clients
+        self.max_per_address = max_per_address
         # The newest of everything (for snapshots), as encoded JSON, and decoded infos to
-        # compute deltas against.
+        # compute deltas against (an info missing there changed while nobody watched).
         self._params = b"{}"
         self._groups = b"[]"
         self._infos: dict[str, bytes] = {}
         self._decoded: dict[str, dict[str, Any]] = {}
+        # Devices whose last decoded info was no EVSE's: not decoded while nobody watches.
+        self._meters: set[str] = set()
         self._history: deque[bytes] = deque(maxlen=max(1, int(history_s / sample_interval_s)))
         # What changed since the last tick.
         self._dirty: dict[str, dict[str, Any]] = {}
@@ -121,6 +138,7 @@ class DashboardHub:
         self._sessions: dict[str, tuple[float, float]] = {}
         self._sessions_dirty = False
         self._clients: set[_Client] = set()
+        self._per_address: dict[str, int] = {}
         self._tick: asyncio.TimerHandle | None = None
         self._last_tick = 0.0
         self._sampling: asyncio.Task[None] | None = None
@@ -128,6 +146,13 @@ class DashboardHub:
         # For the metrics and the benchmark: events built, snapshots sent to slow browsers.
         self.updates_built = 0
         self.resyncs = 0
+        # Streams refused: the service at MAX_CLIENTS, or an address at MAX_PER_ADDRESS.
+        self.refused = 0
+
+    @property
+    def held_bytes(self) -> int:
+        """The bytes of the events waiting for browsers (one per browser at most)."""
+        return sum(len(client.slot) for client in self._clients if client.slot is not None)
 
     @property
     def clients(self) -> int:
@@ -148,25 +173,54 @@ class DashboardHub:
     def info(self, dev_id: str, payload: bytes) -> None:
         if self._infos.get(dev_id) == payload:
             return
-        try:
-            decoded = json.loads(payload)
-        except ValueError:
-            log.warning("dashboard: info for %s is not JSON; not shown", dev_id)
+        if not self._clients and dev_id in self._meters:
+            # Nobody watches and no session to follow: the bytes for the next snapshot only.
+            self._infos[dev_id] = payload
+            self._decoded.pop(dev_id, None)
             return
-        if not isinstance(decoded, dict):
+        decoded = self._decode(dev_id, payload)
+        if decoded is None:
             return
         self._infos[dev_id] = payload
         old = self._decoded.get(dev_id)
         self._decoded[dev_id] = decoded
         self._removed.discard(dev_id)
         if decoded.get("is_evse"):
+            self._meters.discard(dev_id)
             self._track_session(dev_id, decoded)
+        else:
+            self._meters.add(dev_id)
+        if not self._clients:
+            # No browser to send a delta to: the next one starts with a snapshot.
+            self._dirty.pop(dev_id, None)
+            return
         if dev_id in self._dirty:
             # Several changes within one tick: one delta against what the browsers last got.
             self._dirty[dev_id].update(_delta(old, decoded))
         else:
             self._dirty[dev_id] = _delta(old, decoded)
         self._schedule()
+
+    @staticmethod
+    def _decode(dev_id: str, payload: bytes) -> dict[str, Any] | None:
+        try:
+            decoded = json.loads(payload)
+        except ValueError:
+            log.warning("dashboard: info for %s is not JSON; not shown", dev_id)
+            return None
+        return decoded if isinstance(decoded, dict) else None
+
+    def _catch_up(self) -> None:
+        """Decodes the infos that changed while nobody watched (before a snapshot)."""
+        for dev_id in [d for d in self._infos if d not in self._decoded]:
+            decoded = self._decode(dev_id, self._infos[dev_id])
+            if decoded is None:
+                del self._infos[dev_id]
+                continue
+            self._decoded[dev_id] = decoded
+            if decoded.get("is_evse"):
+                self._meters.discard(dev_id)
+                self._track_session(dev_id, decoded)
 
     def _track_session(self, dev_id: str, info: dict[str, Any]) -> None:
         held = self._sessions.get(dev_id)
@@ -185,6 +239,7 @@ class DashboardHub:
             self._sessions_dirty = True
         self._infos.pop(dev_id, None)
         self._decoded.pop(dev_id, None)
+        self._meters.discard(dev_id)
         self._dirty.pop(dev_id, None)
         self._removed.add(dev_id)
         self._schedule()
@@ -274,11 +329,52 @@ class DashboardHub:
 
     # -- the stream ----------------------------------------------------------------------------
 
-    async def stream(self, request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+    def attach(self, remote: str | None) -> _Client:
+        """A new browser's place, or the refusal (503 when full, 429 for its address)."""
         if self.closed:
             raise web.HTTPServiceUnavailable(reason="shutting down")
+        address = address_key(remote or "?")
         if len(self._clients) >= self.max_clients:
+            self.refused += 1
+            log.warning("dashboard stream from %s refused: %d open", remote, self.clients)
             raise web.HTTPServiceUnavailable(reason="too many dashboard connections")
+        if self._per_address.get(address, 0) >= self.max_per_address:
+            self.refused += 1
+            log.warning(
+                "dashboard stream from %s refused: %d open from %s",
+                remote, self.max_per_address, address,
+            )  # fmt: skip
+            raise web.HTTPTooManyRequests(
+                reason=f"too many dashboard connections from this address "
+                f"(at most {self.max_per_address})"
+            )
+        self._catch_up()
+        client = _Client(address=address)
+        self._clients.add(client)
+        self._per_address[address] = self._per_address.get(address, 0) + 1
+        return client
+
+    def detach(self, client: _Client) -> None:
+        if client not in self._clients:
+            return
+        self._clients.discard(client)
+        left = self._per_address[client.address] - 1
+        if left:
+            self._per_address[client.address] = left
+        else:
+            del self._per_address[client.address]
+
+    async def stream(self, request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+        client = self.attach(request.remote)
+        try:
+            return await self._stream(request, headers, client)
+        finally:
+            self.detach(client)
+            log.debug("dashboard stream closed (%d open)", self.clients)
+
+    async def _stream(
+        self, request: web.Request, headers: dict[str, str], client: _Client
+    ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
                 **headers,
@@ -289,8 +385,6 @@ class DashboardHub:
             }
         )
         await response.prepare(request)
-        client = _Client()
-        self._clients.add(client)
         log.debug("dashboard stream opened from %s (%d open)", request.remote, self.clients)
         try:
             await response.write(b"retry: %d\n\n" % RETRY_MS + self.snapshot_event())
@@ -311,9 +405,6 @@ class DashboardHub:
         except ConnectionError:
             # The browser went away: nothing to answer.
             pass
-        finally:
-            self._clients.discard(client)
-            log.debug("dashboard stream closed (%d open)", self.clients)
         return response
 
     def close(self) -> None:

@@ -1,17 +1,21 @@
 """The dashboard's surface from an attacker's side, through a real port: a request another
 site makes a browser send with the admin's credentials changes nothing, every page carries
-the headers that keep it from being framed or sniffed, and the page's files are served by
-name only."""
+the headers that keep it from being framed or sniffed, the page's files are served by name
+only, and one peer cannot take every place on the live stream."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import aiohttp
 import pytest
 
 from service.app import RunningService
+from service.http.events import MAX_PER_ADDRESS
 from tests.integration.conftest import GARAGE_EVSE, GRID_METER, Api
+from tests.integration.sse_client import events, next_event
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +126,38 @@ async def test_the_page_shows_an_anonymous_browser_nothing_of_the_site(
         async with session.get(f"{base}/cnf", params={"cmd": "get_devices"}) as resp:
             assert resp.status == 401
     assert "Garage" not in page and "E1" not in page
+
+
+async def test_one_address_cannot_take_every_place_on_the_live_stream(
+    site: Api, service: RunningService
+) -> None:
+    """The stream needs no credentials: a peer opening streams by the dozen is refused after
+    MAX_PER_ADDRESS, while a browser from another address still gets its snapshot."""
+    url = f"http://127.0.0.1:{service.http_port}/ui/events"
+    async with contextlib.AsyncExitStack() as held:
+        attacker = await held.enter_async_context(aiohttp.ClientSession())
+        for n in range(MAX_PER_ADDRESS):
+            resp = await held.enter_async_context(attacker.get(url))
+            assert resp.status == 200, n
+        for _ in range(3):
+            async with attacker.get(url) as resp:
+                assert resp.status == 429
+                body = await resp.json()
+                assert "too many dashboard connections from this address" in body["error"]
+        # Another address (the loopback's 127.0.0.2 as source) is not locked out.
+        other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with aiohttp.ClientSession(connector=other) as session, session.get(url) as resp:
+            assert resp.status == 200
+            assert resp.headers["X-Frame-Options"] == "DENY"
+            snapshot = await next_event(events(resp), "snapshot")
+            assert {i["dev_id"] for i in snapshot.json()["infos"]} == {"E1", "M1"}
+    # The attacker's streams closed: its address has its places back.
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            async with session.get(url) as resp:
+                if resp.status == 200:
+                    await next_event(events(resp), "snapshot")
+                    break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the address stayed locked out after its streams closed")
