@@ -146,10 +146,12 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             "ocpp_srv_cert_fn": str(settings.ocpp_tls_cert_file or ""),
             "ocpp_srv_private_key_fn": str(settings.ocpp_tls_key_file or ""),
         }
+        # The guess throttle: one per process, shared by /cnf and the OCPP bridge here.
+        throttle = FailureThrottle()
         ocpp = None
         if settings.ocpp_bridge:
             # Listens once an evse_ocpp device is configured: no port opened for nothing.
-            ocpp = await stack.enter_async_context(ocpp_bridge(settings, target))
+            ocpp = await stack.enter_async_context(ocpp_bridge(settings, target, throttle=throttle))
         # Simulated devices (evse_mockup, meter_mockup) configured in the installation.
         await stack.enter_async_context(mockup_bridge(settings, target))
         stack.callback(link.close)
@@ -183,7 +185,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         ctx = CnfContext(
             state=state,
             admin=admin,
-            throttle=FailureThrottle(),
+            throttle=throttle,
             diag=diag,
             control=control,
             modbus=modbus,

@@ -141,7 +141,7 @@ class OcppBridge(DeviceBridge):
         return isinstance(config, EvseConfig) and config.dev_type == EVSE_OCPP.name
 
     def device_changed(self, change: Change) -> None:
-        old = self._connector_of(change.dev_id)
+        old = self._connector_of(change.old)
         if old is not None:
             station, connector = old
             station.connectors.pop(connector.connector_id, None)
@@ -185,15 +185,19 @@ class OcppBridge(DeviceBridge):
         if station.session is not None:
             self._spawn(station.session.close(4404, b"no longer configured"))
 
-    def _connector_of(self, dev_id: str) -> tuple[Station, Connector] | None:
-        for station in self.stations.values():
-            for connector in station.connectors.values():
-                if connector.dev_id == dev_id:
-                    return station, connector
-        return None
+    def _connector_of(self, config: Config | None) -> tuple[Station, Connector] | None:
+        """The station and connector a device's config names (address = charge point id,
+        id = connector): looked up directly, not scanned for (commands come every cycle)."""
+        if not isinstance(config, EvseConfig):
+            return None
+        station = self.stations.get(config.address.strip())
+        connector = station.connectors.get(config.id) if station is not None else None
+        if station is None or connector is None or connector.dev_id != config.dev_id:
+            return None
+        return station, connector
 
     def command_changed(self, dev_id: str) -> None:
-        found = self._connector_of(dev_id)
+        found = self._connector_of(self.directory.get(dev_id))
         if found is not None and found[0].session is not None:
             found[0].session.wake.set()
 
@@ -238,14 +242,17 @@ class OcppBridge(DeviceBridge):
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """A charge point's connection: checked before the upgrade, then served."""
-        refused = await self._admit(request)
-        if refused is not None:
-            return refused
-        station = self.stations[charge_point_id(request.path)]
+        station = await self._admit(request)
+        if not isinstance(station, Station):
+            return station
         ws = web.WebSocketResponse(
             protocols=(SUBPROTOCOL,), heartbeat=WS_HEARTBEAT_S, max_msg_size=MAX_FRAME_BYTES
         )
         await ws.prepare(request)
+        if self.stations.get(station.cp_id) is not station:
+            # Its devices went while the upgrade ran.
+            await ws.close(code=4404, message=b"no longer configured")
+            return ws
         if ws.ws_protocol is None and request.headers.get("Sec-WebSocket-Protocol"):
             # It offered only protocols other than 1.6 (OCPP-J: close). A box that offers
             # none at all is taken as 1.6, as real boxes without the header expect.
@@ -278,8 +285,8 @@ class OcppBridge(DeviceBridge):
             log.info("%s disconnected", station.cp_id)
         return ws
 
-    async def _admit(self, request: web.Request) -> web.StreamResponse | None:
-        """None when the connection may be upgraded; else the HTTP answer refusing it."""
+    async def _admit(self, request: web.Request) -> Station | web.StreamResponse:
+        """The station the connection may be upgraded for; else the HTTP answer refusing it."""
         client = request.remote or "?"
         ticket = self.throttle.admit(client)
         if isinstance(ticket, Refusal):
@@ -304,10 +311,16 @@ class OcppBridge(DeviceBridge):
                 self.stats.refused_auth += 1
                 log.warning("refused charge point %r from %s: wrong credentials", cp_id, client)
                 return error_response(401, "wrong or missing credentials", _UNAUTHORIZED)
-        self.throttle.succeeded(ticket)
+            # Only a password checked and right refunds the token and trusts the address: a
+            # box without one proves nothing, and must not lift the shared guess limit.
+            self.throttle.succeeded(ticket)
+            if self.stations.get(cp_id) is not station:
+                # Its devices went (or changed) while the password was checked.
+                self.stats.refused_unknown += 1
+                return error_response(404, "unknown charge point id")
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return error_response(400, "a charge point connects with a websocket (OCPP-J)")
-        return None
+        return station
 
     async def _password_ok(self, station: Station, offered: bytes) -> bool:
         mac = hmac.new(self._verified_key, station.password_verifier.encode() + b"\0" + offered,
@@ -441,4 +454,3 @@ def state_payload(station: Station, connector: Connector, failsafe: bool) -> dic
 
 def _milliamps(amps: float) -> int:
     return max(0, min(2_000_000, round(amps * 1000)))
-

@@ -10,6 +10,7 @@ import ssl
 from collections.abc import AsyncIterator
 
 from bridges.ocpp.bridge import OcppBridge
+from service.auth import FailureThrottle
 from service.bus_setup import make_bus
 from service.settings import MqttTarget, Settings
 from service.topics import Topics
@@ -32,9 +33,15 @@ def server_tls(settings: Settings) -> ssl.SSLContext | None:
 
 @contextlib.asynccontextmanager
 async def ocpp_bridge(
-    settings: Settings, target: MqttTarget, *, listen_at_once: bool = False
+    settings: Settings,
+    target: MqttTarget,
+    *,
+    listen_at_once: bool = False,
+    throttle: FailureThrottle | None = None,
 ) -> AsyncIterator[OcppBridge]:
-    """The OCPP bridge with its own connection, status topic and last will."""
+    """The OCPP bridge with its own connection, status topic and last will. `throttle` is
+    the process's guess throttle (one per process); without it, as `chargebus bridge ocpp`
+    in its own process, the bridge makes its own."""
     bridge = OcppBridge(
         Topics(settings.base_topic),
         BRIDGE_NAME,
@@ -42,6 +49,7 @@ async def ocpp_bridge(
         port=settings.ocpp_port,
         ssl_context=server_tls(settings),
         listen_at_once=listen_at_once,
+        throttle=throttle,
     )
     bus = make_bus(
         settings,

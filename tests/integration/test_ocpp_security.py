@@ -22,8 +22,10 @@ import pytest
 
 from bridges.ocpp.bridge import OcppBridge
 from bridges.ocpp.runner import ocpp_bridge
+from service.auth import FailureThrottle
 from service.core.dev_info import redact_device
 from service.core.models import EvseConfig
+from service.core.throttle import Rates
 from service.settings import Settings
 from tests.broker import BrokerAddress
 from tests.integration.mqtt_observer import MqttObserver
@@ -52,12 +54,15 @@ def has_stations(bridge: OcppBridge, count: int) -> Callable[[], bool]:
 
 
 async def bridge_for(
-    mqtt_broker: BrokerAddress, base_topic: str, **settings: Any
+    mqtt_broker: BrokerAddress,
+    base_topic: str,
+    throttle: FailureThrottle | None = None,
+    **settings: Any,
 ) -> AsyncIterator[OcppBridge]:
     config = Settings(mqtt_url=mqtt_broker.url, base_topic=base_topic, ocpp_port=0, **settings)
     target = config.mqtt_target()
     assert target is not None
-    async with ocpp_bridge(config, target, listen_at_once=True) as bridge:
+    async with ocpp_bridge(config, target, listen_at_once=True, throttle=throttle) as bridge:
         await bridge.listen()
         yield bridge
 
@@ -136,6 +141,36 @@ async def test_parallel_guessing_is_throttled(bridge: OcppBridge) -> None:
             assert response.status == 429
             assert int(response.headers["Retry-After"]) >= 1
             assert "try again" in (await response.json())["error"]
+
+
+async def test_an_open_box_does_not_lift_the_shared_guess_limit(
+    mqtt_broker: BrokerAddress, base_topic: str, observer: MqttObserver
+) -> None:
+    """Connecting to a box without a password checks no credential: it must not make the
+    address trusted (which skips the shared bucket) nor refund its token. Rates where the
+    shared bucket binds (10 guesses in all, no refill to speak of) and one address's does not."""
+    configure(observer, base_topic, "E1", "OPEN-1", "")
+    configure(observer, base_topic, "E2", "LOCKED-1", "s3cret-pass")
+    rates = Rates(per_address=0.001, address_burst=100, total=0.001, total_burst=10)
+    async for bridge in bridge_for(mqtt_broker, base_topic, FailureThrottle(rates)):
+        await eventually(has_stations(bridge, 2), "the bridge knows the boxes")
+        status, ws, session = await connect(bridge, "OPEN-1")
+        assert status == 101 and ws is not None
+        await ws.close()
+        await session.close()
+
+        async def guess(running: OcppBridge, n: int) -> int:
+            status, _, session = await connect(
+                running, "LOCKED-1", auth("LOCKED-1", f"g{n}".encode())
+            )
+            await session.close()
+            return status
+
+        statuses = await asyncio.gather(*(guess(bridge, n) for n in range(40)))
+        # As without the open box: at most the shared burst is checked, the rest is refused.
+        assert statuses.count(401) <= 10, statuses
+        assert statuses.count(429) >= 30, statuses
+        assert set(statuses) <= {401, 429}
 
 
 async def test_plain_http_and_foreign_subprotocols_are_refused(bridge: OcppBridge) -> None:
