@@ -94,6 +94,9 @@ class FailureThrottle:
     def failed(self, ticket: Ticket) -> None:
         self._throttle.failed(ticket, self._clock())
 
+    def unused(self, ticket: Ticket) -> None:
+        self._throttle.unused(ticket, self._clock())
+
 
 FileStamp = tuple[int, int, int]  # inode, mtime in ns, size
 

@@ -318,6 +318,11 @@ class OcppBridge(DeviceBridge):
                 # Its devices went (or changed) while the password was checked.
                 self.stats.refused_unknown += 1
                 return error_response(404, "unknown charge point id")
+        else:
+            # No password to check: the token comes back, without trust for the address
+            # (a box that asks for none must neither cost its reconnects tokens nor lift
+            # the shared guess limit).
+            self.throttle.unused(ticket)
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return error_response(400, "a charge point connects with a websocket (OCPP-J)")
         return station

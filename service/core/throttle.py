@@ -117,12 +117,19 @@ class GuessThrottle:
 
     def succeeded(self, ticket: Ticket, now: float) -> None:
         """The check passed: its token comes back and the address is trusted for a while."""
+        self.unused(ticket, now)
+        entry = self._addresses.get(ticket.key)
+        if entry is not None:
+            entry.trusted_until = now + self.rates.trusted_for
+
+    def unused(self, ticket: Ticket, now: float) -> None:
+        """Nothing was checked after all (the resource asks for no credential): the token
+        comes back, but the address earns no trust, as only a right credential does."""
         r = self.rates
         entry = self._addresses.get(ticket.key)
         if entry is not None:
             entry.bucket.refill(r.per_address, r.address_burst, now)
             entry.bucket.tokens = min(r.address_burst, entry.bucket.tokens + 1)
-            entry.trusted_until = now + r.trusted_for
         if ticket.shared:
             shared = self._shared_bucket(now)
             shared.tokens = min(r.total_burst, shared.tokens + 1)

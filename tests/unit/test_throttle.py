@@ -154,3 +154,17 @@ def test_an_address_that_never_failed_is_never_refused_by_its_own_bucket(
         mine = throttle.admit(admin, now)
         assert isinstance(mine, Ticket)
         throttle.succeeded(mine, now)
+
+
+def test_an_unused_ticket_comes_back_without_trust() -> None:
+    """A connection that asked for no credential costs nothing, and earns no way around the
+    shared limit (an open OCPP box beside a locked one)."""
+    throttle = GuessThrottle(RATES)
+    for _ in range(50):
+        ticket = throttle.admit("10.0.0.1", 0.0)
+        assert isinstance(ticket, Ticket)
+        throttle.unused(ticket, 0.0)
+    # Its own burst and the shared one are untouched, and it is not trusted: its wrong
+    # guesses stop at its own burst, and the others' at the shared one as before.
+    assert sum(_fail(throttle, "10.0.0.1", 0.0) for _ in range(100)) == 10
+    assert sum(_fail(throttle, f"10.0.{i}.2", 0.0) for i in range(50) for _ in range(10)) == 20
