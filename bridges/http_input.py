@@ -25,12 +25,11 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import aiomqtt
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from service.auth import FailureThrottle
-from service.bus import MqttBus
+from service.bus import BusError, MqttBus
 from service.bus_setup import make_bus
 from service.core.config_edit import describe_validation_error
 from service.core.device_types import DeviceKind, DeviceType, DeviceTypeRegistry, builtin_registry
@@ -278,9 +277,15 @@ class HttpInputBridge:
         answer_timeout: float = 3.0,
         clock: Callable[[], float] = time.time,
         registry: DeviceTypeRegistry | None = None,
+        commands_handed_in: bool = False,
     ) -> None:
         self.topics = topics
         self.answer_timeout = answer_timeout
+        # In the core's process the commands are handed in as they are published
+        # (`command_published`), not heard back from the broker: a run of a thousand EVSEs
+        # would otherwise bring a thousand messages to read in the same process, and the
+        # broker would deliver each twice.
+        self._commands_handed_in = commands_handed_in
         self._clock = clock
         self._registry = registry or builtin_registry()
         # dev_id → its dev_type as configured (may be one the registry doesn't know).
@@ -292,7 +297,13 @@ class HttpInputBridge:
         self._bus: MqttBus | None = None
 
     def subscriptions(self) -> list[str]:
+        if self._commands_handed_in:
+            return [self.topics.all_devices("config")]
         return [self.topics.all_devices("config"), self.topics.all_devices("command")]
+
+    def command_published(self, dev_id: str, payload: bytes) -> None:
+        """A command as the core publishes it (in the core's process)."""
+        self._on_command(dev_id, payload)
 
     def attach(self, bus: MqttBus) -> None:
         self._bus = bus
@@ -377,7 +388,7 @@ class HttpInputBridge:
             await bus.publish(
                 self.topics.state(dev_id), _encode(payload), timeout=self.answer_timeout
             )
-        except aiomqtt.MqttError as exc:
+        except (BusError, TimeoutError) as exc:
             raise InputError(503, f"the MQTT broker did not take the state: {exc}") from None
         return "ok"
 
@@ -604,10 +615,14 @@ async def http_input_bridge(
     registry: DeviceTypeRegistry | None = None,
     *,
     role: str = "http",
+    commands_handed_in: bool = False,
 ) -> AsyncIterator[HttpInputBridge]:
     """The HTTP-input bridge (set_ajax_*): a bridge like any other, with its own connection
-    and only the bus to the core. No will: it holds no retained topic of its own."""
-    bridge = HttpInputBridge(Topics(settings.base_topic), registry=registry)
+    and the bus to the core; in the core's process (`commands_handed_in`) the core hands it
+    the commands it publishes. No will: it holds no retained topic of its own."""
+    bridge = HttpInputBridge(
+        Topics(settings.base_topic), registry=registry, commands_handed_in=commands_handed_in
+    )
     bus = make_bus(
         settings,
         target,

@@ -208,6 +208,7 @@ async def mockup_bridge(settings: Settings, target: MqttTarget) -> AsyncIterator
         subscriptions=bridge.subscriptions(),
         on_message=bridge.on_message,
     )
+    bridge.subscriptions_changed = bus.replace_subscriptions
     async with bus:
         # No status topic of its own: it is part of the service, whose status says it all.
         bridge.publisher.attach(bus, announce=False)

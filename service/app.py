@@ -23,6 +23,7 @@ from bridges.ocpp.runner import ocpp_bridge
 from service.auth import AdminAccount, FailureThrottle
 from service.bus import LastWill, MqttBus
 from service.bus_setup import make_bus
+from service.control_lane import ControlLane
 from service.control_loop import ControlLoop
 from service.core.allocation import Allocation, AllocationInput
 from service.core.device_types import DeviceTypeRegistry, builtin_registry
@@ -124,6 +125,19 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             will=LastWill(topics.status, b"offline"),
         )
         await stack.enter_async_context(bus)
+        # Meter readings in and commands out on a connection of their own (control_lane).
+        lane = ControlLane(state, topics)
+        lane_bus = make_bus(
+            settings,
+            target,
+            "core-control",
+            subscriptions=lane.subscriptions(),
+            on_message=link.on_lane_message,
+        )
+        await stack.enter_async_context(lane_bus)
+        lane.attach(lane_bus)
+        stack.callback(lane.detach)
+        link.lane = lane
         # Held like every retained topic, so each reconnect overrides the will's "offline".
         bus.hold_retained(topics.status, b"online")
         link.attach(bus)
@@ -158,8 +172,9 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         http_input = None
         if not settings.http_input_remote:
             http_input = await stack.enter_async_context(
-                http_input_bridge(settings, target, state.registry)
+                http_input_bridge(settings, target, state.registry, commands_handed_in=True)
             )
+            link.command_listeners.append(http_input.command_published)
         diag = DiagLogging(settings.data_dir / "diag", settings.diag_log_seconds)
         decisions = DecisionLog()
         # While diagnostic logging is on, every run is also a step of a replayable scenario.

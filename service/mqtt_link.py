@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from service.bus import MqttBus, Subscription
+from service.control_lane import LANE, MAIN, ControlLane
 from service.core.config_edit import EditError
 from service.core.dev_info import redact_device
 from service.state import RejectedMessage, ServiceState
@@ -57,6 +58,8 @@ class MqttLink:
         self.state = state
         self.topics = topics
         self.bus: MqttBus | None = None
+        # Meter readings in and commands out on a connection of their own (the wiring sets it).
+        self.lane: ControlLane | None = None
         self._pending: set[asyncio.Task[None]] = set()
         self._dirty_info: set[str] = set()
         self._params_dirty = False
@@ -67,6 +70,8 @@ class MqttLink:
         # wiring sets it.
         self.control_busy: Callable[[], bool] = _never_busy
         self.observers: list[InfoObserver] = []
+        # Told every command as it is published (the HTTP-input bridge in this process).
+        self.command_listeners: list[Callable[[str, bytes], None]] = []
 
     def subscriptions(self) -> list[Subscription]:
         return [
@@ -125,8 +130,12 @@ class MqttLink:
             observer.removed(dev_id)
         if self.bus is None:
             return
-        for leaf in ("config", "info", "command"):
+        for leaf in ("config", "info"):
             self.bus.hold_retained(self.topics.device(dev_id, leaf), None)
+        # Cleared where it is held, or a reconnect of that connection would bring it back.
+        command_bus = self._command_bus()
+        if command_bus is not None:
+            command_bus.hold_retained(self.topics.command(dev_id), None)
 
     def device_state_changed(self, dev_id: str) -> None:
         self._dirty_info.add(dev_id)
@@ -136,13 +145,25 @@ class MqttLink:
 
     # -- ControlLoop's sink ----------------------------------------------------------------
 
+    def _command_bus(self) -> MqttBus | None:
+        return self.lane.bus if self.lane is not None and self.lane.bus is not None else self.bus
+
     def publish_command(self, dev_id: str, payload: bytes) -> None:
         # QoS 0: a QoS 1 burst of a thousand commands costs twice the CPU, and the broker then
         # delivers at QoS 1 to each bridge in windows of 20 unacknowledged messages. Nothing
         # is lost by it: commands are retained, held across reconnects and repeated each cycle,
         # and a bridge that hears none applies its fail-safe.
-        if self.bus is not None:
-            self.bus.hold_retained(self.topics.command(dev_id), payload, qos=0)
+        bus = self._command_bus()
+        if bus is not None:
+            bus.hold_retained(self.topics.command(dev_id), payload, qos=0)
+        for listener in self.command_listeners:
+            listener(dev_id, payload)
+
+    def flush_commands(self) -> None:
+        """The commands of a run leave now, ahead of whatever the loop does next."""
+        bus = self._command_bus()
+        if bus is not None:
+            bus.flush()
 
     def results_changed(self, dev_ids: set[str], params: bool) -> None:
         self._dirty_info |= dev_ids
@@ -199,7 +220,9 @@ class MqttLink:
             payload = encode(self.state.device_info(dev_id))
             if payload != self._last_info.get(dev_id):
                 self._last_info[dev_id] = payload
-                self.bus.hold_retained(self.topics.info(dev_id), payload)
+                # QoS 0, like the commands: display data, retained and held across
+                # reconnects; at QoS 1 a burst of infos brings as many PUBACKs to read.
+                self.bus.hold_retained(self.topics.info(dev_id), payload, qos=0)
                 for observer in self.observers:
                     observer.info(dev_id, payload)
 
@@ -216,6 +239,8 @@ class MqttLink:
             return
         dev_id, leaf = parsed
         if leaf == "state":
+            if self.lane is not None and not self.lane.hand_on(MAIN, dev_id, payload):
+                return  # the control lane's copy came first
             self._on_state(dev_id, payload)
         elif leaf == "set" and retained:
             # A retained set would be applied again at every start, over any later change
@@ -226,6 +251,15 @@ class MqttLink:
         elif leaf == "config" and payload and dev_id not in self.state.installation.devices:
             log.info("clearing retained topics of unknown device %s", dev_id)
             self.device_removed(dev_id)
+
+    def on_lane_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        """A message on the control lane: a meter's state, unless its twin on the main
+        connection came first."""
+        parsed = self.topics.parse_device_topic(topic)
+        if parsed is None or parsed[1] != "state" or self.lane is None:
+            return
+        if self.lane.hand_on(LANE, parsed[0], payload):
+            self._on_state(parsed[0], payload)
 
     def _reject(self, reason: str, detail: str) -> None:
         log.warning("rejected MQTT message: %s", detail)

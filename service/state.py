@@ -142,7 +142,9 @@ class ServiceState:
     def device_info(self, dev_id: str, *, admin: bool = False) -> dict[str, Any]:
         config = self.installation.devices[dev_id]
         now = self.clock()
-        runtime = self.runtime.setdefault(dev_id, DeviceRuntime())
+        runtime = self.runtime.get(dev_id)
+        if runtime is None:
+            runtime = self.runtime[dev_id] = DeviceRuntime()
         if is_virtual(config.dev_type):
             # Computed from the others now, never measured (service/core/virtual_meters.py).
             reading = virtual_reading(
@@ -394,16 +396,19 @@ class ServiceState:
             counted = None
             credit = 0
             spread = pairing.NOTHING
-            ramping = self.control.ramping_to(
-                dev_id,
-                now,
-                ramp_window,
-                rising_window_s=rising_window,
-                still_rising=None if runtime is None else partial(
-                    pairing.still_rising, runtime.samples
-                ),
-            )
-            moving = ramping is not None or self.control.following(dev_id, now, ramp_window)
+            ramping = None
+            moving = False
+            if self.control.moving(dev_id, now, max(ramp_window, rising_window)):
+                ramping = self.control.ramping_to(
+                    dev_id,
+                    now,
+                    ramp_window,
+                    rising_window_s=rising_window,
+                    still_rising=None if runtime is None else partial(
+                        pairing.still_rising, runtime.samples
+                    ),
+                )
+                moving = ramping is not None or self.control.following(dev_id, now, ramp_window)
             if runtime is not None and isinstance(state, EvseState):
                 g = config.group
                 if g not in time_of_group:
@@ -450,7 +455,9 @@ class ServiceState:
             changed |= self._take_notes(result.notes)
         stale_after = self.stale_after_s()
         for dev_id in self.installation.devices:
-            runtime = self.runtime.setdefault(dev_id, DeviceRuntime())
+            runtime = self.runtime.get(dev_id)
+            if runtime is None:
+                runtime = self.runtime[dev_id] = DeviceRuntime()
             if runtime.watched_since is None:
                 runtime.watched_since = now
             # A device not heard from yet gets one staleness period before it counts as a
@@ -554,7 +561,9 @@ class ServiceState:
             state = model.model_validate_json(payload)
         except ValidationError:
             state = self._parse_state(dev_id, model, payload, now)
-        runtime = self.runtime.setdefault(dev_id, DeviceRuntime())
+        runtime = self.runtime.get(dev_id)
+        if runtime is None:
+            runtime = self.runtime[dev_id] = DeviceRuntime()
         if isinstance(state, EvseState) and state.com_err and "state" not in state.model_fields_set:
             # A bridge that cannot reach its wallbox may not know its state: offline, not
             # the model's default 1 (no vehicle), which would end a session that goes on.

@@ -9,12 +9,16 @@ A bridge subclasses it and writes only its device protocol:
   `follower.wanted(dev_id)` and apply it);
 - optionally `other_message(topic, payload)` for topics of its own (`extra_subscriptions`).
 
-Subscriptions (docs/mqtt.md): `devices/+/config`, `devices/+/command`, `{base}/status`,
-`{base}/params`. Publishing goes through `publisher` (states, the bridge's status).
+Subscriptions (docs/mqtt.md): `devices/+/config`, `{base}/status`, `{base}/params`, and the
+`devices/{id}/command` of each device it serves, followed as devices come and go (the runner
+sets `subscriptions_changed`): a bridge with ten wallboxes on a site of a thousand does not
+hear the other 990 commands of every run. Publishing goes through `publisher` (states, the
+bridge's status).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -45,6 +49,10 @@ class DeviceBridge:
         # The core's params as far as bridges read them (cycle and staleness).
         self.params = ParamsView()
         self.rejected = 0
+        # Set by the runner (MqttBus.replace_subscriptions): told when the subscriptions change.
+        self.subscriptions_changed: Callable[[list[str]], None] | None = None
+        self._commands_followed: frozenset[str] = frozenset()
+        self._update_due = False
 
     # -- what a bridge writes ----------------------------------------------------------------
 
@@ -70,13 +78,29 @@ class DeviceBridge:
         return self.publisher.status_topic
 
     def subscriptions(self) -> list[str]:
+        self._commands_followed = frozenset(self.follower.devices)
         return [
             self.topics.all_devices("config"),
-            self.topics.all_devices("command"),
+            *(self.topics.command(dev_id) for dev_id in sorted(self._commands_followed)),
             self.topics.status,
             self.topics.params,
             *self.extra_subscriptions(),
         ]
+
+    def _follow_commands(self) -> None:
+        """The command topics follow the devices served: once per burst of configs (a
+        set_params of a thousand devices), on the loop's next turn."""
+        if self.subscriptions_changed is None or self._update_due:
+            return
+        if frozenset(self.follower.devices) == self._commands_followed:
+            return
+        self._update_due = True
+        asyncio.get_running_loop().call_soon(self._update_subscriptions)
+
+    def _update_subscriptions(self) -> None:
+        self._update_due = False
+        if self.subscriptions_changed is not None:
+            self.subscriptions_changed(self.subscriptions())
 
     def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
         if topic == self.topics.status:
@@ -120,6 +144,7 @@ class DeviceBridge:
         elif isinstance(change.new, EvseConfig):
             self.follower.follow(dev_id, change.new.failsafe_current)
         self.device_changed(change)
+        self._follow_commands()
 
     def _on_command(self, dev_id: str, payload: bytes, retained: bool) -> None:
         if dev_id not in self.follower.devices or not payload:

@@ -30,6 +30,7 @@ async def modbus_bridge(settings: Settings, target: MqttTarget) -> AsyncIterator
         on_message=bridge.on_message,
         will=LastWill(bridge.status_topic, b"offline"),
     )
+    bridge.subscriptions_changed = bus.replace_subscriptions
     async with bus, bridge.running(bus):
         yield bridge
 

@@ -59,6 +59,7 @@ async def ocpp_bridge(
         on_message=bridge.on_message,
         will=bridge.publisher.will(),
     )
+    bridge.subscriptions_changed = bus.replace_subscriptions
     async with bus, bridge.running(bus):
         yield bridge
 

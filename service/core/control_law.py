@@ -145,6 +145,12 @@ class ControlMemory:
             return ctl.command
         return None
 
+    def moving(self, dev_id: str, now: float, window_s: float) -> bool:
+        """Raised, or cut and not yet seen to follow, less than `window_s` ago: only such an
+        EVSE can be ramping (ramping_to) or following (most of a site's EVSEs are neither)."""
+        ctl = self.evses.get(dev_id)
+        return ctl is not None and self._moving(ctl, dev_id, now, window_s)
+
     def _moving(self, ctl: EvseControl, dev_id: str, now: float, window_s: float) -> bool:
         raised = ctl.raised_at is not None and now - ctl.raised_at < window_s
         return raised or self.following(dev_id, now, window_s)

@@ -36,7 +36,9 @@ def carry_over(
         return new
     given = new.model_fields_set
     missing = set(type(new).model_fields) - given - _NOT_CARRIED
-    if not missing:
+    if not missing or not missing & previous.model_fields_set:
+        # Nothing to take over: what `new` leaves out, `previous` had at its default too (a
+        # wallbox that pushes the same fields each time; a thousand of them each second).
         return new
     values = {name: getattr(previous if name in missing else new, name)
               for name in type(new).model_fields}  # fmt: skip

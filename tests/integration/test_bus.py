@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 
 from service.app import RunningService, running_service
-from service.settings import Settings
+from service.bus import BusError, MqttBus
+from service.settings import MqttTarget, Settings
+from tests.broker import BrokerAddress
 from tests.integration.conftest import ADMIN_PASSWORD, Api
 from tests.integration.mqtt_observer import MqttObserver
 
@@ -187,3 +190,79 @@ async def test_broker_restart_restores_retained_topics(
             assert config.retain and config.json()["name"] == "Garage"
             params = await fresh.wait(f"{base_topic}/params")
             assert params.retain and params.json()["title"] == "while away"
+
+
+async def test_subscriptions_change_on_a_live_connection(
+    mqtt_broker: BrokerAddress, observer: MqttObserver, base_topic: str
+) -> None:
+    got: list[str] = []
+    bus = MqttBus(
+        MqttTarget.from_url(mqtt_broker.url),
+        client_id=f"test-subs-{uuid.uuid4().hex[:8]}",
+        subscriptions=[f"{base_topic}/a"],
+        on_message=lambda topic, payload, retained: got.append(topic),
+    )
+    async with bus:
+        await bus.wait_connected(10)
+        assert bus.active == {f"{base_topic}/a"}
+        bus.replace_subscriptions([f"{base_topic}/b"])
+        await until(lambda: bus.active == {f"{base_topic}/b"})
+        observer.publish(f"{base_topic}/a", b"1")
+        observer.publish(f"{base_topic}/b", b"2")
+        await until(lambda: f"{base_topic}/b" in got)
+        # One publisher, in order: had `a` still been subscribed, it would have come first.
+        assert got == [f"{base_topic}/b"]
+
+
+async def test_a_publish_waits_for_the_brokers_ack_and_fails_without_a_connection(
+    mqtt_broker: BrokerAddress, observer: MqttObserver, base_topic: str
+) -> None:
+    bus = MqttBus(
+        MqttTarget.from_url(mqtt_broker.url),
+        client_id=f"test-pub-{uuid.uuid4().hex[:8]}",
+        subscriptions=[],
+        on_message=lambda topic, payload, retained: None,
+    )
+    with pytest.raises(BusError):
+        await bus.publish(f"{base_topic}/x", b"early")
+    async with bus:
+        await bus.wait_connected(10)
+        await bus.publish(f"{base_topic}/x", b"acked", qos=1)
+        seen = await observer.wait(f"{base_topic}/x")
+        assert seen.payload == b"acked"
+        # A burst queued without waiting goes out at flush, in order.
+        for i in range(50):
+            assert bus.publish_nowait(f"{base_topic}/burst", str(i).encode(), qos=0)
+        bus.flush()
+        await observer.wait(f"{base_topic}/burst", lambda m: m.payload == b"49")
+        assert [m.payload for m in observer.on(f"{base_topic}/burst")] == [
+            str(i).encode() for i in range(50)
+        ]
+
+
+async def test_subscriptions_changed_by_a_retained_message_take_effect(
+    mqtt_broker: BrokerAddress, observer: MqttObserver, base_topic: str
+) -> None:
+    """A retained message handled as it comes with the SUBACK (a bridge learning its devices
+    from their configs) may change the subscriptions before the connection counts as up."""
+    observer.publish(f"{base_topic}/config", b"follow b", retain=True)
+    got: list[str] = []
+    bus: MqttBus
+
+    def on_message(topic: str, payload: bytes, retained: bool) -> None:
+        got.append(topic)
+        if payload == b"follow b":
+            bus.replace_subscriptions([f"{base_topic}/config", f"{base_topic}/b"])
+
+    bus = MqttBus(
+        MqttTarget.from_url(mqtt_broker.url),
+        client_id=f"test-race-{uuid.uuid4().hex[:8]}",
+        subscriptions=[f"{base_topic}/config"],
+        on_message=on_message,
+    )
+    async with bus:
+        await bus.wait_connected(10)
+        await until(lambda: f"{base_topic}/b" in bus.active)
+        observer.publish(f"{base_topic}/b", b"2")
+        await until(lambda: f"{base_topic}/b" in got)
+    observer.publish(f"{base_topic}/config", b"", retain=True)

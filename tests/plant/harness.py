@@ -79,6 +79,9 @@ class RecordingSink:
         self.clock = clock
         self.sent: list[SentCommand] = []
 
+    def flush_commands(self) -> None:
+        pass
+
     def publish_command(self, dev_id: str, payload: bytes) -> None:
         data = json.loads(payload)
         command = Command(

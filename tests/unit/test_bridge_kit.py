@@ -3,6 +3,7 @@ parser for every payload, the device directory, the command follower's fail-safe
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -235,13 +236,15 @@ def test_device_bridge_routes_the_cores_topics() -> None:
     bridge = Recorder(clock)
     assert bridge.subscriptions() == [
         f"{BASE}/devices/+/config",
-        f"{BASE}/devices/+/command",
         f"{BASE}/status",
         f"{BASE}/params",
     ]
     assert bridge.status_topic == f"{BASE}/bridges/test/status"
     bridge.on_message(f"{BASE}/devices/E1/config", config(failsafe_current=7000), True)
     bridge.on_message(f"{BASE}/devices/E2/config", config("E2", dev_type="evse_ajax"), True)
+    # The commands of its own devices only.
+    assert f"{BASE}/devices/E1/command" in bridge.subscriptions()
+    assert f"{BASE}/devices/E2/command" not in bridge.subscriptions()
     assert [c.dev_id for c in bridge.changes] == ["E1"]
     assert bridge.follower.devices["E1"].failsafe_current == 7000
     bridge.on_message(f"{BASE}/status", b"online", True)
@@ -254,3 +257,28 @@ def test_device_bridge_routes_the_cores_topics() -> None:
     bridge.on_message(f"{BASE}/devices/E1/config", b"{junk", True)
     assert bridge.rejected == 3
     assert bridge.changes[-1].new is None and "E1" not in bridge.follower.devices
+
+
+async def test_the_command_subscriptions_follow_the_devices_served() -> None:
+    """Once per burst of configs, on the loop's next turn: the runner hands the list to
+    MqttBus.replace_subscriptions."""
+    bridge = Recorder(Clock())
+    told: list[list[str]] = []
+    bridge.subscriptions_changed = told.append
+    for dev_id in ("E1", "E2", "E3"):
+        bridge.on_message(f"{BASE}/devices/{dev_id}/config", config(dev_id), True)
+    bridge.on_message(f"{BASE}/devices/E9/config", config("E9", dev_type="evse_ajax"), True)
+    assert told == []
+    await asyncio.sleep(0)
+    assert len(told) == 1
+    commands = [t for t in told[0] if t.endswith("/command")]
+    assert commands == [f"{BASE}/devices/E{i}/command" for i in (1, 2, 3)]
+    # A config that changes nothing served changes no subscription.
+    bridge.on_message(f"{BASE}/devices/E1/config", config("E1", failsafe_current=8000), True)
+    await asyncio.sleep(0)
+    assert len(told) == 1
+    bridge.on_message(f"{BASE}/devices/E2/config", b"", True)
+    await asyncio.sleep(0)
+    assert len(told) == 2
+    assert f"{BASE}/devices/E2/command" not in told[1]
+    assert f"{BASE}/devices/E1/command" in told[1]
