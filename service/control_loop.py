@@ -8,7 +8,11 @@ time rules and staleness. After each run the EVSE commands go out on
 * at once when they changed, decreases before increases, so that a reduction never waits
   behind a raise;
 * for every EVSE whose new state the run used, with `state_ts` = that state's `ts`, so a
-  bridge (set_ajax_evse) can wait for the answer to the very state it posted;
+  bridge (set_ajax_evse) can wait for the answer to the very state it posted. A command that
+  only answers (nothing but its `state_ts` is new) is handed to the in-process listeners at
+  once and goes on the bus ANSWER_DELAY_S later, once no run is due: the answers to a burst of
+  a thousand EVSE reports never stand between a meter reading and the commands it causes,
+  and a run meanwhile sends its newer commands instead;
 * all of them on the cycle, because the bridges' watchdogs expect to hear from the core.
 
 Device info and params follow a moment later (see MqttLink), so they never delay a command.
@@ -51,6 +55,12 @@ ENERGY_SAVE_INTERVAL_S = 60.0
 # the last run took) after the end of the previous run (see device_state_changed); a meter
 # reading or a configuration change runs at once.
 REPORT_RUN_SPACING_S = 0.02
+# Answers-only commands (see the module's docstring): how long they wait at least, how many go
+# out between two looks at the loop, and how long they wait at most for a loop that stays busy.
+ANSWER_DELAY_S = 0.02
+ANSWER_SLICE = 100
+ANSWER_MAX_WAIT_S = 2.0
+BUSY_POLL_S = 0.002
 
 
 def allocate_paused_gc(
@@ -75,6 +85,7 @@ ResultHook = Callable[[AllocationInput, Allocation, Allocation, float], None]
 
 class CommandSink(Protocol):
     def publish_command(self, dev_id: str, payload: bytes) -> None: ...
+    def preview_command(self, dev_id: str, payload: bytes) -> None: ...
     def flush_commands(self) -> None: ...
     def results_changed(self, dev_ids: set[str], params: bool) -> None: ...
 
@@ -182,6 +193,11 @@ def _is_cut(before: Sent, after: Sent) -> bool:
     return effective_current(after) < effective_current(before)
 
 
+def answers_only(before: Sent | None, after: Sent) -> bool:
+    """`after` tells the EVSE nothing new: it only answers a newer state (state_ts)."""
+    return before is not None and before[:4] == after[:4] and before[4] != after[4]
+
+
 @dataclass
 class LoopStats:
     runs: int = 0
@@ -202,6 +218,7 @@ class ControlLoop:
         thread_threshold: int = THREAD_THRESHOLD,
         on_run: Callable[[float], None] | None = None,
         on_result: ResultHook | None = None,
+        answer_delay_s: float = ANSWER_DELAY_S,
     ) -> None:
         self.state = state
         self.sink = sink
@@ -218,6 +235,10 @@ class ControlLoop:
         self._run_ended = -math.inf  # monotonic
         self._report_timer: asyncio.TimerHandle | None = None
         self._stopping = False
+        # 0: answers go out with the run's other commands (the plant simulator's clock).
+        self._answer_delay_s = answer_delay_s
+        self._answers: dict[str, Outgoing] = {}
+        self._answering: asyncio.Task[None] | None = None
 
     # -- StateListener: every change may change the result -----------------------------------
 
@@ -299,6 +320,8 @@ class ControlLoop:
             task.cancel()
             if self._report_timer is not None:
                 self._report_timer.cancel()
+            if self._answering is not None:
+                self._answering.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             self.state.listeners.remove(self)
@@ -371,15 +394,45 @@ class ControlLoop:
             for dev_id, ev in inp.evses.items()
         }
         outgoing = commands_to_send(result.evses, state_ts, self._sent, now, refresh=refresh)
+        sent = 0
         for out in outgoing:
+            if self._answer_delay_s > 0 and answers_only(self._sent.get(out.dev_id), out.sent):
+                self._answers[out.dev_id] = out
+                self.sink.preview_command(out.dev_id, out.payload)
+                continue
+            self._answers.pop(out.dev_id, None)
             self.sink.publish_command(out.dev_id, out.payload)
             self._note_sent(out)
-        if outgoing:
+            sent += 1
+        if sent:
             # Written now: the run's hooks and the display work come after.
             self.sink.flush_commands()
-        self.stats.commands_sent += len(outgoing)
+        self.stats.commands_sent += sent
         for gone in set(self._sent) - set(result.evses):
             del self._sent[gone]
+            self._answers.pop(gone, None)
+        if self._answers and (self._answering is None or self._answering.done()):
+            self._answering = asyncio.get_running_loop().create_task(
+                self._send_answers(), name="control-answers"
+            )
+
+    async def _send_answers(self) -> None:
+        """The answers-only commands, once ANSWER_DELAY_S has passed and no run is due, in
+        slices; a run in between takes over those it sends itself."""
+        await asyncio.sleep(self._answer_delay_s)
+        deadline = time.monotonic() + ANSWER_MAX_WAIT_S
+        while self._answers:
+            # Polled: "busy" is a wake-up flag and the run's lock together.
+            while self.busy() and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(BUSY_POLL_S)
+            batch = [self._answers.pop(d) for d in list(self._answers)[:ANSWER_SLICE]]
+            for out in batch:
+                self.sink.publish_command(out.dev_id, out.payload)
+                self._note_sent(out)
+            self.sink.flush_commands()
+            self.stats.commands_sent += len(batch)
+            log.debug("sent %d answers-only commands, %d wait", len(batch), len(self._answers))
+            await asyncio.sleep(0)
 
     def _note_sent(self, out: Outgoing) -> None:
         self._sent[out.dev_id] = out.sent
@@ -399,6 +452,8 @@ class ControlLoop:
                     rt = runtime.get(dev_id)
                     st = rt.state if rt is not None else None
                     state_ts[dev_id] = st.ts if isinstance(st, EvseState) else None
+            # They answer every state: no answer waiting may follow them.
+            self._answers.clear()
             outgoing = fail_safe_commands(state_ts, state_ts, self._sent, self.clock())
             for out in outgoing:
                 self.sink.publish_command(out.dev_id, out.payload)

@@ -49,7 +49,8 @@ class InfoObserver(Protocol):
     """Sees every params and info payload as it is published (the dashboard's feed)."""
 
     def params(self, payload: bytes) -> None: ...
-    def info(self, dev_id: str, payload: bytes) -> None: ...
+    def info(self, dev_id: str, payload: bytes, decoded: dict[str, Any] | None = None) -> None:
+        """`decoded`: the object `payload` encodes (json.loads(payload)), when at hand."""
     def removed(self, dev_id: str) -> None: ...
 
 
@@ -117,11 +118,12 @@ class MqttLink:
         config = redact_device(self.state.installation.devices[dev_id].model_dump())
         self.bus.hold_retained(self.topics.config(dev_id), encode(config))
         # A configuration change shows at once: clients read it back right after set_params.
-        payload = encode(self.state.device_info(dev_id))
+        info = self.state.device_info(dev_id)
+        payload = encode(info)
         self._last_info[dev_id] = payload
-        self.bus.hold_retained(self.topics.info(dev_id), payload)
+        self.bus.hold_retained(self.topics.info(dev_id), payload, qos=0)
         for observer in self.observers:
-            observer.info(dev_id, payload)
+            observer.info(dev_id, payload, info)
 
     def device_removed(self, dev_id: str) -> None:
         self._last_info.pop(dev_id, None)
@@ -156,6 +158,11 @@ class MqttLink:
         bus = self._command_bus()
         if bus is not None:
             bus.hold_retained(self.topics.command(dev_id), payload, qos=0)
+        self.preview_command(dev_id, payload)
+
+    def preview_command(self, dev_id: str, payload: bytes) -> None:
+        """A command that goes on the bus a moment later (an answers-only one): the
+        in-process listeners hear it now."""
         for listener in self.command_listeners:
             listener(dev_id, payload)
 
@@ -217,14 +224,15 @@ class MqttLink:
             dev_id = dirty.pop()
             if dev_id not in self.state.installation.devices:
                 continue
-            payload = encode(self.state.device_info(dev_id))
+            info = self.state.device_info(dev_id)
+            payload = encode(info)
             if payload != self._last_info.get(dev_id):
                 self._last_info[dev_id] = payload
                 # QoS 0, like the commands: display data, retained and held across
                 # reconnects; at QoS 1 a burst of infos brings as many PUBACKs to read.
                 self.bus.hold_retained(self.topics.info(dev_id), payload, qos=0)
                 for observer in self.observers:
-                    observer.info(dev_id, payload)
+                    observer.info(dev_id, payload, info)
 
     def close(self) -> None:
         if self._flush is not None:

@@ -170,7 +170,9 @@ class DashboardHub:
                 self._groups_dirty = True
         self._schedule()
 
-    def info(self, dev_id: str, payload: bytes) -> None:
+    def info(self, dev_id: str, payload: bytes, decoded: dict[str, Any] | None = None) -> None:
+        """A device's info as published; `decoded` spares decoding it again (the link has
+        the object it encoded: a thousand EVSEs report each second)."""
         if self._infos.get(dev_id) == payload:
             return
         if not self._clients and dev_id in self._meters:
@@ -178,9 +180,10 @@ class DashboardHub:
             self._infos[dev_id] = payload
             self._decoded.pop(dev_id, None)
             return
-        decoded = self._decode(dev_id, payload)
         if decoded is None:
-            return
+            decoded = self._decode(dev_id, payload)
+            if decoded is None:
+                return
         self._infos[dev_id] = payload
         old = self._decoded.get(dev_id)
         self._decoded[dev_id] = decoded

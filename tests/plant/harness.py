@@ -82,6 +82,9 @@ class RecordingSink:
     def flush_commands(self) -> None:
         pass
 
+    def preview_command(self, dev_id: str, payload: bytes) -> None:
+        pass
+
     def publish_command(self, dev_id: str, payload: bytes) -> None:
         data = json.loads(payload)
         command = Command(
@@ -176,7 +179,8 @@ class PlantRun:
             clock=self.clock,
         )
         self.sink = RecordingSink(self.clock)
-        self.loop = ControlLoop(self.state, self.sink, clock=self.clock)
+        # Answers go out with their run: the simulation's time is not the event loop's.
+        self.loop = ControlLoop(self.state, self.sink, clock=self.clock, answer_delay_s=0)
         self.wallboxes = {w.dev_id: Wallbox(w) for w in spec.wallboxes}
         self.trace = Trace()
         for dev_id in self.wallboxes:

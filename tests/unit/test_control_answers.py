@@ -1,0 +1,98 @@
+"""Answers-only commands (service/control_loop.py): the in-process listeners hear them at
+once, the bus a moment later, and a run in between sends its newer command instead."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from service.app import device_registry
+from service.control_loop import ANSWER_DELAY_S, ControlLoop
+from service.core.control_law import NO_WAITS
+from service.state import ServiceState
+from service.store import Store
+
+NOW = 1_000_000.0
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict[str, Any]]] = []
+        self.previewed: list[tuple[str, dict[str, Any]]] = []
+
+    def publish_command(self, dev_id: str, payload: bytes) -> None:
+        self.published.append((dev_id, json.loads(payload)))
+
+    def preview_command(self, dev_id: str, payload: bytes) -> None:
+        self.previewed.append((dev_id, json.loads(payload)))
+
+    def flush_commands(self) -> None:
+        pass
+
+    def results_changed(self, dev_ids: set[str], params: bool) -> None:
+        pass
+
+    def last_published(self, dev_id: str) -> dict[str, Any]:
+        return [c for d, c in self.published if d == dev_id][-1]
+
+
+async def site(tmp_path: Path) -> tuple[ServiceState, ControlLoop, Sink]:
+    state = ServiceState.load(Store(tmp_path), device_registry())
+    state.clock = lambda: NOW
+    await state.set_params(
+        {
+            "max_total_current": 32_000,
+            **NO_WAITS,
+            "follow_time": 1,
+            "devices": [
+                {"dev_type": "meter_ajax", "dev_id": "M1", "role": 3},
+                {"dev_type": "evse_ajax", "dev_id": "E1", "used_phases": 7},
+            ],
+        }
+    )
+    sink = Sink()
+    return state, ControlLoop(state, sink, clock=lambda: NOW), sink
+
+
+def report(service: ServiceState, dev_id: str, ts: float, **fields: Any) -> None:
+    service.record_state(dev_id, json.dumps({"ts": ts, **fields}).encode())
+
+
+async def test_an_answer_is_heard_in_process_at_once_and_on_the_bus_later(
+    tmp_path: Path,
+) -> None:
+    state, loop, sink = await site(tmp_path)
+    report(state, "M1", NOW - 0.5, current=[10_000] * 3)
+    report(state, "E1", NOW - 0.5, state=3, current=[8000] * 3)
+    await loop.run_once(refresh=False)
+    first = sink.last_published("E1")
+    # The same draw again: the command only answers the new state.
+    report(state, "E1", NOW - 0.2, state=3, current=[8000] * 3)
+    await loop.run_once(refresh=False)
+    dev_id, heard = sink.previewed[-1]
+    assert dev_id == "E1" and heard["state_ts"] == NOW - 0.2
+    assert sink.last_published("E1") == first
+    await asyncio.sleep(ANSWER_DELAY_S + 0.05)
+    answer = sink.last_published("E1")
+    assert answer["state_ts"] == NOW - 0.2
+    assert answer["charging_current"] == first["charging_current"]
+
+
+async def test_a_cut_in_between_is_never_followed_by_an_older_answer(tmp_path: Path) -> None:
+    state, loop, sink = await site(tmp_path)
+    report(state, "M1", NOW - 0.5, current=[10_000] * 3)
+    report(state, "E1", NOW - 0.5, state=3, current=[8000] * 3)
+    await loop.run_once(refresh=False)
+    before = sink.last_published("E1")["charging_current"]
+    report(state, "E1", NOW - 0.2, state=3, current=[8000] * 3)
+    await loop.run_once(refresh=False)  # an answer waits
+    # An overload before it went out: the cut goes at once and answers that state too.
+    report(state, "M1", NOW - 0.1, current=[36_000] * 3)
+    await loop.run_once(refresh=False)
+    cut = sink.last_published("E1")
+    assert cut["charging_current"] < before
+    assert cut["state_ts"] == NOW - 0.2
+    await asyncio.sleep(ANSWER_DELAY_S + 0.05)
+    assert sink.last_published("E1") == cut
