@@ -41,7 +41,7 @@ from service.core.allocation import (
 )
 from service.core.authorization import RfidResult
 from service.core.contract import effective_current
-from service.core.control_law import ControlSettings, all_paused, govern
+from service.core.control_law import ControlMemory, ControlSettings, all_paused, govern
 from service.core.models import EvseConfig, EvseState
 from service.state import ServiceState
 
@@ -206,6 +206,8 @@ class LoopStats:
     commands_sent: int = 0
     # Paused-at-0-A commands sent because a run failed (see fail_safe_commands).
     failsafe_commands: int = 0
+    # Report or cycle runs given up for a meter reading that came meanwhile (run_once).
+    given_way: int = 0
 
 
 class ControlLoop:
@@ -239,6 +241,8 @@ class ControlLoop:
         self._answer_delay_s = answer_delay_s
         self._answers: dict[str, Outgoing] = {}
         self._answering: asyncio.Task[None] | None = None
+        # A meter reading arrived since the present run began.
+        self._meter_reading = False
 
     # -- StateListener: every change may change the result -----------------------------------
 
@@ -262,6 +266,8 @@ class ControlLoop:
         # a thousand reports make a few runs instead of hundreds, and a meter reading among
         # them finds the loop free.
         if not isinstance(self.state.installation.devices.get(dev_id), EvseConfig):
+            # A report-triggered run under way gives way to it (see run_once).
+            self._meter_reading = True
             self.trigger()
             return
         # At least as long as the last run took: report runs fill at most half the loop's
@@ -354,23 +360,15 @@ class ControlLoop:
     async def run_once(self, *, refresh: bool) -> Allocation:
         async with self._lock:
             started = time.perf_counter()
-            # This run takes every report recorded so far; later ones schedule their own.
-            if self._report_timer is not None:
-                self._report_timer.cancel()
-                self._report_timer = None
-            now = self.clock()
-            inp = self.state.allocation_input(now)
-            if len(inp.evses) >= self.thread_threshold:
-                result = await asyncio.to_thread(
-                    allocate_paused_gc, inp, self.state.memory, self.state.allocation_cache
-                )
-            else:
-                result = allocate_paused_gc(inp, self.state.memory, self.state.allocation_cache)
-            allocated = result
-            # What the plant can follow: cuts at once, raises once they held (control_law).
-            result, self.state.control = govern(
-                result, inp, self.state.control, ControlSettings.from_params(inp.params)
-            )
+            while True:
+                computed = await self._compute()
+                if computed is not None:
+                    break
+                self.stats.given_way += 1
+                log.debug("a report run gave way to a meter reading")
+            inp, allocated, result, control = computed
+            now = inp.now
+            self.state.control = control
             changed = self.state.apply_allocation(result, now)
             self._send(result, inp, now, refresh=refresh)
             elapsed = time.perf_counter() - started
@@ -385,6 +383,45 @@ class ControlLoop:
         self.sink.results_changed(changed, params=True)
         await self._write_back(result)
         return result
+
+    async def _compute(
+        self,
+    ) -> tuple[AllocationInput, Allocation, Allocation, ControlMemory] | None:
+        """One run's input, allocation and commands, committing nothing; None when a run
+        that no meter reading asked for gave way to one that arrived meanwhile.
+
+        Such a run (EVSE reports, the cycle) looks at the bus between its stages: at a
+        thousand EVSEs a run takes milliseconds, and a meter reading that arrives meanwhile
+        must not wait for the end of a run it will make stale anyway. Giving up is safe: the
+        stages are pure, and the allocation's cache never changes a result. A run for a
+        meter reading does not give way."""
+        yields = not self._meter_reading
+        self._meter_reading = False
+        # This run takes every report recorded so far; later ones schedule their own.
+        if self._report_timer is not None:
+            self._report_timer.cancel()
+            self._report_timer = None
+        self._wake.clear()
+        inp = self.state.allocation_input(self.clock())
+        if yields and await self._meter_reading_came():
+            return None
+        if len(inp.evses) >= self.thread_threshold:
+            result = await asyncio.to_thread(
+                allocate_paused_gc, inp, self.state.memory, self.state.allocation_cache
+            )
+        else:
+            result = allocate_paused_gc(inp, self.state.memory, self.state.allocation_cache)
+        if yields and await self._meter_reading_came():
+            return None
+        # What the plant can follow: cuts at once, raises once they held (control_law).
+        commanded, control = govern(
+            result, inp, self.state.control, ControlSettings.from_params(inp.params)
+        )
+        return inp, result, commanded, control
+
+    async def _meter_reading_came(self) -> bool:
+        await asyncio.sleep(0)  # the bus reads what is waiting
+        return self._meter_reading
 
     def _send(
         self, result: Allocation, inp: AllocationInput, now: float, *, refresh: bool

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from functools import cache
 
 from service.core.allocation import EvseResult
 from service.core.models import EvseState, MeterState
@@ -18,6 +19,12 @@ CLOCK_RESET_S = 60.0
 # What a partial state never takes over from the one before: when it was measured, an error
 # it does not report, and a card shown (an event, acted upon once; not a lasting reading).
 _NOT_CARRIED = frozenset({"ts", "com_err", "last_error", "rfid"})
+
+
+@cache
+def _carried(model: type[EvseState | MeterState]) -> frozenset[str]:
+    # Per class once: model_fields is a slow property, and a thousand pushes come each second.
+    return frozenset(model.model_fields) - _NOT_CARRIED
 
 
 def carry_over(
@@ -35,7 +42,7 @@ def carry_over(
     if previous is None or type(previous) is not type(new):
         return new
     given = new.model_fields_set
-    missing = set(type(new).model_fields) - given - _NOT_CARRIED
+    missing = _carried(type(new)) - given
     if not missing or not missing & previous.model_fields_set:
         # Nothing to take over: what `new` leaves out, `previous` had at its default too (a
         # wallbox that pushes the same fields each time; a thousand of them each second).

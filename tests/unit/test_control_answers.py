@@ -96,3 +96,36 @@ async def test_a_cut_in_between_is_never_followed_by_an_older_answer(tmp_path: P
     assert cut["state_ts"] == NOW - 0.2
     await asyncio.sleep(ANSWER_DELAY_S + 0.05)
     assert sink.last_published("E1") == cut
+
+
+async def test_a_report_run_gives_way_to_a_meter_reading_that_comes_meanwhile(
+    tmp_path: Path,
+) -> None:
+    state, loop, sink = await site(tmp_path)
+    state.listeners.append(loop)  # as ControlLoop.running() does
+    report(state, "M1", NOW - 0.5, current=[10_000] * 3)
+    report(state, "E1", NOW - 0.5, state=3, current=[8000] * 3)
+    await loop.run_once(refresh=False)
+    before = sink.last_published("E1")["charging_current"]
+    # A report starts a run; while it runs, an overload arrives (read from the bus at the
+    # run's first look).
+    report(state, "E1", NOW - 0.2, state=3, current=[8000] * 3)
+    asyncio.get_running_loop().call_soon(
+        lambda: report(state, "M1", NOW - 0.1, current=[36_000] * 3)
+    )
+    await loop.run_once(refresh=False)
+    assert loop.stats.given_way == 1
+    # The run that went out is the one with the overload: E1 is cut.
+    assert sink.last_published("E1")["charging_current"] < before
+
+
+async def test_a_run_for_a_meter_reading_does_not_give_way(tmp_path: Path) -> None:
+    state, loop, sink = await site(tmp_path)
+    state.listeners.append(loop)
+    report(state, "E1", NOW - 0.5, state=3, current=[8000] * 3)
+    report(state, "M1", NOW - 0.5, current=[10_000] * 3)
+    asyncio.get_running_loop().call_soon(
+        lambda: report(state, "M1", NOW - 0.1, current=[36_000] * 3)
+    )
+    await loop.run_once(refresh=False)
+    assert loop.stats.given_way == 0
