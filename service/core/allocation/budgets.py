@@ -280,8 +280,16 @@ def hold_peaks(
     that level, so that transitions that follow one another for longer than `hold_s` lend
     no budget, and a rise seen during them is kept until `hold_s` after them."""
     credited = any(spread)
+    l0, l1, l2 = int(load[0]), int(load[1]), int(load[2])
+    if len(history) == 1 and not credited:
+        # The most common case, short (what the general way below gives): a steady load, the
+        # one figure held still within its hold time, and no transition.
+        h = history[0]
+        steady = h[1] == l0 and h[2] == l1 and h[3] == l2 and not h[4]
+        if steady and now - h[0] < hold_s and h[0] <= now:
+            return [h[1], h[2], h[3]], history
     # The flag keeps a credited figure apart from an equal plain one before it (both stay).
-    entry: LoadEntry = (now, int(load[0]), int(load[1]), int(load[2]), credited)
+    entry: LoadEntry = (now, l0, l1, l2, credited)
     kept = [h for h in history if now - h[0] < hold_s and h[0] <= now]
     past = [h for h in history if h[0] <= now]
     if credited and past:

@@ -10,22 +10,32 @@ runs both for every run in the tests and compares. What is kept:
 * per EVSE, its verdict (verdict.classify), with the configuration, state and memory objects
   and the context it was made from. A later run takes it as it is while all of these are
   the very same objects *and* the state is still fresh; a new state that only moved its
-  measurements carries it over (verdict.refreshed);
+  measurements carries it over (verdict.refreshed). The EVSEs' memory the last run handed
+  out is kept too: after each run, the verdicts of EVSEs whose memory changed (or went)
+  are dropped, so while a run gets that very mapping back (no event came between), every
+  kept verdict was made from the memory it has, and the run does not look each one up;
 * per EVSE with a vehicle, its last result with the wish and current it came from
-  (sessions.conclude).
+  (sessions.conclude);
+* per EVSE whose charging rules shape its wish, what wishes.solar_pools made of its vehicle;
+* per EVSE whose wish reads the clock only as whether its minimum pause runs, that wish
+  (run.Survey.vehicle_wish);
+* the last sharing (groups.share, a pure function): its currents while the budgets, the
+  demands and max_imbalance are equal to the last run's, as in a run that nothing new
+  reached (the cycle timer's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from service.core.allocation.budgets import Constraints, constraints
 from service.core.allocation.model import EvseMemory
 from service.core.allocation.sessions import Settled
-from service.core.allocation.verdict import Context, Verdict
+from service.core.allocation.verdict import Clocked, Context, Verdict
 from service.core.allocation.views import ConfigView, StateView
-from service.core.groups import GroupTree, build_group_tree
+from service.core.allocation.wishes import SolarSeen
+from service.core.groups import Demand, GroupTree, build_group_tree, share
 from service.core.models import EvseConfig, EvseState, GroupConfig, Params, User
 
 # A cached verdict with what it was made from: configuration, state, the state's view,
@@ -42,12 +52,18 @@ class AllocationCache:
     state_views: dict[str, StateView] = field(default_factory=dict)
     verdicts: dict[str, Prepared] = field(default_factory=dict)
     settled: dict[str, Settled] = field(default_factory=dict)
+    solar: dict[str, SolarSeen] = field(default_factory=dict)
+    clocked: dict[str, Clocked] = field(default_factory=dict)
     _groups: Sequence[GroupConfig] | None = None
     _main_limit: int = 0
     _tree: GroupTree | None = None
     _constraints_key: tuple[bool, int, tuple[bool, ...]] | None = None
     _constraints: Constraints | None = None
     _context: Context | None = None
+    # The EVSEs' memory the last run handed out (None: do not trust, see taken_back).
+    _handed: Mapping[str, EvseMemory] | None = None
+    # The last sharing: budgets, demands, max_imbalance and the currents they gave.
+    _shared: tuple[list[int], list[Demand], int, list[int]] | None = None
 
     def group_tree(self, groups: Sequence[GroupConfig], main_limit: int) -> GroupTree:
         """The group tree, kept while the groups (the same object, or equal ones) and the
@@ -86,6 +102,42 @@ class AllocationCache:
             )
         return context
 
+    def share(self, budgets: list[int], demands: list[Demand], max_imbalance: int) -> list[int]:
+        """groups.share, or the currents of the last sharing when its inputs are equal (most
+        demands are the very same objects then: compared in C, at a small part of the cost
+        of sharing). The lists handed in and returned must not change afterwards."""
+        last = self._shared
+        if (
+            last is not None
+            and last[2] == max_imbalance
+            and last[0] == budgets
+            and last[1] == demands
+        ):
+            return last[3]
+        currents = share(budgets, demands, max_imbalance)
+        self._shared = (budgets, demands, max_imbalance, currents)
+        return currents
+
+    def taken_back(self, evses_memory: Mapping[str, EvseMemory]) -> bool:
+        """Whether a run gets back the very EVSEs' memory the last run handed out: then every
+        kept verdict was made from its EVSE's memory in it (see handed_out). Until that run
+        hands out its own, nothing is trusted (a run that fails midway leaves no trust)."""
+        trusted = evses_memory is self._handed
+        self._handed = None
+        return trusted
+
+    def handed_out(
+        self, evses_memory: Mapping[str, EvseMemory], changed: Iterable[str], gone: Iterable[str]
+    ) -> None:
+        """A run hands out `evses_memory`: the verdicts of EVSEs whose memory it changed or
+        dropped were made from another one, and go."""
+        verdicts = self.verdicts
+        for dev_id in changed:
+            verdicts.pop(dev_id, None)
+        for dev_id in gone:
+            verdicts.pop(dev_id, None)
+        self._handed = evses_memory
+
     def forget_gone(self, evses: Mapping[str, object]) -> None:
         """Drops what is kept for EVSEs that are gone, once they are many."""
         if len(self.views) <= 2 * len(evses) + 64:
@@ -94,3 +146,5 @@ class AllocationCache:
         self.state_views = {d: v for d, v in self.state_views.items() if d in evses}
         self.verdicts = {d: v for d, v in self.verdicts.items() if d in evses}
         self.settled = {d: v for d, v in self.settled.items() if d in evses}
+        self.solar = {d: v for d, v in self.solar.items() if d in evses}
+        self.clocked = {d: v for d, v in self.clocked.items() if d in evses}

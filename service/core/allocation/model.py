@@ -68,6 +68,10 @@ OBSERVED_AT_MAXIMUM: Final = frozenset((R_NO_VEHICLE, R_ERROR, R_COM_ERR, R_DISA
 # --- input ------------------------------------------------------------------------------
 
 
+# EvseInput.draw_spread of an EVSE that is not in transition.
+NO_SPREAD: Final = (0, 0, 0)
+
+
 @dataclass(frozen=True, slots=True)
 class EvseInput:
     config: EvseConfig
@@ -85,7 +89,7 @@ class EvseInput:
     # follows a cut (control_law). Per EVSE-local phase, how much less than its counted
     # current it may have drawn then (pairing.draw_spread): an other-load figure made with
     # it may be that much low, and lowers the held other load no further (hold_peaks).
-    draw_spread: tuple[int, int, int] = (0, 0, 0)
+    draw_spread: tuple[int, int, int] = NO_SPREAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +158,9 @@ class EvseMemory(NamedTuple):
 # assertion keeps them true.
 M_PAUSED_SINCE: Final = 2
 M_CHARGING: Final = 3
+M_OVERRIDES: Final = 8
 assert EvseMemory._fields[2:4] == ("paused_since", "charging")
+assert EvseMemory._fields[8] == "overrides"
 
 EMPTY_EVSE_MEMORY: Final = EvseMemory()
 # The memory of an EVSE without a vehicle, shared by all of them.

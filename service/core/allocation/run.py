@@ -18,7 +18,7 @@ from service.core.allocation.budgets import (
 )
 from service.core.allocation.cache import AllocationCache, Prepared
 from service.core.allocation.model import (
-    M_CHARGING,
+    NO_SPREAD,
     OBSERVED_AT_MAXIMUM,
     Allocation,
     AllocationInput,
@@ -30,8 +30,9 @@ from service.core.allocation.model import (
 )
 from service.core.allocation.sessions import conclude
 from service.core.allocation.verdict import Site, Verdict, classify, refreshed
-from service.core.allocation.views import grid_draw, state_view
+from service.core.allocation.views import grid_draw, new, state_view
 from service.core.allocation.wishes import (
+    SolarSeen,
     Vehicle,
     Wish,
     demand_for,
@@ -41,7 +42,7 @@ from service.core.allocation.wishes import (
 )
 from service.core.authorization import RfidIndex
 from service.core.charging_rules import RuleContext, minute_of_week, numeric_variables
-from service.core.groups import Demand, share, sum_subtrees
+from service.core.groups import Demand, sum_subtrees
 from service.core.models import EvseState
 from service.core.phases import PHASE_COUNT
 
@@ -50,7 +51,6 @@ from service.core.phases import PHASE_COUNT
 _PLACEHOLDER: Final = EvseResult(
     False, False, False, 0, 0, 0, 0, 0, 0, 0, "", False, False, None, 0, 0
 )  # fmt: skip
-NO_SPREAD: Final = (0, 0, 0)
 
 
 def allocate(
@@ -73,12 +73,12 @@ def allocate(
     variables = numeric_variables(params.cm_vars)
     site = Site(
         context, now, variables, RfidIndex(inp.users), notes,
-        cache.views, cache.state_views,
+        cache.views, cache.state_views, cache.clocked,
     )  # fmt: skip
     # 2. Each EVSE's verdict (and the wishes that read neither the clock nor the sun).
     cache.forget_gone(inp.evses)
     survey = Survey.empty(len(tree.ids), com_err)
-    survey.take_verdicts(inp, memory, site, cache.verdicts)
+    survey.take_verdicts(inp, memory, site, cache.verdicts, cache.taken_back(memory.evses))
     # 3. Budgets, now that what the EVSEs draw and the fixed loads are known.
     draw_sub = sum_subtrees(tree, survey.draw)
     over = overdraft(params, memory, meters, now)
@@ -96,24 +96,26 @@ def allocate(
     # 4. The wishes that charging rules shape, now that the solar figures are known.
     if survey.deferred:
         surplus = solar_surplus(meters, draw_sub, survey.idle_draw)
-        survey.wishes_with_rules(inp, site, meters, surplus)
+        survey.wishes_with_rules(inp, site, meters, surplus, cache.solar)
     # 5. Sharing: minimums by priority, then water-filling.
-    currents = share(budgets.slots, survey.demands, params.max_imbalance)
+    currents = cache.share(budgets.slots, survey.demands, params.max_imbalance)
     # 6. Sessions: reasons, pauses and results after sharing.
     observe = not params.lb_enabled
     conclude(
-        survey.wishes, survey.demand_of, currents, now, observe, cache.settled,
+        survey.wishes, currents, now, observe, cache.settled,
         survey.results, survey.changed_mem,
     )  # fmt: skip
     if observe:
         _observed_at_maximum(inp, survey.results, variables)
+    evses_memory, gone = _merged(memory.evses, survey.changed_mem, inp.evses)
+    cache.handed_out(evses_memory, survey.changed_mem, gone)
     return Allocation(
         evses=survey.results,
         cons_evse_power=round(survey.cons_power),
         avail_evse_power=budgets.available_power,
         budget_per_phase=budgets.per_group,
         memory=Memory(
-            evses=_merged(memory.evses, survey.changed_mem, inp.evses),
+            evses=evses_memory,
             last_now=now,
             overdraft=over.active,
             overdraft_until=over.until,
@@ -129,7 +131,7 @@ def allocate(
         energy_wh=survey.energy,
         notes=tuple(notes),
         budgets=tuple(budgets.slots),
-        slots={wish[0]: sl for wish, sl in zip(survey.wishes, survey.slot_of, strict=True)},
+        slots=survey.slot_of,
         grid_late=any(meters.grid_late),
     )
 
@@ -143,9 +145,9 @@ class Survey:
     fixed: list[list[int]]
     com_err: set[str]
     results: dict[str, EvseResult]
+    # A wish shares (has a demand, in the same order) when it has no reason not to.
     wishes: list[Wish]
-    demand_of: list[int]  # per wish: the index of its demand, -1 = it does not share
-    slot_of: list[tuple[int, ...]]  # per wish: the constraint slots its EVSE loads
+    slot_of: dict[str, tuple[int, ...]]  # per wish's EVSE: the constraint slots it loads
     demands: list[Demand]
     deferred: list[tuple[Vehicle, int]]  # vehicles (and W) whose wish the rules shape
     changed_mem: dict[str, EvseMemory]  # most runs change few EVSEs' memory
@@ -160,46 +162,58 @@ class Survey:
     def empty(cls, n_groups: int, com_err: set[str]) -> Survey:
         return cls(
             [[0, 0, 0] for _ in range(n_groups)], [[0, 0, 0] for _ in range(n_groups)],
-            com_err, {}, [], [], [], [], [], {}, {}, [[0, 0, 0] for _ in range(n_groups)],
+            com_err, {}, [], {}, [], [], {}, {}, [[0, 0, 0] for _ in range(n_groups)],
         )  # fmt: skip
 
     def take_verdicts(
-        self, inp: AllocationInput, memory: Memory, site: Site, verdicts: dict[str, Prepared]
+        self,
+        inp: AllocationInput,
+        memory: Memory,
+        site: Site,
+        verdicts: dict[str, Prepared],
+        trusted: bool,
     ) -> None:
-        """Every EVSE's verdict, cached or made anew, added up. The hot loop of a run."""
+        """Every EVSE's verdict, cached or made anew, added up. The hot loop of a run.
+        `trusted`: every kept verdict was made from its EVSE's memory in `memory` (see
+        AllocationCache.taken_back)."""
         old_get = memory.evses.get
         verdicts_get = verdicts.get
         stale = inp.stale_after_s
         context = site.context
-        elapsed = 0.0
-        if memory.last_now is not None:
-            elapsed = min(max(0.0, site.now - memory.last_now), stale)
-        hours = elapsed / 3600
-        draw, results, energy = self.draw, self.results, self.energy
-        wishes, demand_of, demands = self.wishes, self.demand_of, self.demands
+        hours = _hours_since(memory.last_now, site.now, stale)
+        # Every EVSE's place in the results, in input order, made whole in C; a vehicle's
+        # result replaces its placeholder after sharing.
+        results = self.results = dict.fromkeys(inp.evses, _PLACEHOLDER)
+        draw, energy = self.draw, self.energy
+        wishes, demands = self.wishes, self.demands
         slot_of = self.slot_of
         power_sum = 0.0
         idle_draw = 0
         for dev_id, ev in inp.evses.items():
-            orig = old_get(dev_id)
             age = ev.state_age_s
-            is_fresh = age is not None and age <= stale
             entry = verdicts_get(dev_id)
-            # A cached verdict holds while what it was made from is the very same, and the
-            # state is still fresh.
+            # A cached verdict holds while what it was made from is the very same objects
+            # and the state is still fresh; a new state that only moved its measurements
+            # carries it over (verdict.refreshed).
             if (
                 entry is not None
-                and is_fresh
-                and entry[1] is ev.state
                 and entry[0] is ev.config
-                and entry[3] is orig
                 and entry[4] is context
+                and (trusted or entry[3] is old_get(dev_id))
+                and age is not None
+                and age <= stale
             ):
-                verdict = entry[5]
+                if entry[1] is ev.state:
+                    verdict = entry[5]
+                else:
+                    verdict = _carried_over(dev_id, ev, entry[3], entry, site, verdicts)
             else:
-                verdict = verdict_anew(dev_id, ev, orig, is_fresh, entry, site, verdicts)
+                orig = old_get(dev_id)
+                is_fresh = age is not None and age <= stale
+                made = classify(dev_id, ev, orig, is_fresh, site)
+                verdict = _made(dev_id, ev.state, made, orig, site, verdicts)
             (g, power, soft, d0, d1, d2, rotation, fixed, changed, result, vehicle, wish,
-             demand, slots, lost) = verdict  # fmt: skip
+             demand, slots, lost, idle) = verdict  # fmt: skip
             power_sum += power
             if soft and hours:
                 energy[dev_id] = soft * hours
@@ -209,44 +223,45 @@ class Survey:
                 paired = ev.counted_current
                 if paired is not None:
                     d0, d1, d2 = grid_draw(rotation, *paired)
-                acc = draw[g]
-                acc[0] += d0
-                acc[1] += d1
-                acc[2] += d2
-                if orig is None or not orig[M_CHARGING]:
-                    # Not given current in the last run: what it still draws (a car just
-                    # paused) is no surplus, or a surplus car would restart from the grid.
-                    idle_draw += d0 + d1 + d2
-                else:
+                if d0 or d1 or d2:  # many draw nothing (no car, or one not charging)
+                    acc = draw[g]
+                    acc[0] += d0
+                    acc[1] += d1
+                    acc[2] += d2
+                    if idle:
+                        # Not given current in the last run: what it still draws (a car just
+                        # paused) is no surplus, or a surplus car would restart from the grid.
+                        idle_draw += d0 + d1 + d2
+                if not idle:
                     # A ramp credit is no surplus either: a car ramping up is counted at its
                     # report, and only its own rules see its credit (wishes_with_rules).
                     idle_draw += ev.ramp_credit
-                if ev.draw_spread != NO_SPREAD:
-                    # Its group's load figure may be low by what it may not have drawn.
-                    s0, s1, s2 = grid_draw(rotation, *ev.draw_spread)
-                    sp = self.spread[g]
-                    sp[0] += s0
-                    sp[1] += s1
-                    sp[2] += s2
-            if result is not None:
-                results[dev_id] = result
-                if fixed is not None or changed is not None or lost:
-                    self._take_rest(dev_id, g, fixed, changed, lost)
-                continue
-            results[dev_id] = _PLACEHOLDER
+                spread = ev.draw_spread
+                if spread is not NO_SPREAD and spread != NO_SPREAD:
+                    self._take_spread(g, rotation, spread)
             if wish is not None:
                 # add_wish, inline: most vehicles come here in most runs.
                 wishes.append(wish)
-                slot_of.append(slots)
-                if demand is None:
-                    demand_of.append(-1)
-                else:
-                    demand_of.append(len(demands))
+                slot_of[dev_id] = slots
+                if demand is not None:
                     demands.append(demand)
+            elif result is not None:
+                results[dev_id] = result
+                if fixed is not None or changed is not None or lost:
+                    self._take_rest(dev_id, g, fixed, changed, lost)
             else:
                 self.vehicle_wish(vehicle, round(power), site)
         self.cons_power = power_sum
         self.idle_draw = idle_draw
+
+    def _take_spread(self, g: int, rotation: int, spread: tuple[int, int, int]) -> None:
+        """An EVSE in transition: its group's load figure may be low by what it may not have
+        drawn (EvseInput.draw_spread)."""
+        s0, s1, s2 = grid_draw(rotation, *spread)
+        sp = self.spread[g]
+        sp[0] += s0
+        sp[1] += s1
+        sp[2] += s2
 
     def _take_rest(
         self,
@@ -269,11 +284,8 @@ class Survey:
 
     def add_wish(self, wish: Wish, demand: Demand | None, slots: tuple[int, ...]) -> None:
         self.wishes.append(wish)
-        self.slot_of.append(slots)
-        if demand is None:
-            self.demand_of.append(-1)
-        else:
-            self.demand_of.append(len(self.demands))
+        self.slot_of[wish[0]] = slots
+        if demand is not None:
             self.demands.append(demand)
 
     def vehicle_wish(self, vehicle: Vehicle | None, watts: int, site: Site) -> None:
@@ -283,11 +295,32 @@ class Survey:
         ctx = site.context
         if has_rules(vehicle, ctx.users):
             self.deferred.append((vehicle, watts))
-        else:
+            return
+        mem = vehicle.memory
+        if not mem.plugged_at:
+            # No plug time yet: its place among equals is the present.
             self._wish(vehicle, watts, site, None)
+            return
+        # Else the clock goes into its wish only as whether its minimum pause still runs
+        # (wishes.make_wish): the wish made last time holds while that, its vehicle object
+        # and its power stay the same (a paused car waits like this run after run).
+        stopped = mem.stopped_at
+        pausing = stopped is not None and site.now - stopped < vehicle.config.pause_min_time
+        dev_id = vehicle.dev_id
+        kept = site.clocked.get(dev_id)
+        if kept is not None and kept[0] is vehicle and kept[1] == watts and kept[2] == pausing:
+            self.add_wish(kept[3], kept[4], vehicle.slots)
+            return
+        wish, demand = self._wish(vehicle, watts, site, None)
+        site.clocked[dev_id] = (vehicle, watts, pausing, wish, demand)
 
     def wishes_with_rules(
-        self, inp: AllocationInput, site: Site, meters: Meters, surplus: int
+        self,
+        inp: AllocationInput,
+        site: Site,
+        meters: Meters,
+        surplus: int,
+        solar_seen: dict[str, SolarSeen],
     ) -> None:
         """The deferred wishes, with the solar figures: per phase the vehicle uses, its share
         of the production or the surplus when its rules charge from that (solar_pools), else
@@ -295,7 +328,7 @@ class Survey:
         week_minute = minute_of_week(site.now, inp.utc_offset_s)
         production = meters.production
         from_production, from_surplus = solar_pools(
-            self.deferred, site.context.users, production, surplus
+            self.deferred, site.context.users, production, surplus, solar_seen
         )
         for vehicle, watts in self.deferred:
             n = PHASE_COUNT[vehicle.local_mask]
@@ -304,13 +337,16 @@ class Survey:
             # else may count on it: a second car would start on surplus that is the first
             # car's draw still to come.
             own_ramp = inp.evses[dev_id].ramp_credit // n
-            rules = RuleContext(
-                week_minute, vehicle.max_current, from_production.get(dev_id, production // n),
-                from_surplus.get(dev_id, surplus // n) + own_ramp, site.variables,
+            rules = new(
+                RuleContext,
+                (week_minute, vehicle.max_current, from_production.get(dev_id, production // n),
+                 from_surplus.get(dev_id, surplus // n) + own_ramp, site.variables),
             )  # fmt: skip
             self._wish(vehicle, watts, site, rules)
 
-    def _wish(self, vehicle: Vehicle, watts: int, site: Site, rules: RuleContext | None) -> None:
+    def _wish(
+        self, vehicle: Vehicle, watts: int, site: Site, rules: RuleContext | None
+    ) -> tuple[Wish, Demand | None]:
         ctx = site.context
         g = vehicle.group
         cons = ctx.constraints
@@ -319,38 +355,37 @@ class Survey:
         if not wish.reason:
             demand = demand_for(vehicle, wish, minimum, site.now, ctx.resume_margin)
         self.add_wish(wish, demand, vehicle.slots)
+        return wish, demand
 
 
-def verdict_anew(
+def _hours_since(last_now: float | None, now: float, stale: float) -> float:
+    """Hours the soft meter counts since the last run: the gap, at most `stale` seconds."""
+    if last_now is None:
+        return 0.0
+    return min(max(0.0, now - last_now), stale) / 3600
+
+
+def _carried_over(
     dev_id: str,
     ev: EvseInput,
     orig: EvseMemory | None,
-    is_fresh: bool,
-    entry: Prepared | None,
+    entry: Prepared,
     site: Site,
     verdicts: dict[str, Prepared],
 ) -> Verdict:
-    """An EVSE's verdict when the cached one does not hold as it is. While its configuration,
-    memory and context are the very same and its state is fresh, a new state that only
-    moved its measurements carries it over (verdict.refreshed); else it is made anew (and
-    cached when it may be)."""
+    """The verdict of an EVSE with a new state, whose cached verdict was made from the very
+    same configuration, memory and context, and whose state is fresh: carried over when only
+    the state's measurements moved (verdict.refreshed), else made anew (and cached when it
+    may be)."""
     st = ev.state
-    if (
-        entry is not None
-        and is_fresh
-        and entry[0] is ev.config
-        and entry[3] is orig
-        and entry[4] is site.context
-        and st is not None
-        and entry[2] is not None
-    ):
-        view = site.state_views[dev_id] = state_view(st)
-        moved = refreshed(entry[5], entry[0], entry[2], view)
+    old_view = entry[2]
+    if st is not None and old_view is not None:
+        view = state_view(st)
+        moved = refreshed(entry[5], entry[0], old_view, view)
         if moved is not None:
             verdicts[dev_id] = (entry[0], st, view, orig, entry[4], moved)
             return moved
-    made = classify(dev_id, ev, orig, is_fresh, site)
-    return _made(dev_id, st, made, orig, site, verdicts)
+    return _made(dev_id, st, classify(dev_id, ev, orig, True, site), orig, site, verdicts)
 
 
 def _made(
@@ -366,6 +401,9 @@ def _made(
     if keep:
         view = site.state_views.get(dev_id) if st is not None else None
         verdicts[dev_id] = (site.views[dev_id].config, st, view, orig, site.context, verdict)
+    else:
+        # One made from another memory must not stay (see AllocationCache.taken_back).
+        verdicts.pop(dev_id, None)
     return verdict
 
 
@@ -391,15 +429,17 @@ def _merged(
     old: Mapping[str, EvseMemory],
     changed: dict[str, EvseMemory],
     evses: Mapping[str, object],
-) -> Mapping[str, EvseMemory]:
+) -> tuple[Mapping[str, EvseMemory], list[str]]:
     """The EVSEs' memory for the next run: the old one (the very same mapping when nothing
-    changed) with the changes, without EVSEs that are gone."""
+    changed) with the changes, without EVSEs that are gone; and those that are gone."""
     # EVSEs that are gone (the key views compare in C).
-    gone = not old.keys() <= evses.keys()
+    gone: list[str] = []
+    if not old.keys() <= evses.keys():
+        gone = [d for d in old if d not in evses]
     if not changed and not gone:
-        return old
+        return old, gone
     merged = dict(old)
     merged.update(changed)
     if gone:
         merged = {d: m for d, m in merged.items() if d in evses}
-    return merged
+    return merged, gone

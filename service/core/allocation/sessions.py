@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from service.core.allocation.model import (
     M_CHARGING,
+    M_OVERRIDES,
     M_PAUSED_SINCE,
     PAUSE_REASONS,
     R_AUTH,
@@ -29,10 +30,11 @@ from service.core.authorization import NO_OVERRIDES
 # A result with what it was made from: wish, current, observation mode.
 Settled = tuple[Wish, int, bool, EvseResult]
 
+assert Wish._fields[8] == "reason"  # read by position in conclude
+
 
 def conclude(
     wishes: list[Wish],
-    demand_of: list[int],
     currents: list[int],
     now: float,
     observe: bool,
@@ -41,25 +43,28 @@ def conclude(
     changed_mem: dict[str, EvseMemory],
 ) -> None:
     """Every vehicle's result into `results`, its changed memory into `changed_mem`.
-    `demand_of`: per wish, the index of its demand in `currents`, -1 = it did not share.
+    `currents`: what sharing gave the wishes that share (those without a reason), in order.
     `settled` (a cache) hands on the very same result while the wish object, its current
     and the mode stay the same, for results that neither the clock nor a change of memory
     went into."""
     settled_get = settled.get
-    for wish, k in zip(wishes, demand_of, strict=True):
-        current = currents[k] if k >= 0 else 0
-        last = settled_get(wish[0])
+    next_current = iter(currents).__next__
+    for wish in wishes:
+        dev_id = wish[0]
+        shared = not wish[8]  # reason
+        current = next_current() if shared else 0
+        last = settled_get(dev_id)
         if last is not None and last[0] is wish and last[1] == current and last[2] == observe:
-            results[wish[0]] = last[3]
+            results[dev_id] = last[3]
             continue
-        result, mem = _result(wish, k >= 0, current, now, observe)
-        results[wish[0]] = result
+        result, mem = _result(wish, shared, current, now, observe)
+        results[dev_id] = result
         old = wish[12]
         if mem is old:
             if mem[M_PAUSED_SINCE] is None:
-                settled[wish[0]] = (wish, current, observe, result)
+                settled[dev_id] = (wish, current, observe, result)
         elif mem != old:
-            changed_mem[wish[0]] = mem
+            changed_mem[dev_id] = mem
 
 
 def _result(
@@ -67,14 +72,21 @@ def _result(
 ) -> tuple[EvseResult, EvseMemory]:
     (_, enabled, mem, local, gmask, max_cur, watts, target, reason, needs_auth, capped,
      user_id, _) = wish  # fmt: skip
-    if shared:
-        reason = _shared_reason(current, target, capped)
-        paused = current == 0
-    else:
+    if not shared:
         paused = reason in PAUSE_REASONS
-    mem = _pause_memory(mem, current, paused, now)
+    elif current == 0:
+        reason = R_NO_CURRENT
+        paused = True
+    else:
+        paused = False
+        reason = R_GRID_LOST if capped else R_OK if current >= target else R_LIMITED
     since = mem[M_PAUSED_SINCE]
-    ov = mem.overrides
+    # Most runs leave the pause bookkeeping as it was: charging while it gets current,
+    # paused since a time while it pauses.
+    if mem[M_CHARGING] != (current > 0) or (since is not None) != paused:
+        mem = _pause_memory(mem, current, paused, now)
+        since = mem[M_PAUSED_SINCE]
+    ov = mem[M_OVERRIDES]
     enabled_cmd = reason != R_AUTH and reason != R_OVERRIDE
     if observe:
         # Observation does not steer the current (the computed figures stay visible), but
@@ -91,14 +103,6 @@ def _result(
          max_cur if ov is NO_OVERRIDES or ov.max_current is None else ov.max_current),
     )  # fmt: skip
     return result, mem
-
-
-def _shared_reason(current: int, target: int, capped: bool) -> str:
-    if current == 0:
-        return R_NO_CURRENT
-    if capped:
-        return R_GRID_LOST
-    return R_OK if current >= target else R_LIMITED
 
 
 def _pause_memory(mem: EvseMemory, current: int, paused: bool, now: float) -> EvseMemory:

@@ -29,6 +29,7 @@ from service.core.allocation.model import (
     EMPTY_EVSE_MEMORY,
     FALLBACK_MAX_CURRENT,
     IDLE_MEMORY,
+    M_CHARGING,
     R_COM_ERR,
     R_DISABLED,
     R_ERROR,
@@ -45,6 +46,7 @@ from service.core.allocation.model import (
     resolve_max_current,
 )
 from service.core.allocation.views import (
+    GATHER,
     ConfigView,
     StateView,
     config_view,
@@ -65,6 +67,10 @@ from service.core.authorization import NO_OVERRIDES, RfidIndex
 from service.core.groups import Demand
 from service.core.models import EvseConfig, EvseState, User
 from service.core.phases import GRID_MASK, PHASES_OF, assumed_mask
+
+# A wish that read the clock only as whether the vehicle's minimum pause runs, with what it
+# was made from: the vehicle object, its power (W), whether the pause ran; and its demand.
+Clocked = tuple[Vehicle, int, bool, Wish, Demand | None]
 
 
 class Context(NamedTuple):
@@ -90,6 +96,7 @@ class Site:
     notes: list[str]
     views: dict[str, ConfigView]  # cached, see cache.py
     state_views: dict[str, StateView]
+    clocked: dict[str, Clocked]
 
     def config_view(self, dev_id: str, cfg: EvseConfig) -> ConfigView:
         cv = self.views.get(dev_id)
@@ -111,9 +118,10 @@ class Site:
         return max_cur
 
 
-# Positions of the fields that refreshed() rebuilds from slices (the assertion keeps them true).
-assert Wish._fields[6] == "watts" and EvseResult._fields[9] == "cur_charging_power"
-assert Vehicle._fields[6] == "max_current"
+# Positions of the fields that refreshed() rebuilds (the assertion keeps them true).
+assert Wish._fields[6] == "watts" and len(Wish._fields) == 13
+assert EvseResult._fields[9] == "cur_charging_power"
+assert Vehicle._fields[6] == "max_current" and Wish._fields[5] == "max_current"
 
 
 class Verdict(NamedTuple):
@@ -131,11 +139,15 @@ class Verdict(NamedTuple):
     fixed: tuple[int, int, int] | None  # mA it counts as fixed load, on the grid phases
     memory: EvseMemory | None  # its new memory, when it changed (not for a vehicle)
     result: EvseResult | None  # its result: it takes no part in sharing
-    vehicle: Vehicle | None  # a vehicle that may ask for current
+    # A vehicle that may ask for current, whose wish is made later in the run (None when
+    # its wish is made here: a run reads it from the verdict only then).
+    vehicle: Vehicle | None
     wish: Wish | None  # its wish already made (no clock or rule goes into it)
     demand: Demand | None  # what that wish asks of sharing (None: it does not share)
     slots: tuple[int, ...]  # the constraint slots a vehicle loads (its Vehicle's), else ()
     com_err: bool
+    # Given no current in the last run (its memory says so): what it draws is no surplus.
+    idle: bool
 
 
 _NOTHING = (0.0, 0.0, 0, 0, 0, -1)
@@ -157,7 +169,8 @@ def classify(
         result = EvseResult(
             False, False, False, 0, 0, 0, 0, 0, 0, 0, R_DISABLED, False, False, None, 0, 0
         )  # fmt: skip
-        return Verdict(0, *_NOTHING, None, None, result, None, None, None, (), False), False
+        verdict = Verdict(0, *_NOTHING, None, None, result, None, None, None, (), False, True)
+        return verdict, False
     notes_before = len(site.notes)
     g = ctx.group_index.get(cv.group)
     if g is None:
@@ -241,7 +254,7 @@ def _lost(
     )  # fmt: skip
     changed = mem._replace(charging=False) if mem.charging else None
     fixed = _on_phases(gmask, max_cur)
-    return Verdict(g, *_NOTHING, fixed, changed, result, None, None, None, (), True)
+    return Verdict(g, *_NOTHING, fixed, changed, result, None, None, None, (), True, True)
 
 
 def _vehicle(
@@ -270,7 +283,7 @@ def _vehicle(
     slots = slots_for(g, gmask, constraints.chain[g], ctx.cells)
     vehicle = new(
         Vehicle,
-        (dev_id, cfg, m2, g, local, gmask, max_cur, not cv.enabled, orig, slots),
+        (dev_id, cfg, m2, g, local, gmask, max_cur, not cv.enabled, orig, slots, cv.minimum),
     )  # fmt: skip
     wish = demand = None
     if not reads_the_clock(vehicle, ctx.users):
@@ -283,7 +296,8 @@ def _vehicle(
     return new(
         Verdict,
         (g, power, soft_power(power, sv.metered), *draw, cv.rotation, None, None, None,
-         vehicle, wish, demand, slots, False),
+         vehicle if wish is None else None, wish, demand, slots, False,
+         orig is None or not orig[M_CHARGING]),
     )  # fmt: skip
 
 
@@ -327,7 +341,7 @@ def _not_sharing(
     return new(
         Verdict,
         (g, sv.power, soft_power(sv.power, sv.metered), *draw, cv.rotation, fixed,
-         _settled_memory(mem, m2), result, None, None, None, (), False),
+         _settled_memory(mem, m2), result, None, None, None, (), False, not mem[M_CHARGING]),
     )  # fmt: skip
 
 
@@ -361,15 +375,18 @@ def refreshed(
         or old[10] != new_view[10]
     ):
         return None
-    # Unpacked at once and rebuilt from slices, not read by name and _replace'd (Python-level
+    # Unpacked at once and rebuilt whole, not read by name and _replace'd (Python-level
     # calls): this runs for every new state of a busy site.
-    (g, _, _, _, _, _, rotation, fixed, _, result, vehicle, wish, demand, slots, _) = verdict
-    _, _, c0, c1, c2, _, _, power, metered, reported_max, _ = new_view
+    (g, _, _, _, _, _, rotation, fixed, _, result, vehicle, wish, demand, slots, _,
+     idle) = verdict  # fmt: skip
+    _, _, c0, c1, c2, _, _, power, metered, reported_max, _, drawn = new_view
     # A draw its maximum cannot explain needs a verdict of its own (see _unexplained).
     # Compared inline, above 1 A (DRAW_TOLERANCE_MA) only, with the maximum of a vehicle at
     # hand (an EVSE without one rarely draws).
     if c0 > 1000 or c1 > 1000 or c2 > 1000:
-        if vehicle is not None:
+        if wish is not None:
+            limit = wish[5]  # max_current
+        elif vehicle is not None:
             limit = vehicle[6]  # max_current
         else:
             raw = config.max_charging_cur
@@ -379,11 +396,13 @@ def refreshed(
             return None
     watts = round(power)
     if wish is not None and wish[6] != watts:
-        wish = new(Wish, (*wish[:6], watts, *wish[7:]))
+        (w0, w1, w2, w3, w4, w5, _, w7, w8, w9, w10, w11, w12) = wish
+        wish = new(Wish, (w0, w1, w2, w3, w4, w5, watts, w7, w8, w9, w10, w11, w12))
     if result is not None and result[9] != watts:
         result = new(EvseResult, (*result[:9], watts, *result[10:]))
+    d0, d1, d2 = GATHER[rotation](drawn)
     return new(
         Verdict,
-        (g, power, soft_power(power, metered), *grid_draw(rotation, c0, c1, c2), rotation,
-         fixed, None, result, vehicle, wish, demand, slots, False),
+        (g, power, power if power > 0 and not metered else 0.0, d0, d1, d2, rotation, fixed,
+         None, result, vehicle, wish, demand, slots, False, idle),
     )  # fmt: skip

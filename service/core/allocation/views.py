@@ -8,7 +8,8 @@ the same object.
 from __future__ import annotations
 
 from math import isfinite
-from typing import NamedTuple
+from operator import itemgetter
+from typing import Final, NamedTuple
 
 from service.core.allocation.model import STATE_OFFLINE
 from service.core.models import EvseConfig, EvseState
@@ -50,14 +51,18 @@ class StateView(NamedTuple):
     metered: bool  # reports its own energy (total_energy)
     reported_max: int | None  # a max_charging_current of its own (0 counts as none)
     measured: int  # bit mask of the phases drawing at least LEARN_THRESHOLD_MA
+    drawn: tuple[int, int, int]  # the positive currents (EVSE-local phases), for grid_draw
 
 
 def state_view(st: EvseState) -> StateView:
-    c0, c1, c2 = st.current
-    power = st.power_w
+    # The model's fields from its __dict__, where pydantic keeps them: a read by attribute
+    # looks the name up on the class first, and a busy site makes a view of every state.
+    fields = st.__dict__
+    c0, c1, c2 = fields["current"]
+    power = fields["power_w"]
     # The state model lets NaN and inf through; then the currents tell the power.
     if power is None or not isfinite(power):
-        vol = st.voltage
+        vol = fields["voltage"]
         power = (
             (c0 * vol[0] if c0 > 0 else 0.0)
             + (c1 * vol[1] if c1 > 0 else 0.0)
@@ -65,10 +70,12 @@ def state_view(st: EvseState) -> StateView:
         ) / 1000
     at = LEARN_THRESHOLD_MA
     measured = (1 if c0 >= at else 0) | (2 if c1 >= at else 0) | (4 if c2 >= at else 0)
+    s = fields["state"]
     return new(
         StateView,
-        (st, st.state, c0, c1, c2, st.com_err or st.state == STATE_OFFLINE, st.rfid, power,
-         st.total_energy is not None, st.max_charging_current or None, measured),
+        (st, s, c0, c1, c2, fields["com_err"] or s == STATE_OFFLINE, fields["rfid"], power,
+         fields["total_energy"] is not None, fields["max_charging_current"] or None, measured,
+         (c0 if c0 > 0 else 0, c1 if c1 > 0 else 0, c2 if c2 > 0 else 0)),
     )  # fmt: skip
 
 
@@ -77,14 +84,21 @@ def soft_power(power: float, metered: bool) -> float:
     return power if power > 0 and not metered else 0.0
 
 
+def _gathers() -> tuple[itemgetter[tuple[int, ...]], ...]:
+    gathers = []
+    for r in ROTATION:
+        # Each rotation puts each EVSE phase on a grid phase of its own: grid phase j takes
+        # the EVSE phase that rotates onto it.
+        assert sorted(r) == [0, 1, 2]
+        gathers.append(itemgetter(*(r.index(j) for j in range(3))))
+    return tuple(gathers)
+
+
+# GATHER[rotation](currents on the EVSE's phases) → the same currents on the grid phases.
+GATHER: Final = _gathers()
+
+
 def grid_draw(rotation: int, c0: int, c1: int, c2: int) -> tuple[int, int, int]:
     """An EVSE's positive currents moved onto the grid phases."""
-    out = [0, 0, 0]
-    r = ROTATION[rotation]
-    if c0 > 0:
-        out[r[0]] += c0
-    if c1 > 0:
-        out[r[1]] += c1
-    if c2 > 0:
-        out[r[2]] += c2
-    return out[0], out[1], out[2]
+    d0, d1, d2 = GATHER[rotation]((c0 if c0 > 0 else 0, c1 if c1 > 0 else 0, c2 if c2 > 0 else 0))
+    return d0, d1, d2

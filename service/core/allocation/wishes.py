@@ -19,7 +19,6 @@ from service.core.allocation.model import (
     R_RULE,
     R_TARGET,
     EvseMemory,
-    effective_minimum,
 )
 from service.core.allocation.views import new
 from service.core.authorization import may_charge
@@ -53,6 +52,7 @@ class Vehicle(NamedTuple):
     disabled_min: bool  # device disabled under disable_policy 1
     old: EvseMemory | None  # the memory the run began with
     slots: tuple[int, ...]  # the constraint slots it loads (constraint * 3 + grid phase)
+    minimum: int  # model.effective_minimum of its configuration
 
 
 class Wish(NamedTuple):
@@ -68,7 +68,7 @@ class Wish(NamedTuple):
     max_current: int
     watts: int  # W, measured (rounded)
     target: int
-    reason: str  # set when it does not take part in sharing
+    reason: str  # set when it does not take part in sharing (then it has no Demand)
     needs_auth: bool
     capped_min: bool  # limited to its minimum because a grid meter is lost
     user_id: str | None
@@ -107,7 +107,7 @@ def make_wish(
     None: its rules must not matter (the caller made sure it has none that apply)."""
     cfg = v.config
     mem = v.memory
-    minimum = effective_minimum(cfg)
+    minimum = v.minimum
     ov = mem.overrides
     auth = mem.auth
     user_id = auth.user_id if auth is not None else None
@@ -229,32 +229,49 @@ def solar_modes(v: Vehicle, users: Mapping[str, User]) -> tuple[bool, bool]:
     return bool(modes & _FROM_PRODUCTION), MODE_SURPLUS in modes
 
 
+# What solar_pools made of a vehicle, with the user book it was made under: whether it
+# charges from the production and from the surplus, its candidacy and its precedence.
+SolarSeen = tuple["Vehicle", Mapping[str, User], bool, bool, SolarCandidate,
+                  tuple[int, int, float, str]]  # fmt: skip
+
+
 def solar_pools(
     deferred: Sequence[tuple[Vehicle, int]],
     users: Mapping[str, User],
     production: int,
     surplus: int,
+    seen: dict[str, SolarSeen] | None = None,
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Per EVSE charging from it: its share of the production and of the surplus, mA per
-    phase (see solar_share). EVSEs not listed see the whole figures."""
-    by_production: list[tuple[Vehicle, SolarCandidate]] = []
-    by_surplus: list[tuple[Vehicle, SolarCandidate]] = []
+    phase (see solar_share). EVSEs not listed see the whole figures. `seen` (a cache) keeps
+    what was made of each vehicle while the vehicle object and the user book stay the same."""
+    by_production: list[tuple[tuple[int, int, float, str], SolarCandidate]] = []
+    by_surplus: list[tuple[tuple[int, int, float, str], SolarCandidate]] = []
     for v, _ in deferred:
-        uses_production, uses_surplus = solar_modes(v, users)
-        c = SolarCandidate(v.dev_id, PHASE_COUNT[v.local_mask], effective_minimum(v.config))
+        known = seen.get(v.dev_id) if seen is not None else None
+        if known is None or known[0] is not v or known[1] is not users:
+            uses_production, uses_surplus = solar_modes(v, users)
+            c = SolarCandidate(v.dev_id, PHASE_COUNT[v.local_mask], v.minimum)
+            known = (v, users, uses_production, uses_surplus, c, _precedence(v))
+            if seen is not None:
+                seen[v.dev_id] = known
+        _, _, uses_production, uses_surplus, c, order = known
         if uses_production:
-            by_production.append((v, c))
+            by_production.append((order, c))
         if uses_surplus:
-            by_surplus.append((v, c))
+            by_surplus.append((order, c))
     return (
-        split_pool([c for _, c in sorted(by_production, key=_precedence)], production),
-        split_pool([c for _, c in sorted(by_surplus, key=_precedence)], surplus),
+        split_pool([c for _, c in sorted(by_production, key=_first)], production),
+        split_pool([c for _, c in sorted(by_surplus, key=_first)], surplus),
     )
 
 
-def _precedence(item: tuple[Vehicle, SolarCandidate]) -> tuple[int, int, float, str]:
+def _first(item: tuple[tuple[int, int, float, str], SolarCandidate]) -> tuple[int, int, float, str]:
+    return item[0]
+
+
+def _precedence(v: Vehicle) -> tuple[int, int, float, str]:
     """Who is admitted to a solar pool first: the highest priority, then the one charging,
     the one plugged in first, the device id."""
-    v = item[0]
     m = v.memory
     return (-v.config.prio, 0 if m.charging else 1, m.plugged_at or 0.0, v.dev_id)
