@@ -15,8 +15,13 @@ In one run, through one private mosquitto (`set_tcp_nodelay true`), for each siz
   publishes it: QoS 1, with `ts`, currents that move a little from report to report, as a
   real wallbox's do) and the overload is published a few tens of ms after the last of them.
 
-Measured, in this process: from just before publishing the overload (or the echo's trigger)
-to the arrival of the last of the N answers: for the echo, a command with `ts` after the
+The states and readings come from a publisher process of their own (`--publisher`, two
+connections as two bridges), apart from this process's observer: a thousand reports and their
+acknowledgements handled in the observer's interpreter would delay its arrival times.
+
+Measured: from just before publishing the overload (or the echo's trigger; taken in the
+publisher process from the machine's monotonic clock) to the arrival, in this process, of the
+last of the N answers: for the echo, a command with `ts` after the
 publish; for chargebus, a command with `ts` after the publish whose current is the reduced
 one. The three kinds of round are interleaved, so that load from other work on the machine
 falls on all of them alike. Between rounds the meter returns to normal and the service gives
@@ -43,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -90,6 +96,8 @@ async def echo(url: str, n: int) -> None:
                 ).encode(),
                 qos=0,
             )
+        # Written at once, as the core writes a run's commands (MqttBus.flush).
+        bus.flush()
 
     bus = MqttBus(
         target,
@@ -256,30 +264,89 @@ class Observer:
         self.client.disconnect()
 
 
-class Publisher:
-    """The bridges, each on a connection of its own: the HTTP-input bridge publishes the
-    EVSEs' states, a meter's bridge the grid meter's (QoS 1, without a window of
-    unacknowledged messages, as the service's bridges publish)."""
+# A state to publish: (base topic, device id, payload); a payload's "ts" of None is filled in
+# with the time it is published.
+Message = tuple[str, str, dict[str, Any]]
 
-    def __init__(self, host: str, port: int) -> None:
-        self.clients: dict[str, mqtt.Client] = {}
-        for role in ("evses", "meter"):
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-reaction-{role}")
-            client.max_inflight_messages_set(0)
-            client.connect(host, port)
-            client.loop_start()
-            self.clients[role] = client
 
-    def state(self, base: str, dev_id: str, payload: dict[str, Any]) -> None:
-        client = self.clients["meter" if dev_id.startswith("M") else "evses"]
+def publisher_process(url: str) -> None:
+    """The bridges, in a process of their own (`--publisher`), each on a connection of its
+    own: the HTTP-input bridge publishes the EVSEs' states, a meter's bridge the grid meter's
+    (QoS 1, without a window of unacknowledged messages, as the service's bridges publish).
+    Apart from the observer, so that the observer's arrival times do not wait for the
+    publishing (a thousand reports and their acknowledgements) in the same interpreter.
+
+    Reads one JSON line per burst from stdin: {"states": [...], "lead": s, "last": message};
+    publishes the states, waits `lead`, publishes `last` and answers with a line
+    [monotonic, wall] taken just before publishing `last`."""
+    target = urlsplit(url)
+    clients: dict[str, mqtt.Client] = {}
+    for role in ("evses", "meter"):
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-reaction-{role}")
+        client.max_inflight_messages_set(0)
+        client.connect(target.hostname or "127.0.0.1", target.port or 1883)
+        client.loop_start()
+        clients[role] = client
+
+    def publish(message: list[Any]) -> None:
+        base, dev_id, payload = message
+        if "ts" in payload and payload["ts"] is None:
+            payload["ts"] = time.time()
+        client = clients["meter" if dev_id.startswith("M") else "evses"]
         client.publish(
             f"{base}/devices/{dev_id}/state", json.dumps(payload, separators=(",", ":")), qos=1
         )
 
+    print("READY", flush=True)
+    for line in sys.stdin:
+        burst = json.loads(line)
+        for message in burst["states"]:
+            publish(message)
+        if burst["lead"]:
+            time.sleep(burst["lead"])
+        started, wall = time.monotonic(), time.time()
+        publish(burst["last"])
+        print(json.dumps([started, wall]), flush=True)
+    for client in clients.values():
+        client.loop_stop()
+        client.disconnect()
+
+
+class Publisher:
+    """This process's end of publisher_process."""
+
+    def __init__(self, url: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--publisher", url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != "READY":
+            raise RuntimeError("the publisher process did not start")
+
+    def burst(self, states: list[Message], last: Message, lead: float = 0.0) -> tuple[float, float]:
+        """Publishes `states`, then after `lead` seconds `last`; (monotonic, wall) time of
+        the moment just before `last` was published."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps({"states": states, "lead": lead, "last": last}))
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+        started, wall = json.loads(self.process.stdout.readline())
+        return float(started), float(wall)
+
+    def state(self, base: str, dev_id: str, payload: dict[str, Any]) -> None:
+        self.burst([], (base, dev_id, payload))
+
     def close(self) -> None:
-        for client in self.clients.values():
-            client.loop_stop()
-            client.disconnect()
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def restore(
@@ -292,7 +359,7 @@ def restore(
     wall = time.time()
     deadline = time.monotonic() + timeout
     while True:
-        reading = {"current": site.grid(draws, False), "ts": time.time()}
+        reading = {"current": site.grid(draws, False), "ts": None}
         publisher.state(BASE, "M1", reading)
         try:
             observer.wait_for(BASE, ids, wall, site.at_max, timeout=0.5)
@@ -356,13 +423,16 @@ def measure(n: int, rounds: int, workdir: Path, kinds: list[str]) -> dict[str, l
                 # client and be dropped. Let it pass first.
                 time.sleep(2 + n / 250)
                 observer = Observer(broker.host, broker.port)
-                publisher = Publisher(broker.host, broker.port)
+                publisher = Publisher(broker.url)
                 try:
                     draws = site.draws(None)
-                    for dev_id, current in draws.items():
-                        publisher.state(
-                            BASE, dev_id, {"state": 3, "current": current, "ts": time.time()}
-                        )
+                    publisher.burst(
+                        [
+                            (BASE, d, {"state": 3, "current": c, "ts": None})
+                            for d, c in draws.items()
+                        ],
+                        (BASE, "M1", {"current": site.grid(draws, False), "ts": None}),
+                    )
                     restore(publisher, observer, site, draws, timeout=120)
                     progress(f"every EVSE at its maximum after {time.monotonic() - t0:.1f} s")
                     reduced = False
@@ -375,28 +445,29 @@ def measure(n: int, rounds: int, workdir: Path, kinds: list[str]) -> dict[str, l
                             time.sleep(SETTLE_S)
                             observer.take()
                             if kind == "floor":
-                                wall = time.time()
-                                started = time.monotonic()
-                                publisher.state(
-                                    ECHO_BASE,
-                                    "M1",
-                                    {"current": [site.maximum * 700] * 3, "ts": wall},
+                                started, wall = publisher.burst(
+                                    [],
+                                    (
+                                        ECHO_BASE,
+                                        "M1",
+                                        {"current": [site.maximum * 700] * 3, "ts": None},
+                                    ),
                                 )
                                 last = observer.wait_for(ECHO_BASE, set(ids), wall, anything, 30)
                             else:
+                                reports: list[Message] = []
+                                lead = 0.0
                                 if kind == "reports":
                                     draws = site.draws(rng)
-                                    for dev_id, current in draws.items():
-                                        publisher.state(
-                                            BASE,
-                                            dev_id,
-                                            {"state": 3, "current": current, "ts": time.time()},
-                                        )
-                                    time.sleep(REPORT_LEAD_S)
-                                wall = time.time()
-                                started = time.monotonic()
-                                publisher.state(
-                                    BASE, "M1", {"current": site.grid(draws, True), "ts": wall}
+                                    reports = [
+                                        (BASE, d, {"state": 3, "current": c, "ts": None})
+                                        for d, c in draws.items()
+                                    ]
+                                    lead = REPORT_LEAD_S
+                                started, wall = publisher.burst(
+                                    reports,
+                                    (BASE, "M1", {"current": site.grid(draws, True), "ts": None}),
+                                    lead,
                                 )
                                 last = observer.wait_for(BASE, set(ids), wall, lowered, 30)
                                 reduced = True
@@ -430,9 +501,13 @@ def main() -> None:
     parser.add_argument("--kinds", default="floor,quiet,reports", help=argparse.SUPPRESS)
     parser.add_argument("--echo", help=argparse.SUPPRESS)
     parser.add_argument("--echo-n", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--publisher", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo:
         asyncio.run(echo(args.echo, args.echo_n))
+        return
+    if args.publisher:
+        publisher_process(args.publisher)
         return
     print(
         "reaction: overload reading → every EVSE's reduced command received, "

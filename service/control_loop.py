@@ -10,9 +10,10 @@ time rules and staleness. After each run the EVSE commands go out on
 * for every EVSE whose new state the run used, with `state_ts` = that state's `ts`, so a
   bridge (set_ajax_evse) can wait for the answer to the very state it posted. A command that
   only answers (nothing but its `state_ts` is new) is handed to the in-process listeners at
-  once and goes on the bus ANSWER_DELAY_S later, once no run is due: the answers to a burst of
-  a thousand EVSE reports never stand between a meter reading and the commands it causes,
-  and a run meanwhile sends its newer commands instead;
+  once and goes on the bus once no state has come for ANSWER_QUIET_S and no run is due, at
+  the latest ANSWER_MAX_DELAY_S later: the answers to a burst of a thousand EVSE reports
+  never stand between a meter reading and the commands it causes, and a run meanwhile sends
+  its newer commands instead;
 * all of them on the cycle, because the bridges' watchdogs expect to hear from the core.
 
 Device info and params follow a moment later (see MqttLink), so they never delay a command.
@@ -51,15 +52,19 @@ log = logging.getLogger(__name__)
 # event loop keeps serving the bus and HTTP meanwhile.
 THREAD_THRESHOLD = 3000
 ENERGY_SAVE_INTERVAL_S = 60.0
-# In a burst of EVSE reports, a report-triggered run starts at least this long (or as long as
-# the last run took) after the end of the previous run (see device_state_changed); a meter
-# reading or a configuration change runs at once.
+# In a burst of EVSE reports, a report-triggered run starts at least this long (or
+# REPORT_RUN_SHARE times as long as the last run took) after the end of the previous run
+# (see device_state_changed); a meter reading or a configuration change runs at once.
 REPORT_RUN_SPACING_S = 0.02
+REPORT_RUN_SHARE = 3
 # Answers-only commands (see the module's docstring): how long they wait at least, how many go
 # out between two looks at the loop, and how long they wait at most for a loop that stays busy.
-ANSWER_DELAY_S = 0.02
+# A burst of reports is over when no state came for ANSWER_QUIET_S; on a site where reports
+# never pause the answers go out every ANSWER_MAX_DELAY_S (a bridge on another host waits
+# that long at most for the answer to a set_ajax_evse). 0: with their run (answer_delay_s).
+ANSWER_QUIET_S = 0.02
+ANSWER_MAX_DELAY_S = 0.25
 ANSWER_SLICE = 100
-ANSWER_MAX_WAIT_S = 2.0
 BUSY_POLL_S = 0.002
 
 
@@ -220,7 +225,7 @@ class ControlLoop:
         thread_threshold: int = THREAD_THRESHOLD,
         on_run: Callable[[float], None] | None = None,
         on_result: ResultHook | None = None,
-        answer_delay_s: float = ANSWER_DELAY_S,
+        answer_delay_s: float = ANSWER_MAX_DELAY_S,
     ) -> None:
         self.state = state
         self.sink = sink
@@ -243,6 +248,7 @@ class ControlLoop:
         self._answering: asyncio.Task[None] | None = None
         # A meter reading arrived since the present run began.
         self._meter_reading = False
+        self._last_state_at = -math.inf  # monotonic, of the last state of any device
 
     # -- StateListener: every change may change the result -----------------------------------
 
@@ -260,6 +266,7 @@ class ControlLoop:
         self.trigger()
 
     def device_state_changed(self, dev_id: str) -> None:
+        self._last_state_at = time.monotonic()
         # A meter reading may call for a cut: it runs at once. So does an EVSE report that
         # comes alone; but in a burst of reports (every wallbox reports each second, a broker
         # reconnect brings all at once), runs start at most every REPORT_RUN_SPACING_S:
@@ -270,9 +277,11 @@ class ControlLoop:
             self._meter_reading = True
             self.trigger()
             return
-        # At least as long as the last run took: report runs fill at most half the loop's
-        # time, so a meter reading mostly finds it free, or waits for half a run.
-        spacing = max(REPORT_RUN_SPACING_S, self.stats.last_run_s)
+        # At least three times as long as the last run took: report runs fill at most a
+        # quarter of the time, leaving the machine to the broker (a burst of reports takes it
+        # a while) and the loop mostly free for a meter reading (a run that is under way
+        # gives way to it, see _compute).
+        spacing = max(REPORT_RUN_SPACING_S, REPORT_RUN_SHARE * self.stats.last_run_s)
         wait = self._run_ended + spacing - time.monotonic()
         if wait <= 0:
             self.trigger()
@@ -454,14 +463,15 @@ class ControlLoop:
             )
 
     async def _send_answers(self) -> None:
-        """The answers-only commands, once ANSWER_DELAY_S has passed and no run is due, in
-        slices; a run in between takes over those it sends itself."""
-        await asyncio.sleep(self._answer_delay_s)
-        deadline = time.monotonic() + ANSWER_MAX_WAIT_S
+        """The answers-only commands, in slices, once the reports paused and no run is due
+        (at the latest after answer_delay_s); a run in between takes over those it sends."""
+        deadline = time.monotonic() + self._answer_delay_s
         while self._answers:
-            # Polled: "busy" is a wake-up flag and the run's lock together.
-            while self.busy() and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(BUSY_POLL_S)
+            while (now := time.monotonic()) < deadline:
+                quiet_at = self._last_state_at + ANSWER_QUIET_S
+                if now >= quiet_at and not self.busy():
+                    break
+                await asyncio.sleep(min(max(quiet_at - now, BUSY_POLL_S), deadline - now))
             batch = [self._answers.pop(d) for d in list(self._answers)[:ANSWER_SLICE]]
             for out in batch:
                 self.sink.publish_command(out.dev_id, out.payload)
@@ -470,6 +480,7 @@ class ControlLoop:
             self.stats.commands_sent += len(batch)
             log.debug("sent %d answers-only commands, %d wait", len(batch), len(self._answers))
             await asyncio.sleep(0)
+            deadline = max(deadline, time.monotonic() + BUSY_POLL_S)
 
     def _note_sent(self, out: Outgoing) -> None:
         self._sent[out.dev_id] = out.sent

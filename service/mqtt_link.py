@@ -39,6 +39,10 @@ INFO_DELAY_S = 0.05
 INFO_SLICE = 50
 INFO_MAX_WAIT_S = 2.0
 INFO_POLL_S = 0.002
+# After a burst of commands display work waits while the broker passes them on (about this
+# long per command for mosquitto on a small machine): infos published meanwhile, and the
+# CPU their making takes, would delay the commands on their way to the wallboxes.
+BROKER_S_PER_COMMAND = 20e-6
 
 
 def _never_busy() -> bool:
@@ -73,6 +77,8 @@ class MqttLink:
         self.observers: list[InfoObserver] = []
         # Told every command as it is published (the HTTP-input bridge in this process).
         self.command_listeners: list[Callable[[str, bytes], None]] = []
+        self._unflushed_commands = 0
+        self._commands_pass_until = 0.0  # monotonic
 
     def subscriptions(self) -> list[Subscription]:
         return [
@@ -158,6 +164,7 @@ class MqttLink:
         bus = self._command_bus()
         if bus is not None:
             bus.hold_retained(self.topics.command(dev_id), payload, qos=0)
+            self._unflushed_commands += 1
         self.preview_command(dev_id, payload)
 
     def preview_command(self, dev_id: str, payload: bytes) -> None:
@@ -171,6 +178,11 @@ class MqttLink:
         bus = self._command_bus()
         if bus is not None:
             bus.flush()
+        self._commands_pass_until = max(
+            self._commands_pass_until,
+            time.monotonic() + self._unflushed_commands * BROKER_S_PER_COMMAND,
+        )
+        self._unflushed_commands = 0
 
     def results_changed(self, dev_ids: set[str], params: bool) -> None:
         self._dirty_info |= dev_ids
@@ -197,10 +209,13 @@ class MqttLink:
             self._flush = None
 
     async def _control_idle(self) -> None:
-        """Returns once the control loop has nothing to do (or after INFO_MAX_WAIT_S)."""
+        """Returns once the control loop has nothing to do and the last burst of commands
+        has had its time to pass the broker (or after INFO_MAX_WAIT_S)."""
         deadline = time.monotonic() + INFO_MAX_WAIT_S
         # Polled: "busy" is a wake-up flag and a lock of the control loop together.
-        while self.control_busy() and time.monotonic() < deadline:  # noqa: ASYNC110
+        while (now := time.monotonic()) < deadline and (  # noqa: ASYNC110
+            self.control_busy() or now < self._commands_pass_until
+        ):
             await asyncio.sleep(INFO_POLL_S)
 
     def flush_info(self, limit: int | None = None) -> None:
