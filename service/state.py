@@ -426,6 +426,10 @@ class ServiceState:
                         ) or pairing.NOTHING
                         credit = max(0, sum(counted) - sum(plain))
                     spread = pairing.draw_spread(counted, plain, ramping or 0)
+            # A maximum just lowered: the car may draw what it was told until it follows.
+            static_max = config.max_charging_cur
+            told = self.control.may_draw(dev_id, now, params.follow_time)
+            above = told if isinstance(static_max, int) and told > static_max else 0
             evses[dev_id] = EvseInput(
                 config,
                 state if isinstance(state, EvseState) else None,
@@ -433,6 +437,7 @@ class ServiceState:
                 counted,
                 credit,
                 spread,
+                above,
             )
         return AllocationInput(
             params=self.params(),

@@ -145,6 +145,16 @@ class ControlMemory:
             return ctl.command
         return None
 
+    def may_draw(self, dev_id: str, now: float, follow_s: float) -> int:
+        """What an EVSE may draw as it was told (mA per phase): its command, or, while it
+        follows a cut of less than `follow_s` ago, the current it was cut from."""
+        ctl = self.evses.get(dev_id)
+        if ctl is None:
+            return 0
+        if self.following(dev_id, now, follow_s):
+            return max(ctl.command, ctl.lingering)
+        return ctl.command
+
     def moving(self, dev_id: str, now: float, window_s: float) -> bool:
         """Raised, or cut and not yet seen to follow, less than `window_s` ago: only such an
         EVSE can be ramping (ramping_to) or following (most of a site's EVSEs are neither)."""

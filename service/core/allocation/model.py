@@ -90,6 +90,10 @@ class EvseInput:
     # current it may have drawn then (pairing.draw_spread): an other-load figure made with
     # it may be that much low, and lowers the held other load no further (hold_peaks).
     draw_spread: tuple[int, int, int] = NO_SPREAD
+    # The current (mA) it was commanded and may still draw, when that is more than its
+    # configured maximum (a maximum just lowered, the car still following); 0 otherwise. A
+    # draw up to it is explained (verdict._unexplained), not a fault.
+    commanded_above_max: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -198,6 +198,8 @@ class Survey:
             if (
                 entry is not None
                 and entry[0] is ev.config
+                # Rare (a maximum just lowered): made anew, the draw check reads it.
+                and not ev.commanded_above_max
                 and entry[4] is context
                 and (trusted or entry[3] is old_get(dev_id))
                 and age is not None

@@ -178,7 +178,12 @@ def classify(
         g = 0
     st = ev.state
     sv = None if st is None else site.state_view(dev_id, st)
-    if sv is None or _unexplained(dev_id, cv, sv, site.notes) or not is_fresh or sv.bad:
+    if (
+        sv is None
+        or _unexplained(dev_id, cv, sv, ev.commanded_above_max, site.notes)
+        or not is_fresh
+        or sv.bad
+    ):
         return _lost(dev_id, cfg, cv, st, mem, g, site), False
     m2 = mem
     if may_start_or_end_a_session(mem, sv.s, sv.rfid, sv.measured):
@@ -195,14 +200,18 @@ def classify(
     return verdict, keep and (not unlimited or cv.static_max is not None)
 
 
-def _unexplained(dev_id: str, cv: ConfigView, sv: StateView, notes: list[str]) -> bool:
+def _unexplained(
+    dev_id: str, cv: ConfigView, sv: StateView, commanded: int, notes: list[str]
+) -> bool:
     """A draw that the EVSE's maximum cannot explain is a fault, not a credit against the
     grid reading (one that reported 60 A while drawing 6 A cancelled real load): then the
-    EVSE counts as lost, and a note says why."""
+    EVSE counts as lost, and a note says why. What it was commanded and may still draw
+    (`commanded`, above the maximum right after the maximum was lowered) explains a draw
+    too."""
     peak = max(sv.c0, sv.c1, sv.c2)
     if peak <= DRAW_TOLERANCE_MA:
         return False
-    bound = bound_of(draw_limit(cv.static_max, sv.reported_max))
+    bound = bound_of(max(draw_limit(cv.static_max, sv.reported_max), commanded))
     if peak <= bound:
         return False
     notes.append(
