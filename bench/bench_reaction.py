@@ -74,6 +74,7 @@ async def echo(url: str, n: int) -> None:
     """Answers each message on {ECHO_BASE}/devices/M1/state with n commands, like a core
     that does nothing but send them."""
     from service.bus import MqttBus
+    from service.control_loop import gc_paused
     from service.settings import MqttTarget
 
     target = MqttTarget.from_url(url)
@@ -87,6 +88,13 @@ async def echo(url: str, n: int) -> None:
         # message, as a real answer would.
         current = int(json.loads(payload)["current"][0]) // 1000
         now = time.time()
+        # With the collector paused, as the core publishes a run's commands (gc_paused).
+        with gc_paused():
+            publish_all(current, now)
+        # Written at once, as the core writes a run's commands (MqttBus.flush).
+        bus.flush()
+
+    def publish_all(current: int, now: float) -> None:
         for topic_out in topics:
             bus.hold_retained(
                 topic_out,
@@ -96,8 +104,6 @@ async def echo(url: str, n: int) -> None:
                 ).encode(),
                 qos=0,
             )
-        # Written at once, as the core writes a run's commands (MqttBus.flush).
-        bus.flush()
 
     bus = MqttBus(
         target,
