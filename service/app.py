@@ -142,6 +142,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         bus.hold_retained(topics.status, b"online")
         link.attach(bus)
         metrics.sources.bus = bus.stats
+        metrics.sources.lane = lane_bus.stats
         ha.attach(bus)
         stack.callback(ha.close)
         modbus.attach(bus)

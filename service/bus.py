@@ -71,6 +71,20 @@ class BusStats:
     last_rejection: str = ""
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
 
+    def plus(self, other: BusStats) -> BusStats:
+        """The counts of two connections together (the core's main one and its lane)."""
+        reasons = dict(self.rejected_by_reason)
+        for reason, count in other.rejected_by_reason.items():
+            reasons[reason] = reasons.get(reason, 0) + count
+        return BusStats(
+            self.received + other.received,
+            self.rejected + other.rejected,
+            self.published + other.published,
+            self.connects + other.connects,
+            other.last_rejection or self.last_rejection,
+            reasons,
+        )
+
     def reject(self, reason: str, detail: str) -> None:
         self.rejected += 1
         self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1

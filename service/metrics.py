@@ -40,6 +40,8 @@ class Sources:
 
     state: ServiceState | None = None
     bus: BusStats | None = None
+    # The core's control lane (service/control_lane.py): counted with `bus`.
+    lane: BusStats | None = None
     loop: LoopStats | None = None
     modbus_errors: ModbusErrorSource | None = None
 
@@ -132,6 +134,11 @@ def loop_families(stats: LoopStats) -> list[Metric]:
             "EVSE commands published",
             value=stats.commands_sent,
         ),
+        CounterMetricFamily(
+            "chargebus_control_given_way",
+            "Report or cycle runs given up for a meter reading that came meanwhile",
+            value=stats.given_way,
+        ),
     ]
 
 
@@ -150,7 +157,8 @@ def collect_families(sources: Sources) -> list[Metric]:
         families += device_families(sources.state)
         families.append(budget_family(sources.state))
     if sources.bus is not None:
-        families += bus_families(sources.bus)
+        stats = sources.bus if sources.lane is None else sources.bus.plus(sources.lane)
+        families += bus_families(stats)
     if sources.loop is not None:
         families += loop_families(sources.loop)
     if sources.modbus_errors is not None:

@@ -189,3 +189,24 @@ def test_each_metrics_object_has_its_own_registry() -> None:
 def test_render_gives_the_exposition_content_type() -> None:
     _, content_type = Metrics().render()
     assert content_type.startswith("text/plain")
+
+
+def test_the_control_lane_counts_with_the_main_connection(state: ServiceState) -> None:
+    main = BusStats(received=12, published=7, connects=1)
+    main.reject("state", "x")
+    lane = BusStats(received=5, published=1000, connects=2)
+    lane.reject("state", "y")
+    lane.reject("handler_error", "z")
+    metrics = Metrics(state)
+    metrics.sources.bus = main
+    metrics.sources.lane = lane
+    metrics.sources.loop = LoopStats(runs=3, given_way=2)
+    found = samples(metrics)
+    assert value(found, "chargebus_mqtt_messages_received_total") == 17
+    assert value(found, "chargebus_mqtt_messages_published_total") == 1007
+    assert value(found, "chargebus_mqtt_connects_total") == 3
+    assert value(found, "chargebus_mqtt_messages_rejected_total", reason="state") == 2
+    assert value(found, "chargebus_mqtt_messages_rejected_total", reason="handler_error") == 1
+    assert value(found, "chargebus_control_given_way_total") == 2
+    # Neither connection's own counts changed.
+    assert main.received == 12 and lane.received == 5
