@@ -438,6 +438,8 @@ class ServiceState:
                 credit,
                 spread,
                 above,
+                # What its car was seen to take at most (the control law learned it).
+                self.control.evse(dev_id).car_limit,
             )
         return AllocationInput(
             params=self.params(),

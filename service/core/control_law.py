@@ -23,6 +23,10 @@ answer a little). The control law stands between them, with memory of its own pe
   when smaller) fits (the allocation's admission; with the other load held at its peak of
   `load_hold_time`, "fits" means "has fitted that long"), after its `pause_min_time`; it
   then waits `resume_time` more (default 0). A first start waits `settle_time`.
+* **Car limits.** A car that has not taken up a raise, and draws steadily less, limits itself:
+  what it draws plus CAR_LIMIT_MARGIN_MA is remembered (`EvseControl.car_limit`) and caps its
+  target in the next runs (EvseInput.car_limit), so that the others get the rest of its share.
+  It is dropped when the car draws close to it, stops or leaves, or after CAR_LIMIT_FORGET_S.
 
 An EVSE never gets more than the allocation gave it, so every limit the allocation keeps
 holds for the commands too, except for the current of EVSEs still following a cut, which the
@@ -37,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final, NamedTuple
 
 from service.core.allocation import (
+    CHARGING_STATES,
     R_NO_VEHICLE,
     Allocation,
     AllocationInput,
@@ -51,6 +56,24 @@ from service.core.models import Params
 # (meters and the car's own regulation are not exact).
 FOLLOW_TOLERANCE_MA = 500
 R_SETTLING = "settling"  # the allocation offers current; the control law waits for it to hold
+# A car that did not take up a raise limits itself (its own charger, its battery): what it
+# was measured drawing, plus this margin, is its car limit, which the allocation caps its
+# share at (EvseInput.car_limit) so that the others get the rest. More than
+# FOLLOW_TOLERANCE_MA, or a car drawing its limit would count as drawing its command.
+CAR_LIMIT_MARGIN_MA = 1000
+# Learned only when it frees at least this much of its command for the others (less is not
+# worth the commands it takes).
+CAR_LIMIT_MIN_GAIN_MA = 1000
+# A raise not taken up after follow_time teaches a car limit once two of the car's reports
+# at least CAR_LIMIT_STEADY_S apart show it steady (within CAR_LIMIT_STEADY_MA: a slow car,
+# started late at 1 A/s, may still be ramping), or at the latest CAR_LIMIT_LEARN_FOLLOWS
+# follow_times after the raise.
+CAR_LIMIT_STEADY_S = 1.0
+CAR_LIMIT_STEADY_MA = 300
+CAR_LIMIT_LEARN_FOLLOWS = 2
+# A learned car limit is dropped after this long, and at once when the car draws within
+# FOLLOW_TOLERANCE_MA of it (it may take more), stops charging or is unplugged.
+CAR_LIMIT_FORGET_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +105,13 @@ class EvseControl(NamedTuple):
     up_since: float | None = None  # since when the allocation has offered more
     charged: bool = False  # it has had current in this session: a new start is a resume
     raised_at: float | None = None  # when the command was last raised
+    # mA per phase its car takes at most, learned from a raise it did not take up, with
+    # CAR_LIMIT_MARGIN_MA (EvseInput.car_limit); 0: none. And when it was learned.
+    car_limit: int = 0
+    car_limit_at: float = 0.0
+    # A report of a raise not taken up (its time, the mA it showed), to tell a car that
+    # limits itself from one still ramping.
+    draw_seen: tuple[float, int] | None = None
 
 
 NO_CONTROL = EvseControl()
@@ -200,6 +230,9 @@ class _Step:
     up_since: float | None
     slots: tuple[int, ...]
     small_cut: bool = False
+    car_limit: int = 0
+    car_limit_at: float = 0.0
+    draw_seen: tuple[float, int] | None = None
 
 
 def govern(
@@ -223,6 +256,7 @@ def govern(
             and offered == before.command
             and before.lowered_at is None
             and before.up_since is None
+            and not before.car_limit
         ):
             # Settled: the allocation offers what it was commanded, nothing in flight. Most
             # EVSEs of a site are, most of the time.
@@ -291,6 +325,10 @@ def _first_pass(
     lingering, lowered_at = _still_following(dev_id, before, inp, settings)
     step = _Step(dev_id, r, offered, before, c, lingering, lowered_at, before.up_since,
                  alloc.slots.get(dev_id, ()))  # fmt: skip
+    if before.car_limit and _car_limit_holds(dev_id, before, r, inp):
+        step.car_limit = before.car_limit
+        step.car_limit_at = before.car_limit_at
+    step.draw_seen = before.draw_seen
     if offered < c:
         step.command = offered
         if 0 < offered < r.target:
@@ -329,6 +367,55 @@ def _still_following(
     ):
         return 0, None
     return before.lingering, before.lowered_at
+
+
+def _car_limit_holds(
+    dev_id: str, before: EvseControl, r: EvseResult, inp: AllocationInput
+) -> bool:
+    """Whether a learned car limit still holds: not too old, the car still charging, and
+    drawing less than FOLLOW_TOLERANCE_MA below it (close to it, it may take more: the
+    allocation offers it its whole share again)."""
+    if inp.now - before.car_limit_at >= CAR_LIMIT_FORGET_S or r.reason == R_NO_VEHICLE:
+        return False
+    ev = inp.evses.get(dev_id)
+    st = ev.state if ev is not None else None
+    if st is None:
+        return True  # nothing new is known of it (a lost EVSE counts at its maximum)
+    if st.state not in CHARGING_STATES:
+        return False
+    return max(st.current) < before.car_limit - FOLLOW_TOLERANCE_MA
+
+
+def _learn_car_limit(step: _Step, inp: AllocationInput, settings: ControlSettings) -> None:
+    """A raise its car has not taken up after follow_time, while its reports show it steady
+    (or CAR_LIMIT_LEARN_FOLLOWS follow_times after the raise): the car limits itself to what
+    it draws; with CAR_LIMIT_MARGIN_MA that is its car limit."""
+    raised = step.before.raised_at
+    if step.car_limit or raised is None:
+        return
+    drawn, steady = _draw_steady(step, inp, raised)
+    if drawn is None or drawn + CAR_LIMIT_MARGIN_MA + CAR_LIMIT_MIN_GAIN_MA > step.command:
+        return  # not charging, or it draws (about) its command: too little to hand on
+    if not steady and inp.now - raised < CAR_LIMIT_LEARN_FOLLOWS * settings.follow_s:
+        return
+    step.car_limit = drawn + CAR_LIMIT_MARGIN_MA
+    step.car_limit_at = inp.now
+
+
+def _draw_steady(step: _Step, inp: AllocationInput, raised: float) -> tuple[int | None, bool]:
+    """What the car of a raised EVSE draws by its last report after the raise (None: no
+    such report, or it does not charge), and whether that has held for CAR_LIMIT_STEADY_S
+    of its reports; notes the report in step.draw_seen when it starts a new comparison."""
+    ev = inp.evses.get(step.dev_id)
+    st = ev.state if ev is not None else None
+    if st is None or st.ts <= raised or st.state not in CHARGING_STATES:
+        return None, False
+    drawn = max(0, *st.current)
+    seen = step.draw_seen
+    if seen is None or seen[0] <= raised or drawn > seen[1] + CAR_LIMIT_STEADY_MA:
+        step.draw_seen = (st.ts, drawn)  # the first, or it still rises: look again
+        return drawn, False
+    return drawn, st.ts - seen[0] >= CAR_LIMIT_STEADY_S
 
 
 def _raise_taken(
@@ -456,6 +543,9 @@ def _increase(
     if not taken:
         # Its car did not take up the last raise: it limits itself, and more would only be
         # more commands. Once a report shows it drawing its command, it may rise again.
+        # Once it has not for a while, what it draws is its car limit: the allocation then
+        # gives the rest of its share to the others.
+        _learn_car_limit(step, inp, settings)
         return
     if offered - c < settings.deadband and c > 0:
         return
@@ -500,7 +590,8 @@ def _remember(step: _Step, now: float) -> EvseControl:
         raised_at = None
     return EvseControl(
         step.command, changed_at, step.lowered_at, step.lingering, step.up_since, charged,
-        raised_at,
+        raised_at, step.car_limit, step.car_limit_at,
+        None if step.car_limit else step.draw_seen,
     )  # fmt: skip
 
 

@@ -241,12 +241,16 @@ def _run(scenario: dict[str, Any]) -> None:
     memory = Memory()
     cache = AllocationCache()
     now = 1_700_000_000.0
+    # Car limits the control law learned, coming and going (wishes.make_wish caps at them).
+    limits = random.Random(scenario["seed"])
     for delta, states, events in scenario["steps"]:
         now += delta
         for dev_id, flags, mamps in events:
             memory = override(memory, dev_id, flags, mamps)
         evses = {
-            c.dev_id: EvseInput(c, state, age)
+            c.dev_id: EvseInput(
+                c, state, age, car_limit=limits.choice([0, 0, 0, 4000, 9000, 13_000])
+            )
             for c, (state, age) in zip(scenario["configs"], states, strict=True)
         }
         meters = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from hypothesis import given, settings
@@ -17,6 +18,7 @@ from service.core.allocation import (
     allocate,
 )
 from service.core.control_law import (
+    CAR_LIMIT_MARGIN_MA,
     R_SETTLING,
     ControlMemory,
     ControlSettings,
@@ -296,3 +298,74 @@ def test_after_a_fail_safe_pause_a_car_starts_again_through_the_settle_time() ->
     inp = site(T0 + 13, [16_000] * 3, {"E1": (3, [16_000] * 3)})
     assert loop.current(inp, "E1") == 0  # no jump back to 16 A
     assert loop.current(site(T0 + 16, [0] * 3, {"E1": (2, [0] * 3)}), "E1") == 6000
+
+
+class LearningLoop(Loop):
+    """Loop, with each EVSE's learned car limit handed to the allocation, as
+    ServiceState.allocation_input does."""
+
+    def run(self, inp: AllocationInput) -> Allocation:
+        evses = {
+            d: dataclasses.replace(ev, car_limit=self.control.evse(d).car_limit)
+            for d, ev in inp.evses.items()
+        }
+        return super().run(dataclasses.replace(inp, evses=evses))
+
+
+def _two_cars(loop: Loop, own: dict[str, int], start: float, seconds: int) -> dict[str, int]:
+    """Two 3-phase wallboxes on a 22 A fuse, nothing else on it; each car takes its command
+    up to its own maximum (`own`) within the second. The commands at the end."""
+    cmd = {"E1": 0, "E2": 0}
+    for dt in range(seconds):
+        drawn = {d: min(c, own[d]) for d, c in cmd.items()}
+        inp = site(
+            start + dt,
+            [drawn["E1"] + drawn["E2"]] * 3,
+            {d: (3 if drawn[d] else 2, [drawn[d]] * 3) for d in cmd},
+            max_total=22_000,
+        )
+        result = loop.run(inp).evses
+        cmd = {
+            d: r.charging_current if r.charging_enabled and not r.paused else 0
+            for d, r in result.items()
+        }
+    return cmd
+
+
+def test_a_car_that_takes_less_hands_its_share_to_the_other() -> None:
+    own = {"E1": 8000, "E2": 16_000}
+    # Without learning: E1 keeps its half (11 A) and draws 8 A; E2 gets 11 A: 19 of 22 A.
+    plain = _two_cars(Loop(), own, T0, 60)
+    assert plain["E2"] <= 11_000
+    loop = LearningLoop()
+    cmd = _two_cars(loop, own, T0, 60)
+    limit = loop.control.evse("E1").car_limit
+    assert limit == 8000 + CAR_LIMIT_MARGIN_MA
+    assert cmd["E1"] == limit
+    # E2 gets the rest (a little short of it, as every raise to a budget stops)
+    used = min(cmd["E1"], own["E1"]) + min(cmd["E2"], own["E2"])
+    assert used >= 0.9 * 22_000, cmd
+    # Then it stays quiet.
+    again = _two_cars(loop, own, T0 + 60, 30)
+    assert again == cmd
+
+
+def test_a_learned_car_limit_is_forgotten_when_the_car_takes_more() -> None:
+    loop = LearningLoop()
+    cmd = _two_cars(loop, {"E1": 8000, "E2": 16_000}, T0, 60)
+    assert loop.control.evse("E1").car_limit == cmd["E1"] == 9000
+    # The car warms up and takes all it is given: it draws its command, close to the limit,
+    # so that the limit goes and both share the fuse equally again.
+    cmd = _two_cars(loop, {"E1": 16_000, "E2": 16_000}, T0 + 60, 60)
+    assert loop.control.evse("E1").car_limit == 0
+    assert abs(cmd["E1"] - cmd["E2"]) <= 500 and cmd["E1"] >= 10_000, cmd
+
+
+def test_a_learned_car_limit_goes_when_the_car_stops() -> None:
+    loop = LearningLoop()
+    _two_cars(loop, {"E1": 8000, "E2": 16_000}, T0, 60)
+    assert loop.control.evse("E1").car_limit
+    inp = site(T0 + 60, [11_000] * 3, {"E1": (1, [0] * 3), "E2": (3, [11_000] * 3)},
+               max_total=22_000)  # fmt: skip
+    loop.run(inp)
+    assert loop.control.evse("E1").car_limit == 0

@@ -94,6 +94,10 @@ class EvseInput:
     # configured maximum (a maximum just lowered, the car still following); 0 otherwise. A
     # draw up to it is explained (verdict._unexplained), not a fault.
     commanded_above_max: int = 0
+    # The most (mA per phase) its car has shown it takes, with a margin, as the control law
+    # learned it (control_law: a raise the car did not take up); 0: none. Its target is
+    # capped at it (not below its minimum), so that sharing hands the rest to the others.
+    car_limit: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -200,6 +200,8 @@ class Survey:
                 and entry[0] is ev.config
                 # Rare (a maximum just lowered): made anew, the draw check reads it.
                 and not ev.commanded_above_max
+                # Rare too (a car that takes less than it is offered): its wish reads it.
+                and not ev.car_limit
                 and entry[4] is context
                 and (trusted or entry[3] is old_get(dev_id))
                 and age is not None

@@ -191,8 +191,9 @@ def classify(
     # A maximum given as an expression reads the params' cm_vars.
     keep = m2 is mem and len(site.notes) == notes_before
     if sv.s in VEHICLE_STATES and (cv.enabled or ctx.policy == 1):
-        verdict = _vehicle(dev_id, cv, sv, m2, orig, g, site)
-        return verdict, keep and cv.static_max is not None
+        verdict = _vehicle(dev_id, cv, sv, m2, orig, g, site, ev.car_limit)
+        # A learned car limit is read anew every run (its control memory may drop it).
+        return verdict, keep and cv.static_max is not None and not ev.car_limit
     unlimited = not cv.enabled and ctx.policy == -1
     verdict = _not_sharing(dev_id, cv, sv, mem, m2, g, unlimited, site)
     # An RFID shown before plugging in waits in auth, and expires by the clock.
@@ -274,9 +275,10 @@ def _vehicle(
     orig: EvseMemory | None,
     g: int,
     site: Site,
+    car_limit: int,
 ) -> Verdict:
     """A vehicle that may ask for current; its wish is made here when it reads neither the
-    clock nor the solar figures."""
+    clock nor the solar figures. `car_limit`: EvseInput.car_limit."""
     cfg = cv.config
     if cv.static_max is not None and not sv.reported_max:
         max_cur = cv.static_max
@@ -292,7 +294,8 @@ def _vehicle(
     slots = slots_for(g, gmask, constraints.chain[g], ctx.cells)
     vehicle = new(
         Vehicle,
-        (dev_id, cfg, m2, g, local, gmask, max_cur, not cv.enabled, orig, slots, cv.minimum),
+        (dev_id, cfg, m2, g, local, gmask, max_cur, not cv.enabled, orig, slots, cv.minimum,
+         car_limit),
     )  # fmt: skip
     wish = demand = None
     if not reads_the_clock(vehicle, ctx.users):

@@ -53,6 +53,7 @@ class Vehicle(NamedTuple):
     old: EvseMemory | None  # the memory the run began with
     slots: tuple[int, ...]  # the constraint slots it loads (constraint * 3 + grid phase)
     minimum: int  # model.effective_minimum of its configuration
+    car_limit: int = 0  # EvseInput.car_limit: what its car takes, learned; 0: not known
 
 
 class Wish(NamedTuple):
@@ -116,6 +117,11 @@ def make_wish(
     target = v.max_current
     if ov.max_current is not None and ov.max_current < target:
         target = ov.max_current
+    car_limit = v.car_limit
+    if car_limit and car_limit < target:
+        # Its car takes less (learned by the control law): the rest goes to the others. Not
+        # below its minimum (a car drawing less than it still needs it).
+        target = min(target, max(car_limit, minimum))
     rule_limited = False
     if ctx is not None and not needs_auth and not ov.charging_disabled:
         target, rule_limited, mem = _ruled(v, user, ctx, minimum, target, now)
