@@ -42,6 +42,8 @@ from typing import Final, NamedTuple
 
 from service.core.allocation import (
     CHARGING_STATES,
+    R_LIMITED,
+    R_NO_CURRENT,
     R_NO_VEHICLE,
     Allocation,
     AllocationInput,
@@ -74,6 +76,7 @@ CAR_LIMIT_LEARN_FOLLOWS = 2
 # A learned car limit is dropped after this long, and at once when the car draws within
 # FOLLOW_TOLERANCE_MA of it (it may take more), stops charging or is unplugged.
 CAR_LIMIT_FORGET_S = 600.0
+_HELD_BACK = frozenset((R_LIMITED, R_NO_CURRENT))  # results held back by a limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +276,7 @@ def govern(
         # With a late grid reading the load may have risen unseen: nobody is raised.
         rising = [] if alloc.grid_late else [s for s in steps if s.offered > s.command]
         for step in _by_precedence(rising, inp):
-            _increase(step, inp, budgets, usage, settings)
+            _increase(step, inp, budgets, usage, settings, alloc)
     results = dict(alloc.evses)
     for step in steps:
         results[step.dev_id] = _commanded(step)
@@ -386,10 +389,14 @@ def _car_limit_holds(
     return max(st.current) < before.car_limit - FOLLOW_TOLERANCE_MA
 
 
-def _learn_car_limit(step: _Step, inp: AllocationInput, settings: ControlSettings) -> None:
+def _learn_car_limit(
+    step: _Step, inp: AllocationInput, settings: ControlSettings, alloc: Allocation
+) -> None:
     """A raise its car has not taken up after follow_time, while its reports show it steady
     (or CAR_LIMIT_LEARN_FOLLOWS follow_times after the raise): the car limits itself to what
-    it draws; with CAR_LIMIT_MARGIN_MA that is its car limit."""
+    it draws; with CAR_LIMIT_MARGIN_MA that is its car limit. Only while another EVSE on one
+    of its constraint slots is held back: else the rest of its share helps nobody, and the
+    cut would only be a command."""
     raised = step.before.raised_at
     if step.car_limit or raised is None:
         return
@@ -398,8 +405,22 @@ def _learn_car_limit(step: _Step, inp: AllocationInput, settings: ControlSetting
         return  # not charging, or it draws (about) its command: too little to hand on
     if not steady and inp.now - raised < CAR_LIMIT_LEARN_FOLLOWS * settings.follow_s:
         return
+    if not _others_held_back(step, alloc):
+        return
     step.car_limit = drawn + CAR_LIMIT_MARGIN_MA
     step.car_limit_at = inp.now
+
+
+def _others_held_back(step: _Step, alloc: Allocation) -> bool:
+    """Whether another EVSE that loads one of its constraint slots gets less than its target
+    (limited, or paused because its minimum does not fit)."""
+    mine = step.slots
+    for dev_id, r in alloc.evses.items():
+        if dev_id != step.dev_id and r.reason in _HELD_BACK:
+            slots = alloc.slots.get(dev_id, ())
+            if any(s in slots for s in mine):
+                return True
+    return False
 
 
 def _draw_steady(step: _Step, inp: AllocationInput, raised: float) -> tuple[int | None, bool]:
@@ -514,6 +535,7 @@ def _increase(
     budgets: Sequence[int],
     usage: list[int],
     settings: ControlSettings,
+    alloc: Allocation,
 ) -> None:
     """Raises the command toward the offer when the offer has held, within every slot."""
     now = inp.now
@@ -545,7 +567,7 @@ def _increase(
         # more commands. Once a report shows it drawing its command, it may rise again.
         # Once it has not for a while, what it draws is its car limit: the allocation then
         # gives the rest of its share to the others.
-        _learn_car_limit(step, inp, settings)
+        _learn_car_limit(step, inp, settings, alloc)
         return
     if offered - c < settings.deadband and c > 0:
         return
