@@ -89,8 +89,11 @@ async def test_device_gauge_follows_a_published_state(
     )
 
     def shows_state(samples: list[Sample]) -> bool:
+        # The state and the run that used it (report runs are spaced: a scrape may come
+        # between them and show the verdict of before the first state).
         return (
             find(samples, "chargebus_device_current_amperes", dev_id="E1", phase="L1") is not None
+            and find(samples, "chargebus_device_com_err", dev_id="E1") == 0
         )
 
     samples = await scrape_until(api, port, shows_state)
@@ -102,7 +105,10 @@ async def test_device_gauge_follows_a_published_state(
     assert (find(samples, "chargebus_mqtt_messages_received_total") or 0) >= 1
 
     def commanded(samples: list[Sample]) -> bool:
-        return find(samples, "chargebus_evse_allocated_current_amperes", dev_id="E1") is not None
+        # The run that used the state, not the one before it (E1 without a vehicle: 0 A);
+        # report runs are spaced, so a scrape may come between the state and its run.
+        found = find(samples, "chargebus_evse_allocated_current_amperes", dev_id="E1")
+        return found is not None and found > 0
 
     samples = await scrape_until(api, port, commanded)
     allocated = find(samples, "chargebus_evse_allocated_current_amperes", dev_id="E1")
