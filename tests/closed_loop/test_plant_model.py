@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tests.plant.figures import compute
+from tests.plant.figures import compute, settle_bound_s, window_bound_s
 from tests.plant.harness import SentCommand, Trace, run_plant_async
 from tests.plant.model import (
     Car,
     CarSpec,
     Command,
     Curve,
+    Disturbance,
     MeterSpec,
     PlantSpec,
     Wallbox,
@@ -153,11 +154,60 @@ def synthetic(
     return spec, trace
 
 
-def test_settle_time_ends_at_the_last_change_beyond_the_deadband() -> None:
+def test_settle_time_ends_when_the_commands_stay_within_the_band_of_where_they_end() -> None:
     spec, trace = synthetic([(0.0, 6000), (5.0, 12_000), (10.0, 16_000), (12.0, 15_900)])
     figures = compute(spec, trace)
-    assert figures.settle_s == ((0.0, 10.0),)  # the 100 mA change at 12 s is within 300 mA
+    assert figures.settle_s == ((0.0, 10.0),)  # the 100 mA change at 12 s is within the band
     assert figures.changes_per_min == {"E1": 0.0}
+    # A raise of the deadband's size long after: within 500 mA of where it ends, so the site
+    # had settled at 10 s; the raise is a change of the steady state.
+    spec, trace = synthetic([(0.0, 6000), (10.0, 15_600), (40.0, 15_950)])
+    figures = compute(spec, trace)
+    assert figures.settle_s == ((0.0, 10.0),)
+    assert figures.changes_per_min["E1"] > 0
+    # One that ends 600 mA away is settling: it ends the settle time.
+    spec, trace = synthetic([(0.0, 6000), (10.0, 15_400), (25.0, 16_000)])
+    assert compute(spec, trace).settle_s == ((0.0, 25.0),)
+
+
+def test_the_settle_bound_allows_the_raises_a_slow_cars_rise_takes_and_no_more() -> None:
+    # A car at 1 A/s taken from nothing to 32 A in steps of 6 A (ramp_step): six raises,
+    # each awaiting its delay and a reading, and 32 s of ramp. Two raises do not cover it.
+    spec, trace = synthetic(
+        [(0.0, 6000), (7.0, 12_000), (14.0, 18_000), (21.0, 24_000), (28.0, 30_000), (35.0, 32_000)]
+    )
+    car = CarSpec(phases=3, max_ma=32_000, ramp_up_ma_per_s=1000.0)
+    spec = replace(spec, wallboxes=(replace(spec.wallboxes[0], car=car, max_ma=32_000),))
+    changes = {"E1": [(c.t, c.command) for c in trace.commands]}
+    slow = window_bound_s(spec, changes, 0.0, 90.0)
+    assert slow > settle_bound_s(spec)
+    # The last raise at 35 s, then the car's delay and its 2 A at 1 A/s.
+    assert slow >= 35.0 + car.delay_s + 2.0
+    # The same plant with one raise of 1 A in the window: the spec's bound.
+    on = Command(True, True, False, 16_000)
+    small = {"E1": [(0.0, on), (5.0, Command(True, True, False, 17_000))]}
+    assert window_bound_s(spec, small, 0.0, 90.0) == settle_bound_s(spec)
+
+
+def test_a_raise_sent_before_any_reading_showed_a_disturbance_is_an_old_command() -> None:
+    """Base load 2 -> 14 A from 10 s to 14 s on a 25 A fuse; the car had 10 A and is raised
+    to 12 A (26 A: 1 A over). A raise decided on the readings before the step that goes out
+    before the first reading taken after it arrives (10.5 s) is what the old commands
+    explain; one sent after that reading is not."""
+
+    def excess_unexplained(raise_at: float) -> int:
+        spec, trace = synthetic([(0.0, 10_000), (raise_at, 12_000)], duration_s=30.0)
+        spec = replace(spec, disturbances=(Disturbance(10.0, "base load up", True),))
+        for i, t in enumerate(trace.t):
+            if 10.0 <= t < 14.0:
+                trace.other[i] = (14_000, 14_000, 14_000)
+        trace.meter_readings = [(k + 0.5, float(k)) for k in range(30)]
+        episodes = compute(spec, trace).episodes
+        assert episodes and episodes[0].peak_ma == 1000
+        return max(e.unexplained_ma for e in episodes)
+
+    assert excess_unexplained(10.0) == 0
+    assert excess_unexplained(12.0) == 1000
 
 
 def test_changes_in_steady_state_are_counted_per_minute() -> None:

@@ -7,13 +7,20 @@
   disturbance that raised the load (base load up, solar down, a limit lowered), ends within
   the follow bound after it, and is never larger than it would be with every car held at
   what it drew just before the disturbance, or at the highest command it may still have been
-  following then (those of its last delay: "what the cars' old commands explain");
-* settle time: from a disturbance until the last command change beyond SETTLE_DEADBAND_MA
-  (or on/off) before the next one, provided the commands then stayed quiet for QUIET_S
+  following then (those of its last delay), or one the core sent before it could know of the
+  disturbance (before the first meter reading taken after it arrived: a raise decided on
+  the readings before a base-load step may go out as the step comes, and no load manager
+  can take it back before it sees the step): "what the cars' old commands explain";
+* settle time (as a step response's settling time: until the output stays within a band
+  of its final value): from a disturbance until the last command change that left a command
+  more than SETTLE_BAND_MA (or on/off) away from where it ends before the next disturbance,
+  provided the commands then stayed within that band for QUIET_S
   (None: they did not, though the next disturbance left time for it; a window too short
   to tell is not judged unless a change came later than the settle bound). The settle bound
   is SETTLE_BOUND_S, or longer for a plant whose slowest car and meter make the chain of a
-  start longer (settle_bound_s);
+  start longer (settle_bound_s), or for a window in which a car rose further than two raises
+  take it, what that rise takes in raises of ramp_step (rise_chain_s), or with a pause in
+  it, the pause's own time (window_bound_s);
 * steady state: from the settle bound after a disturbance to the next one; changes per
   minute count every change of a command there, per EVSE;
 * headroom used: at the end of each steady window, for each EVSE the core lets charge with
@@ -29,14 +36,18 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from service.core.models import Params
 from tests.plant.harness import SentCommand, Trace
-from tests.plant.model import Command, PlantSpec, grid_phase
+from tests.plant.model import Command, Disturbance, PlantSpec, grid_phase
 
 EXCESS_TOLERANCE_MA = 200
-SETTLE_DEADBAND_MA = 300
+# The control law's deadband (300 mA) plus the meters' noise (±100 mA): a budget that drifts
+# as the held peak of a noisy reading ages may let one raise of the deadband's size through
+# long after a disturbance. That is a steady-state change (counted there), not settling.
+SETTLE_BAND_MA = 500
 QUIET_S = 20.0
 SETTLE_BOUND_S = 30.0
 FIT_MARGIN_MA = 1000
@@ -122,6 +133,15 @@ class Figures:
         return out
 
 
+def known_at(d: Disturbance, tr: Trace, bound: float) -> float:
+    """When the core could first know of a disturbance: at once for a change of its
+    parameters; for a measured one, when the first meter reading taken after it arrived
+    (at most the follow bound later, which counts that reading's way)."""
+    if not d.measured:
+        return d.t
+    return min((at for at, ts in tr.meter_readings if ts >= d.t - 1e-9), default=d.t + bound)
+
+
 def settle_bound_s(spec: PlantSpec) -> float:
     """How long the site may take to settle after a disturbance: SETTLE_BOUND_S, or, when
     longer, the chain a car that can start only after the disturbance goes through: the
@@ -133,18 +153,24 @@ def settle_bound_s(spec: PlantSpec) -> float:
     return max(SETTLE_BOUND_S, chain)
 
 
-def start_chain_s(spec: PlantSpec) -> float:
-    """Two raises (the start at the minimum, one `ramp_step`), each taken up only after the
-    slowest car's delay and ramp and the grid reading that shows it (poll, jitter, lag, a
-    cycle and the command's way)."""
-    params = Params.model_validate(dict(spec.extra_params))
+def _reading_s(spec: PlantSpec) -> float:
+    """The wait for the grid reading that shows a raise taken up: poll, jitter, lag, a cycle
+    and the command's way."""
     reading = max(
         (m.poll_period_s + m.poll_jitter_s + m.lag_s[1] for m in spec.meters if not m.silent),
         default=0.0,
     )
-    reading += spec.cycle_time_ms / 1000 + max(
-        (w.command_delay_s for w in spec.wallboxes), default=0.0
+    return (
+        reading
+        + spec.cycle_time_ms / 1000
+        + max((w.command_delay_s for w in spec.wallboxes), default=0.0)
     )
+
+
+def start_chain_s(spec: PlantSpec) -> float:
+    """Two raises (the start at the minimum, one `ramp_step`), each taken up only after the
+    slowest car's delay and ramp and the grid reading that shows it (_reading_s)."""
+    params = Params.model_validate(dict(spec.extra_params))
     car = max(
         (
             w.car.delay_s + min(params.ramp_step or w.max_ma, w.max_ma) / w.car.ramp_up_ma_per_s
@@ -153,7 +179,38 @@ def start_chain_s(spec: PlantSpec) -> float:
         ),
         default=0.0,
     )
-    return 2 * (car + reading)
+    return 2 * (car + _reading_s(spec))
+
+
+def rise_chain_s(
+    spec: PlantSpec, changes: dict[str, list[tuple[float, Command]]], t0: float, t1: float
+) -> float:
+    """The raises an EVSE's rise in the window from t0 to t1 takes, for the EVSE whose rise
+    takes longest: from the lowest command in force there to the highest, a start at the
+    minimum when it was off, then steps of `ramp_step` (the control law waits for a car to
+    take up a raise before the next), each after the car's delay and the reading that shows
+    it, and the car's ramp over the whole rise. A car that goes far at 1 A/s needs more
+    than the two raises of start_chain_s; what its rise needs, not more, is allowed."""
+    params = Params.model_validate(dict(spec.extra_params))
+    reading = _reading_s(spec)
+    chain = 0.0
+    for w in spec.wallboxes:
+        seq = changes.get(w.dev_id, [])
+        if w.car is None or not seq:
+            continue
+        before = [c.offer_ma for t, c in seq if t < t0]
+        inside = [c.offer_ma for t, c in seq if t0 <= t < t1]
+        if not inside:
+            continue
+        low = min([*before[-1:], *inside])
+        rise = max(inside) - low
+        if rise <= 0:
+            continue
+        step = params.ramp_step or rise
+        started = 1 if low == 0 else 0
+        raises = started + math.ceil(max(0, rise - (w.min_ma if started else 0)) / step)
+        chain = max(chain, raises * (w.car.delay_s + reading) + rise / w.car.ramp_up_ma_per_s)
+    return chain
 
 
 def window_bound_s(
@@ -165,7 +222,8 @@ def window_bound_s(
     the resume's own work (the EVSEs cut for it follow, the offer holds settle_time, a
     cycle) and the start chain."""
     params = Params.model_validate(dict(spec.extra_params))
-    bound = settle_bound_s(spec)
+    hold = params.load_hold_time + params.settle_time
+    bound = max(settle_bound_s(spec), hold + rise_chain_s(spec, changes, t0, t1))
     resume = params.follow_time + params.settle_time + spec.cycle_time_ms / 1000
     pause_min = {w.dev_id: w.pause_min_time_s for w in spec.wallboxes}
     for dev_id, seq in changes.items():
@@ -248,10 +306,12 @@ def _changes(commands: list[SentCommand]) -> dict[str, list[tuple[float, Command
     return out
 
 
-def _big(before: Command, after: Command) -> bool:
-    return (before.offer_ma > 0) != (after.offer_ma > 0) or abs(
-        before.offer_ma - after.offer_ma
-    ) > SETTLE_DEADBAND_MA
+def _outside(cmd: Command, final: Command) -> bool:
+    """Whether a command is not yet settled at `final`: on/off differs, or it is more than
+    SETTLE_BAND_MA away."""
+    return (cmd.offer_ma > 0) != (final.offer_ma > 0) or abs(
+        cmd.offer_ma - final.offer_ma
+    ) > SETTLE_BAND_MA
 
 
 def compute(spec: PlantSpec, tr: Trace) -> Figures:
@@ -267,6 +327,13 @@ def compute(spec: PlantSpec, tr: Trace) -> Figures:
     lag_steps = {
         w.dev_id: (0 if w.car is None else round(w.car.delay_s / dt) + 1) for w in spec.wallboxes
     }
+    known = {d.t: known_at(d, tr, bound) for d in disturbances if d.raises_load}
+    # A command sent in step k reaches its wallbox at the first step after its delay, and
+    # the trace records that step's offer before the step's events: at k + 2 + delay // dt.
+    # The last one sent before step known_i shows at known_i + 1 + delay // dt.
+    delivery_steps = {
+        w.dev_id: math.floor(w.command_delay_s / dt + 1e-9) + 1 for w in spec.wallboxes
+    }
     over = [0] * n
     where_at = [""] * n
     unexplained = [0] * n
@@ -274,8 +341,10 @@ def compute(spec: PlantSpec, tr: Trace) -> Figures:
         t = tr.t[i]
         linked = max((d for d in raising if d <= t + 1e-9 and t - d <= bound), default=None)
         base_i = None
+        known_i = 0
         if linked is not None:
             base_i = max(0, min(n - 1, round(linked / dt) - 1))
+            known_i = max(base_i, min(i, round(known[linked] / dt)))
         for c, fixed in constraints:
             limit = tr.main_limit[i] if fixed is None else fixed
             cur = _current(tr, c, i)
@@ -296,9 +365,11 @@ def compute(spec: PlantSpec, tr: Trace) -> Figures:
                 for dev_id in c.members:
                     before = tr.draws[dev_id][base_i][p]
                     if p in car_phases[dev_id]:
-                        # A car still follows the offers of its last delay.
+                        # A car still follows the offers of its last delay, and those the
+                        # core sent before it could know of the disturbance.
                         first = max(0, base_i - lag_steps[dev_id])
-                        before = max(before, *tr.offers[dev_id][first : base_i + 1])
+                        last_i = min(i, known_i + delivery_steps[dev_id])
+                        before = max(before, *tr.offers[dev_id][first : last_i + 1])
                     held += min(tr.draws[dev_id][i][p], before)
                 unexplained[i] = max(unexplained[i], excess - max(0, held - limit))
     episodes: list[Episode] = []
@@ -338,12 +409,15 @@ def compute(spec: PlantSpec, tr: Trace) -> Figures:
     bounds: list[float] = []
     for t0, t1 in zip(starts, ends, strict=True):
         settle_bound = window_bound_s(spec, changes, t0, t1)
-        last: float | None = None
+        last: float | None = None  # the last change that left a command outside the band
         for seq in changes.values():
-            for k in range(1, len(seq)):
-                t, cmd = seq[k]
-                if t0 <= t < t1 and _big(seq[k - 1][1], cmd):
-                    last = t if last is None else max(last, t)
+            inside = [k for k in range(1, len(seq)) if t0 <= seq[k][0] < t1]
+            if not inside:
+                continue
+            final = seq[inside[-1]][1]
+            for k in inside:
+                if _outside(seq[k - 1][1], final):
+                    last = seq[k][0] if last is None else max(last, seq[k][0])
         if t1 - t0 >= QUIET_S:
             if last is None:
                 settle.append((t0, 0.0))
@@ -446,9 +520,7 @@ def _headroom_used(
             other = max(0, tr.other[end][p]) if c.with_other else 0
             room = limit - other - _reserved(spec, c, p, tr.t[end])
             demand = sum(
-                _demand(spec, d)
-                for d in c.members
-                if d in charging and p in _car_phases(spec, d)
+                _demand(spec, d) for d in c.members if d in charging and p in _car_phases(spec, d)
             )
             if demand <= 0:
                 continue
@@ -581,8 +653,7 @@ def _paused_while_fit(
             fit_since = (fit_since if fit_since is not None else tr.t[i]) if fits else None
             if fits and not reported and fit_since is not None:
                 allowed = (
-                    max(paused_since + pause_min[d] + resume_work, fit_since + RESUME_GRACE_S)
-                    + dt
+                    max(paused_since + pause_min[d] + resume_work, fit_since + RESUME_GRACE_S) + dt
                 )
                 if tr.t[i] > allowed + w.command_delay_s:
                     found.append((tr.t[i], d, f"fits since {fit_since:.1f} s"))

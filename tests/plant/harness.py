@@ -115,6 +115,8 @@ class Trace:
     failures: int = 0
     # Readings that reached the core after a newer one of the same device.
     out_of_order: int = 0
+    # Every meter reading the core received: (when it arrived, when it was taken), s.
+    meter_readings: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass(order=True)
@@ -296,6 +298,8 @@ class PlantRun:
                     if ts < self._latest_ts.get(ev.dev_id, 0.0):
                         self.trace.out_of_order += 1
                     self._latest_ts[ev.dev_id] = max(ts, self._latest_ts.get(ev.dev_id, 0.0))
+                    if ev.dev_id in self._meters:
+                        self.trace.meter_readings.append((t, ts - EPOCH))
                     self.state.record_state(ev.dev_id, json.dumps(ev.data).encode())
                     arrived = True
                 else:

@@ -135,6 +135,9 @@ class Disturbance:
     t: float
     what: str
     raises_load: bool  # base load up, solar down, a limit lowered
+    # The core learns of it only from a meter reading taken after it (base load, sun); a
+    # change of the parameters it learns at once.
+    measured: bool = True
 
 
 @dataclass(frozen=True)

@@ -301,7 +301,7 @@ def demo_fuse_lowered_plant(seed: int = 0) -> PlantSpec:
         duration_s=120.0,
         seed=seed,
         changes=(ParamsChange(40.0, {"max_total_current": 16_000}),),
-        disturbances=(Disturbance(40.0, "fuse 25 A -> 16 A", True),),
+        disturbances=(Disturbance(40.0, "fuse 25 A -> 16 A", True, measured=False),),
     )
 
 
@@ -312,7 +312,7 @@ def demo_silent_evse_plant(seed: int = 0) -> PlantSpec:
     demo = demo_plant(
         duration_s=150.0,
         seed=seed,
-        disturbances=(Disturbance(30.0, "a silent HTTP-input EVSE added", False),),
+        disturbances=(Disturbance(30.0, "a silent HTTP-input EVSE added", False, measured=False),),
     )
     silent = WallboxSpec(dev_id="E3", car=None, report="silent", added_at_s=30.0)
     return replace(demo, wallboxes=(*demo.wallboxes, silent))
