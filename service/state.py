@@ -425,7 +425,8 @@ class ServiceState:
                             runtime.samples, time_of_group[g], bound=bound
                         ) or pairing.NOTHING
                         credit = max(0, sum(counted) - sum(plain))
-                    spread = pairing.draw_spread(counted, plain, ramping or 0)
+                    floor = 0 if ramping is None else self.control.ramp_floor(dev_id, ramping)
+                    spread = pairing.draw_spread(counted, plain, floor)
             # A maximum just lowered: the car may draw what it was told until it follows.
             static_max = config.max_charging_cur
             told = self.control.may_draw(dev_id, now, params.follow_time)

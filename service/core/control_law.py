@@ -115,6 +115,9 @@ class EvseControl(NamedTuple):
     # A report of a raise not taken up (its time, the mA it showed), to tell a car that
     # limits itself from one still ramping.
     draw_seen: tuple[float, int] | None = None
+    # Raised before its car followed a cut: the command it was cut to (mA per phase), which
+    # its car may still be going down to while it ramps toward the raise (ramp_floor).
+    cut_in_flight: int | None = None
 
 
 NO_CONTROL = EvseControl()
@@ -177,6 +180,15 @@ class ControlMemory:
         ):
             return ctl.command
         return None
+
+    def ramp_floor(self, dev_id: str, ramping: int) -> int:
+        """The least an EVSE that ramps toward `ramping` may draw by its commands (mA per
+        phase): `ramping`, or the command of a cut its car had not followed when it was
+        raised (it may still be going down to that before it turns; pairing.draw_spread)."""
+        ctl = self.evses.get(dev_id)
+        if ctl is None or ctl.raised_at is None or ctl.cut_in_flight is None:
+            return ramping
+        return min(ramping, ctl.cut_in_flight)
 
     def may_draw(self, dev_id: str, now: float, follow_s: float) -> int:
         """What an EVSE may draw as it was told (mA per phase): its command, or, while it
@@ -608,12 +620,17 @@ def _remember(step: _Step, now: float) -> EvseControl:
     changed_at = before.changed_at if step.command == before.command else now
     charged = (before.charged or step.command > 0) and step.result.reason != R_NO_VEHICLE
     raised_at = now if step.command > before.command else before.raised_at
+    cut_in_flight = before.cut_in_flight
+    if step.command > before.command:
+        # Raised while its car may still follow a cut to the old command.
+        cut_in_flight = before.command if step.lingering > 0 else None
     if step.command < before.command:
         raised_at = None
+        cut_in_flight = None
     return EvseControl(
         step.command, changed_at, step.lowered_at, step.lingering, step.up_since, charged,
         raised_at, step.car_limit, step.car_limit_at,
-        None if step.car_limit else step.draw_seen,
+        None if step.car_limit else step.draw_seen, cut_in_flight,
     )  # fmt: skip
 
 

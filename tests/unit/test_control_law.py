@@ -369,3 +369,32 @@ def test_a_learned_car_limit_goes_when_the_car_stops() -> None:
                max_total=22_000)  # fmt: skip
     loop.run(inp)
     assert loop.control.evse("E1").car_limit == 0
+
+
+def test_a_car_raised_before_it_followed_a_cut_may_still_go_down_to_the_cut() -> None:
+    """A raise that comes before the car followed a cut: until it turns, the car may still
+    go down to the cut's command, so the least it may draw while it ramps (what the other
+    load figure may be low by, pairing.draw_spread) is the cut's command, not the raise's.
+    Seen on a long plant (mixed, seed 93): counted at the raise, the car's draw made the
+    other load 0.8 A low for 14 s and a fuse 0.4 A over with no disturbance."""
+    loop = Loop()
+    for dt in range(0, 12):
+        loop.run(site(T0 + dt, [26_000] * 3, {"E1": (3, [16_000] * 3)}))
+    now = T0 + 12
+    still_16 = {"E1": (3, [16_000] * 3)}
+    # The other load rises to 22 A: E1 is cut; its car goes on drawing 16 A.
+    cut = loop.current(site(now, [38_000] * 3, still_16), "E1")
+    assert cut < 16_000
+    assert loop.control.ramp_floor("E1", cut) == cut
+    # The fuse is raised before the car followed: E1 may rise again after settle_time.
+    raised = cut
+    for dt in (1, 2, 3, 4):
+        raised = loop.current(site(now + dt, [38_000] * 3, still_16, max_total=44_000), "E1")
+    assert raised > cut
+    assert loop.control.ramp_floor("E1", raised) == cut
+    # A raise of a car that had followed has its own command as the floor.
+    followed = Loop()
+    for dt in range(0, 12):
+        followed.run(site(T0 + dt, [0] * 3, {"E1": (3 if dt > 4 else 2, [0] * 3)}))
+    c = followed.control.evse("E1").command
+    assert c > 0 and followed.control.ramp_floor("E1", c) == c
