@@ -8,6 +8,8 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from service.app import RunningService
 from service.control_lane import ControlLane
 from tests.integration.conftest import GARAGE_EVSE, GRID_METER, IMMEDIATE
@@ -34,16 +36,27 @@ class StateCounter:
         self.counts[dev_id] = self.counts.get(dev_id, 0) + 1
 
 
-def lane_of(service: RunningService) -> ControlLane:
-    lane = service.link.lane
-    assert lane is not None, "the service runs without a control lane"
-    return lane
-
-
 async def configure(service: RunningService, *meters: dict[str, Any]) -> None:
     await service.state.set_params(
         {"max_total_current": 32_000, **IMMEDIATE, "devices": [GARAGE_EVSE, *meters]}
     )
+
+
+@pytest.fixture
+async def lane(service: RunningService) -> ControlLane:
+    """The service's control lane, once the site has the grid meter M1 and the lane follows
+    it."""
+    lane = service.link.lane
+    assert lane is not None, "the service runs without a control lane"
+    await configure(service, GRID_METER)
+    await eventually(lambda: lane.listens("M1"), "the lane subscribed to M1's state")
+    return lane
+
+
+def count_states(service: RunningService) -> StateCounter:
+    counter = StateCounter()
+    service.state.listeners.append(counter)
+    return counter
 
 
 def reading(amps: int) -> bytes:
@@ -51,14 +64,10 @@ def reading(amps: int) -> bytes:
 
 
 async def test_meter_readings_come_on_the_lane_and_count_once(
-    service: RunningService, observer: MqttObserver, base_topic: str
+    service: RunningService, observer: MqttObserver, base_topic: str, lane: ControlLane
 ) -> None:
-    lane = lane_of(service)
-    await configure(service, GRID_METER)
-    await eventually(lambda: lane.listens("M1"), "the lane subscribed to M1's state")
     assert lane.bus is not None
-    counter = StateCounter()
-    service.state.listeners.append(counter)
+    counter = count_states(service)
     received = lane.bus.stats.received
     for amps in (5000, 6000, 7000):
         observer.publish(f"{base_topic}/devices/M1/state", reading(amps))
@@ -72,11 +81,8 @@ async def test_meter_readings_come_on_the_lane_and_count_once(
 
 
 async def test_commands_leave_on_the_lane(
-    service: RunningService, observer: MqttObserver, base_topic: str
+    service: RunningService, observer: MqttObserver, base_topic: str, lane: ControlLane
 ) -> None:
-    lane = lane_of(service)
-    await configure(service, GRID_METER)
-    await eventually(lambda: lane.listens("M1"), "the lane subscribed to M1's state")
     assert lane.bus is not None
     published = lane.bus.stats.published
     observer.publish(f"{base_topic}/devices/M1/state", reading(30_000))
@@ -93,17 +99,13 @@ async def test_commands_leave_on_the_lane(
 
 
 async def test_a_meter_added_later_is_followed_and_a_removed_one_let_go(
-    service: RunningService, observer: MqttObserver, base_topic: str
+    service: RunningService, observer: MqttObserver, base_topic: str, lane: ControlLane
 ) -> None:
-    lane = lane_of(service)
-    await configure(service, GRID_METER)
-    await eventually(lambda: lane.listens("M1"), "the lane subscribed to M1's state")
     assert not lane.listens("M2")
     sub_meter = {"dev_type": "meter_ajax", "dev_id": "M2", "name": "Garage", "role": 1}
     await configure(service, GRID_METER, sub_meter)
     await eventually(lambda: lane.listens("M2"), "the lane subscribed to the new meter")
-    counter = StateCounter()
-    service.state.listeners.append(counter)
+    counter = count_states(service)
     observer.publish(f"{base_topic}/devices/M2/state", reading(1000))
     await eventually(lambda: counter.counts.get("M2", 0) >= 1, "M2's reading recorded")
     await observer.roundtrip()
@@ -118,13 +120,9 @@ async def test_a_meter_added_later_is_followed_and_a_removed_one_let_go(
 
 
 async def test_without_the_lane_the_main_connection_hands_readings_on(
-    service: RunningService, observer: MqttObserver, base_topic: str
+    service: RunningService, observer: MqttObserver, base_topic: str, lane: ControlLane
 ) -> None:
-    lane = lane_of(service)
-    await configure(service, GRID_METER)
-    await eventually(lambda: lane.listens("M1"), "the lane subscribed to M1's state")
-    counter = StateCounter()
-    service.state.listeners.append(counter)
+    counter = count_states(service)
     # As when the lane's connection is down.
     lane.detach()
     assert not lane.listens("M1")

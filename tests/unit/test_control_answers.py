@@ -8,52 +8,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.app import device_registry
 from service.control_loop import ANSWER_MAX_DELAY_S, ControlLoop
-from service.core.control_law import NO_WAITS
 from service.state import ServiceState
-from service.store import Store
+from tests.unit.control_site import RecordingSink, meter_and_evse
 
 NOW = 1_000_000.0
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.published: list[tuple[str, dict[str, Any]]] = []
-        self.previewed: list[tuple[str, dict[str, Any]]] = []
-
-    def publish_command(self, dev_id: str, payload: bytes) -> None:
-        self.published.append((dev_id, json.loads(payload)))
-
-    def preview_command(self, dev_id: str, payload: bytes) -> None:
-        self.previewed.append((dev_id, json.loads(payload)))
-
-    def flush_commands(self) -> None:
-        pass
-
-    def results_changed(self, dev_ids: set[str], params: bool) -> None:
-        pass
-
-    def last_published(self, dev_id: str) -> dict[str, Any]:
-        return [c for d, c in self.published if d == dev_id][-1]
-
-
-async def site(tmp_path: Path) -> tuple[ServiceState, ControlLoop, Sink]:
-    state = ServiceState.load(Store(tmp_path), device_registry())
-    state.clock = lambda: NOW
-    await state.set_params(
-        {
-            "max_total_current": 32_000,
-            **NO_WAITS,
-            "follow_time": 1,
-            "devices": [
-                {"dev_type": "meter_ajax", "dev_id": "M1", "role": 3},
-                {"dev_type": "evse_ajax", "dev_id": "E1", "used_phases": 7},
-            ],
-        }
-    )
-    sink = Sink()
-    return state, ControlLoop(state, sink, clock=lambda: NOW), sink
+async def site(tmp_path: Path) -> tuple[ServiceState, ControlLoop, RecordingSink]:
+    return await meter_and_evse(tmp_path, lambda: NOW, max_total_current=32_000, follow_time=1)
 
 
 def report(service: ServiceState, dev_id: str, ts: float, **fields: Any) -> None:

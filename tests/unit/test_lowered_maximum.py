@@ -6,31 +6,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from service.app import device_registry
 from service.control_loop import ControlLoop
 from service.core.allocation import R_COM_ERR
-from service.core.control_law import NO_WAITS
 from service.state import ServiceState
-from service.store import Store
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.sent: dict[str, dict[str, Any]] = {}
-
-    def publish_command(self, dev_id: str, payload: bytes) -> None:
-        self.sent[dev_id] = json.loads(payload)
-
-    def preview_command(self, dev_id: str, payload: bytes) -> None:
-        pass
-
-    def flush_commands(self) -> None:
-        pass
-
-    def results_changed(self, dev_ids: set[str], params: bool) -> None:
-        pass
+from tests.unit.control_site import RecordingSink, meter_and_evse
 
 
 class Clock:
@@ -41,26 +21,29 @@ class Clock:
         return self.t
 
 
-async def charging_at_16_a(tmp_path: Path) -> tuple[ServiceState, ControlLoop, Sink, Clock]:
+async def charging_at_16_a(
+    tmp_path: Path,
+) -> tuple[ServiceState, ControlLoop, RecordingSink, Clock]:
     clock = Clock()
-    state = ServiceState.load(Store(tmp_path), device_registry())
-    state.clock = clock
-    await state.set_params(
-        {
-            "max_total_current": 63_000,
-            **NO_WAITS,
-            "follow_time": 5,
-            "devices": [
-                {"dev_type": "meter_ajax", "dev_id": "M1", "role": 3},
-                {"dev_type": "evse_ajax", "dev_id": "E1", "used_phases": 7},
-            ],
-        }
+    state, loop, sink = await meter_and_evse(
+        tmp_path, clock, max_total_current=63_000, follow_time=5
     )
-    sink = Sink()
-    loop = ControlLoop(state, sink, clock=clock)
     report(state, clock, 16_000)
     await loop.run_once(refresh=False)
-    assert sink.sent["E1"]["charging_current"] == 16_000
+    assert sink.last_published("E1")["charging_current"] == 16_000
+    return state, loop, sink, clock
+
+
+async def lowered_to_10_a(
+    tmp_path: Path, amps: int
+) -> tuple[ServiceState, ControlLoop, RecordingSink, Clock]:
+    """Charging at 16 A when the maximum is lowered to 10 A; a second later E1 draws `amps`
+    and a run has seen it."""
+    state, loop, sink, clock = await charging_at_16_a(tmp_path)
+    await state.set_device("E1", {"max_charging_cur": 10_000})
+    clock.t += 1
+    report(state, clock, amps)
+    await loop.run_once(refresh=False)
     return state, loop, sink, clock
 
 
@@ -76,15 +59,11 @@ def notes(state: ServiceState) -> list[str]:
 
 
 async def test_the_old_current_is_explained_while_the_car_follows(tmp_path: Path) -> None:
-    state, loop, sink, clock = await charging_at_16_a(tmp_path)
-    await state.set_device("E1", {"max_charging_cur": 10_000})
-    clock.t += 1
-    report(state, clock, 16_000)  # still at the old current
-    await loop.run_once(refresh=False)
+    state, loop, sink, clock = await lowered_to_10_a(tmp_path, 16_000)  # still at the old current
     assert notes(state) == []
     assert state.allocation is not None
     assert state.allocation.evses["E1"].reason != R_COM_ERR
-    assert sink.sent["E1"]["charging_current"] == 10_000
+    assert sink.last_published("E1")["charging_current"] == 10_000
     clock.t += 1
     report(state, clock, 16_000)  # within follow_time: still explained
     await loop.run_once(refresh=False)
@@ -92,11 +71,7 @@ async def test_the_old_current_is_explained_while_the_car_follows(tmp_path: Path
 
 
 async def test_a_car_that_never_follows_is_a_fault_after_follow_time(tmp_path: Path) -> None:
-    state, loop, _, clock = await charging_at_16_a(tmp_path)
-    await state.set_device("E1", {"max_charging_cur": 10_000})
-    clock.t += 1
-    report(state, clock, 16_000)
-    await loop.run_once(refresh=False)
+    state, loop, _, clock = await lowered_to_10_a(tmp_path, 16_000)
     clock.t += 6  # follow_time (5 s) has passed
     report(state, clock, 16_000)
     await loop.run_once(refresh=False)
@@ -104,9 +79,5 @@ async def test_a_car_that_never_follows_is_a_fault_after_follow_time(tmp_path: P
 
 
 async def test_a_draw_beyond_what_it_was_told_is_a_fault_at_once(tmp_path: Path) -> None:
-    state, loop, _, clock = await charging_at_16_a(tmp_path)
-    await state.set_device("E1", {"max_charging_cur": 10_000})
-    clock.t += 1
-    report(state, clock, 60_000)
-    await loop.run_once(refresh=False)
+    state, _, _, _ = await lowered_to_10_a(tmp_path, 60_000)
     assert notes(state) != []

@@ -66,6 +66,21 @@ def value(found: dict[str, list[Sample]], name: str, **labels: str) -> float:
     return matches[0]
 
 
+def assert_mqtt_counts(
+    found: dict[str, list[Sample]],
+    *,
+    received: int,
+    published: int,
+    connects: int,
+    rejected: dict[str, int],
+) -> None:
+    assert value(found, "chargebus_mqtt_messages_received_total") == received
+    assert value(found, "chargebus_mqtt_messages_published_total") == published
+    assert value(found, "chargebus_mqtt_connects_total") == connects
+    for reason, count in rejected.items():
+        assert value(found, "chargebus_mqtt_messages_rejected_total", reason=reason) == count
+
+
 @pytest.fixture
 def state(tmp_path: Path) -> ServiceState:
     return make_state(tmp_path)
@@ -131,11 +146,9 @@ def test_bus_loop_and_modbus_counters(state: ServiceState) -> None:
     metrics.sources.loop = loop
     found = samples(metrics)
 
-    assert value(found, "chargebus_mqtt_messages_received_total") == 12
-    assert value(found, "chargebus_mqtt_messages_published_total") == 7
-    assert value(found, "chargebus_mqtt_connects_total") == 2
-    assert value(found, "chargebus_mqtt_messages_rejected_total", reason="not_json") == 2
-    assert value(found, "chargebus_mqtt_messages_rejected_total", reason="unknown_device") == 1
+    assert_mqtt_counts(
+        found, received=12, published=7, connects=2, rejected={"not_json": 2, "unknown_device": 1}
+    )
     assert value(found, "chargebus_control_runs_total") == 5
     assert value(found, "chargebus_control_failures_total") == 1
     assert value(found, "chargebus_control_commands_sent_total") == 9
@@ -202,11 +215,9 @@ def test_the_control_lane_counts_with_the_main_connection(state: ServiceState) -
     metrics.sources.lane = lane
     metrics.sources.loop = LoopStats(runs=3, given_way=2)
     found = samples(metrics)
-    assert value(found, "chargebus_mqtt_messages_received_total") == 17
-    assert value(found, "chargebus_mqtt_messages_published_total") == 1007
-    assert value(found, "chargebus_mqtt_connects_total") == 3
-    assert value(found, "chargebus_mqtt_messages_rejected_total", reason="state") == 2
-    assert value(found, "chargebus_mqtt_messages_rejected_total", reason="handler_error") == 1
+    assert_mqtt_counts(
+        found, received=17, published=1007, connects=3, rejected={"state": 2, "handler_error": 1}
+    )
     assert value(found, "chargebus_control_given_way_total") == 2
     # Neither connection's own counts changed.
     assert main.received == 12 and lane.received == 5
