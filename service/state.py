@@ -427,6 +427,17 @@ class ServiceState:
                         credit = max(0, sum(counted) - sum(plain))
                     floor = 0 if ramping is None else self.control.ramp_floor(dev_id, ramping)
                     spread = pairing.draw_spread(counted, plain, floor)
+                reading_ts = time_of_group[g]
+                if counted is not None and reading_ts is not None:
+                    # A newer report that shows less: the car may have dropped before the
+                    # reading, though the control law counts it as settled or followed.
+                    dropped = pairing.drop_after(runtime.samples, reading_ts, counted)
+                    if dropped is not pairing.NOTHING:
+                        spread = (
+                            max(spread[0], dropped[0]),
+                            max(spread[1], dropped[1]),
+                            max(spread[2], dropped[2]),
+                        )
             # A maximum just lowered: the car may draw what it was told until it follows.
             static_max = config.max_charging_cur
             told = self.control.may_draw(dev_id, now, params.follow_time)

@@ -50,6 +50,24 @@ def paired_draw(samples: Sequence[Sample], reading_ts: float) -> Currents:
     return NOTHING
 
 
+def drop_after(samples: Sequence[Sample], reading_ts: float, counted: Currents) -> Currents:
+    """Per phase, how much less than `counted` the EVSE's first report after the grid
+    reading shows, where that is at least RISING_MA (less is the reports' noise, which the
+    half deadband a raise keeps from a budget covers); NOTHING without a newer report or
+    such a drop. A car that dropped between its paired report and the next (it followed a
+    cut, it stopped) may have drawn that much less at the reading, whatever the control law
+    knows of it: the other-load figure may be that much low (draw_spread)."""
+    newer: Currents | None = None
+    for ts, current in reversed(samples):
+        if ts <= reading_ts:
+            break
+        newer = current
+    if newer is None:
+        return NOTHING
+    a, b, c = (x - y if x - y >= RISING_MA else 0 for x, y in zip(counted, newer, strict=True))
+    return (a, b, c) if a or b or c else NOTHING
+
+
 def counted_current(
     samples: Sequence[Sample],
     reading_ts: float | None,

@@ -183,6 +183,10 @@ LONG_PLANTS = (
     # which was taken before the car dropped to the cut: the other load came out 0.8 A low
     # and L2 stood 0.4 A over its fuse for 6.6 s (ControlMemory.ramp_floor).
     ("mixed", 93),
+    # A car that followed a cut between its report paired with a grid reading and its next
+    # one counted at the older, higher report, with no spread (the control law had seen it
+    # follow): the other load 3.6 A low, 1.1 A over the fuse for 4.8 s (pairing.drop_after).
+    ("out-of-order", 66),
     # A raise decided on a reading from before a base-load step went out as the step came:
     # an old command (figures.known_at), not an excess to explain.
     ("out-of-order", 36),

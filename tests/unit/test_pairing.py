@@ -11,6 +11,7 @@ from service.core.models import GroupConfig, MeterConfig, MeterState
 from service.core.pairing import (
     NOTHING,
     counted_current,
+    drop_after,
     grid_reading_times,
     paired_draw,
     reading_time_for,
@@ -128,3 +129,24 @@ def test_an_older_report_above_the_maximum_is_no_credit() -> None:
     lying = [(10.0, (60_000, 0, 0)), (11.0, (6000, 0, 0))]
     assert counted_current(lying, 10.5, bound=17_600) == NOTHING
     assert counted_current(lying, 11.5, bound=17_600) == (6000, 0, 0)
+
+
+def test_a_newer_report_that_shows_less_is_how_low_the_paired_draw_may_be() -> None:
+    # The car drew 10.4 A until its report at 76.0 s, then followed a cut to 6.8 A; its
+    # next report (77.4 s) shows it. A grid reading taken at 77.0 s may have seen either.
+    samples = [(75.0, (10_400, 10_400, 10_400)), (76.0, (10_400, 10_400, 10_400)),
+               (77.4, (6800, 6800, 6800))]  # fmt: skip
+    paired = paired_draw(samples, 77.0)
+    assert paired == (10_400, 10_400, 10_400)
+    assert drop_after(samples, 77.0, paired) == (3600, 3600, 3600)
+    # No newer report, a newer one that shows as much or more, or one within the reports'
+    # noise: nothing.
+    assert drop_after(samples, 78.0, (6800, 6800, 6800)) is NOTHING
+    assert drop_after(samples[:2], 75.5, (10_400,) * 3) is NOTHING
+    assert drop_after([(1.0, (8000, 0, 0)), (2.0, (7800, 0, 0))], 1.5, (8000, 0, 0)) is NOTHING
+    # Per phase: a 1-phase car that dropped on L1 only.
+    assert drop_after([(1.0, (8000, 0, 0)), (2.0, (6000, 0, 0))], 1.5, (8000, 0, 0)) == (
+        2000,
+        0,
+        0,
+    )
