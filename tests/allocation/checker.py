@@ -59,11 +59,12 @@ def assert_limits(inp: AllocationInput, memory: Memory, result: Allocation) -> B
     """The active overdraft is what the main grid meter shows above the limit (once that has
     outlasted the grace time) or what was already held; no group, cap or phase balance is
     broken. Returns the reference budgets."""
-    overdraw, lag = main_overdraw(inp)
+    overdraw, age = main_overdraw(inp)
     # An excess counts once it has outlasted the grace time (cars following a decrease),
-    # judged by when the reading was taken (its lag from ts to arrival, bounded).
-    since = memory.over_since if memory.over_since is not None else inp.now
-    if inp.now - since < overdraft_grace_s(inp.params) + lag:
+    # judged by when the readings were taken (the reading's age, bounded).
+    taken = inp.now - age
+    since = memory.over_since if memory.over_since is not None else taken
+    if taken - since < overdraft_grace_s(inp.params):
         overdraw = 0
     assert result.overdraft_active >= overdraw
     assert result.overdraft_active <= max(overdraw, memory.overdraft)
@@ -121,10 +122,10 @@ def group_loads(ref: Budgets, given: Balanced) -> dict[int, list[int]]:
 
 def main_overdraw(inp: AllocationInput) -> tuple[int, float]:
     """How far the main grid meter reads above max_total_current (0 without a fresh one),
-    and how late its reading arrived (ts to arrival, at most LATE_GRACE stale ages)."""
+    and how old its reading is (from its ts, at most LATE_GRACE stale ages)."""
     readings = [0, 0, 0]
     found = False
-    lag = 0.0
+    age = 0.0
     for m in inp.meters.values():
         cfg = m.config
         group = cfg.group if cfg.group in {g.id for g in inp.groups} else 0
@@ -137,11 +138,10 @@ def main_overdraw(inp: AllocationInput) -> tuple[int, float]:
         ):
             return 0, 0.0
         found = True
-        arrived = inp.now - m.state_age_s
-        lag = max(lag, min(max(0.0, arrived - m.state.ts), LATE_GRACE * inp.stale_after_s))
+        age = max(age, min(max(0.0, inp.now - m.state.ts), LATE_GRACE * inp.stale_after_s))
         sign = -1 if cfg.invert else 1
         for local, phase in enumerate(grid_phases_of_rotation(cfg.phase_rotation)):
             readings[phase] += sign * m.state.current[local]
     if not found:
         return 0, 0.0
-    return max(0, max(readings) - inp.params.max_total_current), lag
+    return max(0, max(readings) - inp.params.max_total_current), age

@@ -210,6 +210,24 @@ def test_an_excess_is_judged_by_when_the_reading_was_taken() -> None:
     assert on_time.overdraft_active == 3000
 
 
+def test_a_reading_seen_again_by_later_runs_is_judged_by_when_it_was_taken() -> None:
+    """The cycle's runs see the same reading again until a newer one comes. Taken before the
+    cars could have followed, it is no overdraft however long it has waited (seen on a
+    simulated plant: a reading taken 6.6 s after the first one over the limit, seen again
+    2 s after it arrived, took 6.6 A off the main limit and paused a car whose minimum
+    fitted, although the next reading was within the fuse)."""
+    grace = overdraft_grace_s(Params())
+    a = run({}, meters=grid_at(NOW, 35_000))  # the first reading over: taken at NOW - 1
+    taken = NOW - 1 + grace - 0.4  # before the grace time is over
+    t = NOW + grace + 1.0  # it arrived 0.1 s after it was taken, and is seen again now
+    again = {"M1": MeterInput(GRID, MeterState(ts=taken, current=[35_000, 0, 0]), t - taken - 0.1)}
+    assert run({}, a.memory, t, again).overdraft_active == 0
+    # One taken at the end of the grace time is an overdraft.
+    t = NOW + grace + 1.5
+    on_time = {"M1": MeterInput(GRID, MeterState(ts=NOW - 1 + grace, current=[35_000, 0, 0]), 0.5)}
+    assert run({}, a.memory, t, on_time).overdraft_active == 3000
+
+
 def test_a_late_grid_reading_is_used_and_a_silent_meter_is_lost() -> None:
     """A grid reading older than the stale age but within LATE_GRACE of it still holds the
     load (nobody is raised meanwhile); an older one is lost and the EVSEs fail safe."""

@@ -49,9 +49,9 @@ class Meters(NamedTuple):
     # Per group: its grid reading is late (older than stale, within LATE_GRACE of it); it is
     # used, but the control law raises nobody until a fresh one comes.
     grid_late: list[bool]
-    # Per group: how long its grid reading took from being taken (ts) to arriving, at most
-    # (LATE_GRACE times the stale age): an over-limit reading is judged by when it was taken.
-    grid_lag: list[float]
+    # Per group: how old its grid reading is now (from its ts), at most LATE_GRACE times
+    # the stale age: an over-limit reading is judged by when it was taken.
+    grid_age: list[float]
 
     def failed(self) -> list[bool]:
         """Per group: its load is unknown (its grid meter is lost, or without one a
@@ -102,7 +102,7 @@ def read_meters(
             production += _add_meter(meters, dev_id, meter, is_fresh, index, notes)
         if is_fresh and meter.config.role == ROLE_GRID:
             g = _group_of(meter, index)
-            meters.grid_lag[g] = max(meters.grid_lag[g], _lag(meter, inp.now, inp.stale_after_s))
+            meters.grid_age[g] = max(meters.grid_age[g], _age(meter, inp.now, inp.stale_after_s))
     return meters._replace(production=production)
 
 
@@ -110,12 +110,12 @@ def read_meters(
 LATE_GRACE = 2.0
 
 
-def _lag(meter: MeterInput, now: float, stale_after_s: float) -> float:
-    """From the reading's ts to its arrival, bounded (a wrong clock may not stretch it)."""
-    state, age = meter.state, meter.state_age_s
-    if state is None or age is None:
+def _age(meter: MeterInput, now: float, stale_after_s: float) -> float:
+    """From the reading's ts to now, bounded (a wrong clock may not stretch it)."""
+    state = meter.state
+    if state is None or meter.state_age_s is None:
         return 0.0
-    return min(max(0.0, now - age - state.ts), LATE_GRACE * stale_after_s)
+    return min(max(0.0, now - state.ts), LATE_GRACE * stale_after_s)
 
 
 def _group_of(meter: MeterInput, index: Mapping[int, int]) -> int:
@@ -241,10 +241,12 @@ def overdraft(params: Params, memory: Memory, meters: Meters, now: float) -> Ove
         overdraw = max(0, peak - params.max_total_current)
     over_since = None
     if overdraw > 0:
-        over_since = memory.over_since if memory.over_since is not None else now
-        # Judged by when the reading was taken: a reading that arrives late shows the cars
-        # as they were before they had followed.
-        if now - over_since < overdraft_grace_s(params) + meters.grid_lag[0]:
+        # Judged by when the readings were taken, from the first one over the limit: a
+        # reading that arrives late, or that the cycle's runs see again while no newer one
+        # has come, shows the cars as they were before they had followed.
+        taken = now - meters.grid_age[0]
+        over_since = memory.over_since if memory.over_since is not None else taken
+        if taken - over_since < overdraft_grace_s(params):
             overdraw = 0
     active = memory.overdraft if now < memory.overdraft_until else 0
     until = memory.overdraft_until
