@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tests.plant.figures import compute, settle_bound_s, window_bound_s
+from tests.plant.figures import compute, fit_margin_ma, settle_bound_s, window_bound_s
 from tests.plant.harness import SentCommand, Trace, run_plant_async
 from tests.plant.model import (
     Car,
@@ -152,6 +152,21 @@ def synthetic(
         trace.wants.setdefault("E1", []).append(True)
         trace.plugged.setdefault("E1", []).append(True)
     return spec, trace
+
+
+def test_a_minimum_fits_with_the_resume_margin_and_the_meters_noise_to_spare() -> None:
+    """The core sees the other load through noisy readings (held at their peak): a minimum
+    that fits by less than resume_margin plus twice the noise is not one it must see fit."""
+    spec, trace = synthetic([(0.0, 16_000), (20.0, 0)])
+    noise = spec.meters[0].noise_ma
+    assert noise > 0
+    margin = fit_margin_ma(spec)
+    assert margin == 1000 + 2 * noise
+    for spare, found in ((margin - 100, False), (margin + 100, True)):
+        other = 25_000 - 6000 - spare
+        trace.other[:] = [(other, other, other)] * len(trace.t)
+        paused = compute(spec, trace).paused_while_min_fit
+        assert bool(paused) is found, spare
 
 
 def test_settle_time_ends_when_the_commands_stay_within_the_band_of_where_they_end() -> None:

@@ -28,7 +28,7 @@
   the EVSEs draw there over the headroom, or the own demand of the cars the core lets
   charge when that is smaller); the least of those over the EVSEs;
 * paused while the minimum fits: an EVSE whose car wants to charge is switched off while its
-  minimum, with those of the EVSEs that are on, fits every limit with FIT_MARGIN_MA to
+  minimum, with those of the EVSEs that are on, fits every limit with fit_margin_ma to
   spare; at the moment it is paused, or for longer than RESUME_GRACE_S after the minimum
   began to fit and its pause_min_time plus the resume's own work (the EVSEs cut to make
   room follow, the offer holds settle_time, a cycle).
@@ -50,6 +50,10 @@ EXCESS_TOLERANCE_MA = 200
 SETTLE_BAND_MA = 500
 QUIET_S = 20.0
 SETTLE_BOUND_S = 30.0
+# What "fits" needs to spare: the admission's resume_margin (1000 mA by default), plus twice
+# the meters' noise (fit_margin_ma): the core sees the other load through readings whose
+# held peak may read that much high, so a minimum that fits by less than the noise may look
+# to it as one that does not.
 FIT_MARGIN_MA = 1000
 RESUME_GRACE_S = 30.0
 HEADROOM_AVERAGE_S = 5.0
@@ -558,15 +562,21 @@ def _minimums_fit(
 ) -> bool:
     mins = {w.dev_id: w.min_ma for w in spec.wallboxes}
     phases = {d: _budget_phases(spec, d, i >= first_draw[d]) for d in on}
+    margin = fit_margin_ma(spec)
     for c, fixed in constraints:
         limit = tr.main_limit[i] if fixed is None else fixed
         for p in range(3):
             load = max(0, tr.other[i][p]) if c.with_other else 0
             load += _reserved(spec, c, p, tr.t[i])
             load += sum(mins[d] for d in c.members if d in on and p in phases[d])
-            if load > limit - FIT_MARGIN_MA:
+            if load > limit - margin:
                 return False
     return True
+
+
+def fit_margin_ma(spec: PlantSpec) -> int:
+    """FIT_MARGIN_MA plus twice the noise of the noisiest meter of the plant."""
+    return FIT_MARGIN_MA + 2 * max((m.noise_ma for m in spec.meters), default=0)
 
 
 def _budget_phases(spec: PlantSpec, dev_id: str, has_drawn: bool) -> tuple[int, ...]:
