@@ -388,6 +388,7 @@ class ServiceState:
         ramp_window = 2 * params.follow_time if params.load_hold_time > 0 else 0
         # A car still seen rising keeps its credit longer (pairing.still_rising), bounded.
         rising_window = RISING_WINDOW_FACTOR * ramp_window
+        unsure = False
         for dev_id, config in self.installation.devices.items():
             if not isinstance(config, EvseConfig):
                 continue
@@ -433,6 +434,7 @@ class ServiceState:
                     # reading, though the control law counts it as settled or followed.
                     dropped = pairing.drop_after(runtime.samples, reading_ts, counted)
                     if dropped is not pairing.NOTHING:
+                        unsure = True
                         spread = (
                             max(spread[0], dropped[0]),
                             max(spread[1], dropped[1]),
@@ -462,6 +464,7 @@ class ServiceState:
             now=now,
             stale_after_s=self.stale_after_s(),
             utc_offset_s=time.localtime(now).tm_gmtoff,
+            figures_unsure=unsure,
         )
 
     def apply_allocation(self, result: Allocation, now: float) -> set[str]:

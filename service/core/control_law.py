@@ -118,6 +118,9 @@ class EvseControl(NamedTuple):
     # Raised before its car followed a cut: the command it was cut to (mA per phase), which
     # its car may still be going down to while it ramps toward the raise (ramp_floor).
     cut_in_flight: int | None = None
+    # Cut before its car took up a raise: until then a report that shows it below the cut
+    # proves nothing (its car may still take the raise up, then follow the cut).
+    raise_pending_until: float | None = None
 
 
 NO_CONTROL = EvseControl()
@@ -248,6 +251,7 @@ class _Step:
     car_limit: int = 0
     car_limit_at: float = 0.0
     draw_seen: tuple[float, int] | None = None
+    raise_pending_until: float | None = None
 
 
 def govern(
@@ -285,8 +289,10 @@ def govern(
     if any(step.small_cut or step.offered > step.command for step in steps):
         usage = _usage(alloc, kept, steps, len(budgets))
         _keep_small_cuts(steps, budgets, usage)
-        # With a late grid reading the load may have risen unseen: nobody is raised.
-        rising = [] if alloc.grid_late else [s for s in steps if s.offered > s.command]
+        # With a late grid reading, or figures a newer report contradicts, the load may have
+        # risen unseen: nobody is raised.
+        held = alloc.grid_late or inp.figures_unsure
+        rising = [] if held else [s for s in steps if s.offered > s.command]
         for step in _by_precedence(rising, inp):
             _increase(step, inp, budgets, usage, settings, alloc)
     results = dict(alloc.evses)
@@ -344,7 +350,17 @@ def _first_pass(
         step.car_limit = before.car_limit
         step.car_limit_at = before.car_limit_at
     step.draw_seen = before.draw_seen
+    step.raise_pending_until = before.raise_pending_until if lowered_at is not None else None
     if offered < c:
+        if (
+            before.raised_at is not None
+            and now - before.raised_at < settings.follow_s
+            and _measured(dev_id, inp) < c - FOLLOW_TOLERANCE_MA
+        ):
+            # Its car has not shown the raise yet: it may still take it up before the cut.
+            step.raise_pending_until = max(
+                step.raise_pending_until or 0.0, before.raised_at + settings.follow_s
+            )
         step.command = offered
         if 0 < offered < r.target:
             # Cut by a budget: half a deadband below it, as a raise stops (see _increase),
@@ -377,7 +393,7 @@ def _still_following(
     st = ev.state if ev is not None else None
     if (
         st is not None
-        and st.ts > before.lowered_at
+        and st.ts > max(before.lowered_at, before.raise_pending_until or 0.0)
         and max(st.current) <= before.command + FOLLOW_TOLERANCE_MA
     ):
         return 0, None
@@ -631,6 +647,7 @@ def _remember(step: _Step, now: float) -> EvseControl:
         step.command, changed_at, step.lowered_at, step.lingering, step.up_since, charged,
         raised_at, step.car_limit, step.car_limit_at,
         None if step.car_limit else step.draw_seen, cut_in_flight,
+        step.raise_pending_until if step.lowered_at is not None else None,
     )  # fmt: skip
 
 

@@ -196,6 +196,9 @@ LONG_PLANTS = (
     # A second car's minimum fitted beside the first's by 17 mA more than resume_margin,
     # less than the meter's noise: judged with the noise (figures.fit_margin_ma).
     ("plugging", 96),
+    # A car unplugged as the base load rose: paired with its last report, the figure hid
+    # the rise, and raises took L2 2.9 A over (AllocationInput.figures_unsure).
+    ("plugging", 130),
     # A raise decided on a reading from before a base-load step went out as the step came:
     # an old command (figures.known_at), not an excess to explain.
     ("out-of-order", 36),
