@@ -189,9 +189,12 @@ class ControlMemory:
         phase): `ramping`, or the command of a cut its car had not followed when it was
         raised (it may still be going down to that before it turns; pairing.draw_spread)."""
         ctl = self.evses.get(dev_id)
-        if ctl is None or ctl.raised_at is None or ctl.cut_in_flight is None:
+        if ctl is None:
             return ramping
-        return min(ramping, ctl.cut_in_flight)
+        floor = ramping
+        if ctl.raised_at is not None and ctl.cut_in_flight is not None:
+            floor = min(floor, ctl.cut_in_flight)
+        return floor
 
     def may_draw(self, dev_id: str, now: float, follow_s: float) -> int:
         """What an EVSE may draw as it was told (mA per phase): its command, or, while it
@@ -352,14 +355,16 @@ def _first_pass(
     step.draw_seen = before.draw_seen
     step.raise_pending_until = before.raise_pending_until if lowered_at is not None else None
     if offered < c:
+        # A raised car starts within follow_time and may take as long again to ramp up.
+        ramp_s = 2 * settings.follow_s
         if (
             before.raised_at is not None
-            and now - before.raised_at < settings.follow_s
+            and now - before.raised_at < ramp_s
             and _measured(dev_id, inp) < c - FOLLOW_TOLERANCE_MA
         ):
             # Its car has not shown the raise yet: it may still take it up before the cut.
             step.raise_pending_until = max(
-                step.raise_pending_until or 0.0, before.raised_at + settings.follow_s
+                step.raise_pending_until or 0.0, before.raised_at + ramp_s
             )
         step.command = offered
         if 0 < offered < r.target:

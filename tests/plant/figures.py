@@ -27,7 +27,8 @@
   less than its car could take, the most used of its limits (constraint and phase: what
   the EVSEs draw there over the headroom, or the own demand of the cars the core lets
   charge when that is smaller); the least of those over the EVSEs;
-* paused while the minimum fits: an EVSE whose car wants to charge is switched off while its
+* paused while the minimum fits: an EVSE that reports (the core cannot know of a car at one
+  that never does) whose car wants to charge is switched off while its
   minimum, with those of the EVSEs that are on, fits every limit with fit_margin_ma to
   spare; at the moment it is paused, or for longer than RESUME_GRACE_S after the minimum
   began to fit and its pause_min_time plus the resume's own work (the EVSEs cut to make
@@ -631,6 +632,10 @@ def _paused_while_fit(
     for w in spec.wallboxes:
         if w.charging_rules:
             continue  # its rules, not the limits, may ask for nothing
+        if w.report == "silent":
+            # The core never hears it: it cannot know a car wants to charge there (it counts
+            # the wallbox at its maximum as load, and commands it nothing).
+            continue
         d = w.dev_id
         paused_since: float | None = None
         fit_since: float | None = None
