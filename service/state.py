@@ -434,7 +434,10 @@ class ServiceState:
                     # reading, though the control law counts it as settled or followed.
                     dropped = pairing.drop_after(runtime.samples, reading_ts, counted)
                     if dropped is not pairing.NOTHING:
-                        unsure = True
+                        # A car that stopped drawing (stopped, left) since: the load may have
+                        # changed unseen beside it. A car that only came down (it followed a
+                        # cut) leaves its spread, which the hold takes.
+                        unsure = unsure or max(state.current) < pairing.DRAWING_MA
                         spread = (
                             max(spread[0], dropped[0]),
                             max(spread[1], dropped[1]),

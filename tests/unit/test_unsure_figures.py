@@ -1,9 +1,10 @@
-"""A report newer than the grid reading that shows an EVSE drawing less than the report paired
-with that reading: the other-load figure is unsure (a car that left while the base load rose
-leaves the held figure as it was), and the control law raises nobody until a newer reading.
-Seen on a simulated plant (plugging, seed 130): E1 unplugged as the base load rose by 3.8 A;
-paired with E1's last report, the figure hid the rise, and two raises took L2 2.9 A over its
-fuse for 6 s."""
+"""A report newer than the grid reading that shows an EVSE no longer drawing, while the report
+paired with that reading shows it drawing: the other-load figure is unsure (a car that left
+while the base load rose leaves the held figure as it was), and the control law raises
+nobody until a newer reading. Seen on a simulated plant (plugging, seed 130): E1 unplugged
+as the base load rose by 3.8 A; paired with E1's last report, the figure hid the rise, and
+two raises took L2 2.9 A over its fuse for 6 s. A car that only came down (it followed a
+cut) leaves its spread (pairing.drop_after), and no hold."""
 
 from __future__ import annotations
 
@@ -57,6 +58,13 @@ async def test_a_newer_report_that_shows_a_drop_makes_the_figures_unsure(tmp_pat
     evse(state, t + 2.5, 9_800)
     clock.t = t + 2.6
     assert not state.allocation_input(clock.t).figures_unsure
+    # A car that came down but still draws (it followed a cut): its spread, no hold.
+    grid(state, t + 2.7, 14_000)
+    evse(state, t + 3.0, 6_000)
+    clock.t = t + 3.1
+    down = state.allocation_input(clock.t)
+    assert not down.figures_unsure
+    assert down.evses["E1"].draw_spread == (3800, 3800, 3800)
 
 
 def test_with_unsure_figures_nobody_is_raised_and_cuts_still_go_out() -> None:

@@ -117,10 +117,11 @@ class AllocationInput:
     now: float  # unix s
     stale_after_s: float  # see stale_after_s(params)
     utc_offset_s: int = 0  # local time for charging rules = now + utc_offset_s
-    # An EVSE's report newer than the grid reading shows it drawing less than the report
-    # paired with that reading (pairing.drop_after): the other-load figure is unsure by more
-    # than the hold can tell (a car that left while the base load rose leaves the held
-    # figure as it was). The control law raises nobody until a newer reading comes.
+    # An EVSE's report newer than the grid reading shows it no longer drawing, while the
+    # report paired with that reading shows it drawing (pairing.drop_after): the other-load
+    # figure is unsure by more than the hold can tell (a car that left while the base load
+    # rose leaves the held figure as it was). The control law raises nobody until a newer
+    # reading comes.
     figures_unsure: bool = False
 
 
