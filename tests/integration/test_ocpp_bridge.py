@@ -217,6 +217,11 @@ async def test_reconnect_replaces_and_boot_is_asked_for(
     """A box that sends no BootNotification on reconnect is asked for one (TriggerMessage);
     a second connection under the same id replaces the first; the limit is sent again."""
     await api.set_params({"cycle_time": 1000, **IMMEDIATE, "devices": [ocpp_evse("E1", "CP-R")]})
+    # The bridge learns of the charge point over the bus: a box that came first would be
+    # refused (404), and this one waits long before it tries again.
+    assert service.ocpp is not None
+    ocpp = service.ocpp
+    await eventually(lambda: "CP-R" in ocpp.stations, "the bridge knows CP-R")
     # Replaced, the first box waits long before it tries again (the test is over by then).
     box = await boxes.start("CP-R", retry_s=60, quirks=frozenset({"no_boot_on_reconnect"}))
     await asyncio.wait_for(box.accepted.wait(), 10)
