@@ -1,6 +1,7 @@
 """The load manager in the loop: figures per kind of simulated plant; prints a table.
 
 Run: .venv/bin/python bench/bench_closed_loop.py [--seeds 40] [--duration 300] [--quick]
+     [--first-seed 0] [--broken]
 
 Each plant (tests/plant/plants.py) runs the service's own ServiceState and ControlLoop in
 simulated time (tests/plant/harness.py): cars that follow a new limit 0-5 s late and ramp,
@@ -57,12 +58,13 @@ from tests.plant.plants import (
 )
 
 
-def plants(kind: str, seeds: int, duration_s: float) -> list[PlantSpec]:
+def plants(kind: str, seeds: int, duration_s: float, first: int = 0) -> list[PlantSpec]:
+    numbers = range(first, first + seeds)
     if kind == "demo":
-        return [demo_plant(seed=s, duration_s=min(duration_s, 120.0)) for s in range(seeds)]
+        return [demo_plant(seed=s, duration_s=min(duration_s, 120.0)) for s in numbers]
     if kind == "solar":
-        return [solar_plant(s, duration_s=duration_s) for s in range(seeds)]
-    return [random_plant(kind, s, duration_s=duration_s) for s in range(seeds)]  # type: ignore[arg-type]
+        return [solar_plant(s, duration_s=duration_s) for s in numbers]
+    return [random_plant(kind, s, duration_s=duration_s) for s in numbers]  # type: ignore[arg-type]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -136,17 +138,31 @@ async def main() -> None:
     parser.add_argument("--seeds", type=int, default=40, help="plants per kind")
     parser.add_argument("--duration", type=float, default=300.0, help="simulated s per plant")
     parser.add_argument("--quick", action="store_true", help="8 seeds of 120 s")
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="the first seed (100: plants the tests never run)"
+    )
+    parser.add_argument(
+        "--broken", action="store_true", help="also list each broken run: kind, seed, problems"
+    )
     args = parser.parse_args()
     seeds, duration = (8, 120.0) if args.quick else (args.seeds, args.duration)
-    print(f"{seeds} plants per kind, {duration:g} s simulated each\n")
+    first = args.first_seed
+    print(f"{seeds} plants per kind (seeds {first}-{first + seeds - 1}), {duration:g} s each\n")
     print(HEADER)
     print("-" * len(HEADER))
+    broken: list[str] = []
     for kind in ("demo", *RANDOM_KINDS, "solar"):
         started = time.perf_counter()
-        figures = [
-            compute(spec, await run_plant_async(spec)) for spec in plants(kind, seeds, duration)
-        ]
+        specs = plants(kind, seeds, duration, first)
+        figures = [compute(spec, await run_plant_async(spec)) for spec in specs]
         print(row(kind, figures, time.perf_counter() - started), flush=True)
+        broken += [
+            f"{kind} {spec.seed}: {'; '.join(f.problems())}"
+            for spec, f in zip(specs, figures, strict=True)
+            if f.problems()
+        ]
+    if args.broken and broken:
+        print("\nBroken runs:\n" + "\n".join(broken))
     print("\nThe issue's scenarios (one run each):\n")
     print(HEADER)
     print("-" * len(HEADER))
