@@ -418,31 +418,29 @@ class ServiceState:
                 counted = pairing.counted_current(
                     runtime.samples, time_of_group[g], ramping, config.used_phases or 7, bound
                 )
+                # Without a ramp the counted draw is the paired report itself.
+                plain = counted
                 if counted is not None and moving:
-                    # Without a ramp the counted draw is the paired report itself.
-                    plain = counted
                     if ramping is not None:
                         plain = pairing.counted_current(
                             runtime.samples, time_of_group[g], bound=bound
                         ) or pairing.NOTHING
                         credit = max(0, sum(counted) - sum(plain))
                     floor = 0 if ramping is None else self.control.ramp_floor(dev_id, ramping)
-                    spread = pairing.draw_spread(counted, plain, floor)
+                    spread = pairing.draw_spread(counted, plain or counted, floor)
                 reading_ts = time_of_group[g]
-                if counted is not None and reading_ts is not None:
-                    # A newer report that shows less: the car may have dropped before the
-                    # reading, though the control law counts it as settled or followed.
-                    dropped = pairing.drop_after(runtime.samples, reading_ts, counted)
+                if counted is not None and plain is not None and reading_ts is not None:
+                    # A newer report that shows less than the paired one: the car may have
+                    # dropped before the reading, though the control law counts it as
+                    # settled or followed. (Against the report, not the counted draw: a car
+                    # not yet started at a raise counts at its command, and is no drop.)
+                    dropped = pairing.drop_after(runtime.samples, reading_ts, plain)
                     if dropped is not pairing.NOTHING:
                         # A car that stopped drawing (stopped, left) since: the load may have
                         # changed unseen beside it. A car that only came down (it followed a
                         # cut) leaves its spread, which the hold takes.
                         unsure = unsure or max(state.current) < pairing.DRAWING_MA
-                        spread = (
-                            max(spread[0], dropped[0]),
-                            max(spread[1], dropped[1]),
-                            max(spread[2], dropped[2]),
-                        )
+                        spread = pairing.spread_with_drop(spread, counted, plain, dropped)
             # A maximum just lowered: the car may draw what it was told until it follows.
             static_max = config.max_charging_cur
             told = self.control.may_draw(dev_id, now, params.follow_time)

@@ -50,13 +50,14 @@ def paired_draw(samples: Sequence[Sample], reading_ts: float) -> Currents:
     return NOTHING
 
 
-def drop_after(samples: Sequence[Sample], reading_ts: float, counted: Currents) -> Currents:
-    """Per phase, how much less than `counted` the EVSE's first report after the grid
-    reading shows, where that is at least RISING_MA (less is the reports' noise, which the
-    half deadband a raise keeps from a budget covers); NOTHING without a newer report or
-    such a drop. A car that dropped between its paired report and the next (it followed a
-    cut, it stopped) may have drawn that much less at the reading, whatever the control law
-    knows of it: the other-load figure may be that much low (draw_spread)."""
+def drop_after(samples: Sequence[Sample], reading_ts: float, paired: Currents) -> Currents:
+    """Per phase, how much less than `paired` (its report paired with the grid reading) the
+    EVSE's first report after the reading shows, where that is at least RISING_MA (less is
+    the reports' noise, which the half deadband a raise keeps from a budget covers);
+    NOTHING without a newer report or such a drop. A car that dropped between its paired
+    report and the next (it followed a cut, it stopped) may have drawn that much less at
+    the reading, whatever the control law knows of it: the other-load figure may be that
+    much low (spread_with_drop)."""
     newer: Currents | None = None
     for ts, current in reversed(samples):
         if ts <= reading_ts:
@@ -64,8 +65,20 @@ def drop_after(samples: Sequence[Sample], reading_ts: float, counted: Currents) 
         newer = current
     if newer is None:
         return NOTHING
-    a, b, c = (x - y if x - y >= RISING_MA else 0 for x, y in zip(counted, newer, strict=True))
+    a, b, c = (x - y if x - y >= RISING_MA else 0 for x, y in zip(paired, newer, strict=True))
     return (a, b, c) if a or b or c else NOTHING
+
+
+def spread_with_drop(
+    spread: Currents, counted: Currents, paired: Currents, drop: Currents
+) -> Currents:
+    """The draw spread (draw_spread) widened by a drop a newer report shows (drop_after):
+    counted less the paired report, less the drop, is the least the EVSE may have drawn."""
+    return (
+        max(spread[0], counted[0] - paired[0] + drop[0]),
+        max(spread[1], counted[1] - paired[1] + drop[1]),
+        max(spread[2], counted[2] - paired[2] + drop[2]),
+    )
 
 
 def counted_current(

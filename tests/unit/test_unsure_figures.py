@@ -89,3 +89,25 @@ def test_with_unsure_figures_nobody_is_raised_and_cuts_still_go_out() -> None:
     assert raised > settled
     # A cut goes out with unsure figures too.
     assert step(60, 28_000, unsure=True) < raised
+
+
+async def test_a_car_not_yet_started_at_its_raise_is_no_drop(tmp_path: Path) -> None:
+    """A started EVSE counts at its command while its car has not shown it (ramp credit); a
+    newer report that still shows nothing is no drop against the report paired with the
+    reading, so nobody's raise waits for it."""
+    clock = Clock()
+    state, loop, sink = await meter_and_evse(
+        tmp_path, clock, max_total_current=32_000, follow_time=6
+    )
+    await state.set_params({"load_hold_time": 10})  # the hold, and with it the ramp credit
+    t = clock.t
+    evse(state, t, 0)
+    grid(state, t, 2000)
+    await loop.run_once(refresh=False)
+    assert sink.last_published("E1")["charging_current"] > 0  # started: ramping
+    grid(state, t + 0.5, 2000)
+    evse(state, t + 1.0, 0)  # newer than the reading, still nothing drawn
+    clock.t = t + 1.2
+    inp = state.allocation_input(clock.t)
+    assert inp.evses["E1"].ramp_credit > 0  # counted at its command
+    assert not inp.figures_unsure
