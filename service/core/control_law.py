@@ -189,12 +189,10 @@ class ControlMemory:
         phase): `ramping`, or the command of a cut its car had not followed when it was
         raised (it may still be going down to that before it turns; pairing.draw_spread)."""
         ctl = self.evses.get(dev_id)
-        if ctl is None:
+        # Set by a raise, cleared by a cut (_remember): while set, the raise is the last change.
+        if ctl is None or ctl.cut_in_flight is None:
             return ramping
-        floor = ramping
-        if ctl.raised_at is not None and ctl.cut_in_flight is not None:
-            floor = min(floor, ctl.cut_in_flight)
-        return floor
+        return min(ramping, ctl.cut_in_flight)
 
     def may_draw(self, dev_id: str, now: float, follow_s: float) -> int:
         """What an EVSE may draw as it was told (mA per phase): its command, or, while it

@@ -246,11 +246,6 @@ def follow_bound_s(spec: PlantSpec) -> float:
     """How long the measured current may stay over a limit after a disturbance: the grid
     meter's next reading (poll interval + jitter + lag), one cycle, the command's way to the
     wallbox, then the slowest car's delay and decrease, plus two simulation steps."""
-    meter = max(
-        (m.poll_period_s + m.poll_jitter_s + m.lag_s[1] for m in spec.meters if not m.silent),
-        default=0.0,
-    )
-    delivery = max((w.command_delay_s for w in spec.wallboxes), default=0.0)
     car = 0.0
     for w in spec.wallboxes:
         if w.car is None:
@@ -259,7 +254,7 @@ def follow_bound_s(spec: PlantSpec) -> float:
         if w.car.ramp_down_ma_per_s is not None:
             down = min(w.max_ma, w.car.max_ma) / w.car.ramp_down_ma_per_s
         car = max(car, w.car.delay_s + down)
-    return meter + spec.cycle_time_ms / 1000 + delivery + car + 2 * spec.dt_s
+    return _reading_s(spec) + car + 2 * spec.dt_s
 
 
 class _Constraint:
