@@ -416,7 +416,12 @@ class ServiceState:
                     time_of_group[g] = pairing.reading_time_for(g, groups, times)
                 bound = core.draw_bound(config, state)
                 counted = pairing.counted_current(
-                    runtime.samples, time_of_group[g], ramping, config.used_phases or 7, bound
+                    runtime.samples,
+                    time_of_group[g],
+                    ramping,
+                    config.used_phases or 7,
+                    bound,
+                    only_rising=ramping is not None and self.control.only_rising(dev_id),
                 )
                 # Without a ramp the counted draw is the paired report itself.
                 plain = counted

@@ -184,6 +184,14 @@ class ControlMemory:
             return ctl.command
         return None
 
+    def only_rising(self, dev_id: str) -> bool:
+        """Whether its commands since its car last stood still were raises only: raised
+        (a cut clears that) after its car had followed any cut. What its car draws then
+        only rises toward the command, so a report after a grid reading bounds what it drew
+        at that reading (pairing.counted_current)."""
+        ctl = self.evses.get(dev_id)
+        return ctl is not None and ctl.raised_at is not None and ctl.cut_in_flight is None
+
     def ramp_floor(self, dev_id: str, ramping: int) -> int:
         """The least an EVSE that ramps toward `ramping` may draw by its commands (mA per
         phase): `ramping`, or the command of a cut its car had not followed when it was
@@ -295,7 +303,7 @@ def govern(
         held = alloc.grid_late or inp.figures_unsure
         rising = [] if held else [s for s in steps if s.offered > s.command]
         for step in _by_precedence(rising, inp):
-            _increase(step, inp, budgets, usage, settings, alloc)
+            _increase(step, inp, alloc.raise_budgets or budgets, usage, settings, alloc)
     results = dict(alloc.evses)
     for step in steps:
         results[step.dev_id] = _commanded(step)

@@ -58,11 +58,7 @@ def drop_after(samples: Sequence[Sample], reading_ts: float, paired: Currents) -
     report and the next (it followed a cut, it stopped) may have drawn that much less at
     the reading, whatever the control law knows of it: the other-load figure may be that
     much low (spread_with_drop)."""
-    newer: Currents | None = None
-    for ts, current in reversed(samples):
-        if ts <= reading_ts:
-            break
-        newer = current
+    newer = first_after(samples, reading_ts)
     if newer is None:
         return NOTHING
     a, b, c = (x - y if x - y >= RISING_MA else 0 for x, y in zip(paired, newer, strict=True))
@@ -87,6 +83,7 @@ def counted_current(
     ramping_to: int | None = None,
     phases: int = 7,
     bound: int | None = None,
+    only_rising: bool = False,
 ) -> Currents | None:
     """What the allocation subtracts from the grid reading for one EVSE; None: no grid
     reading to pair with (the allocation then uses the EVSE's latest state).
@@ -100,7 +97,13 @@ def counted_current(
     the highest other load of the last `load_hold_time` seconds (hold_peaks), which reaches
     back to before the raise: the ramp neither lowers the budget nor lends any. A real rise
     of other load during the ramp shows as far as it exceeds what the ramp may explain, and
-    in full once the ramp is over (the caller bounds the ramp window by both times)."""
+    in full once the ramp is over (the caller bounds the ramp window by both times).
+
+    `only_rising`: its car's draw has only risen since the report paired with the reading
+    (ControlMemory.only_rising). Its first report after the reading then shows at least
+    what it drew at the reading: it counts at no more than that. Counted at its command
+    instead, a rise of the other load would hide in the credit for as long as the ramp
+    lasts (a car that starts late and ramps slowly: seconds over the fuse)."""
     if reading_ts is None:
         return None
     drawn = paired_draw(samples, reading_ts)
@@ -115,11 +118,26 @@ def counted_current(
     # The phases it is seen drawing on; at a start (nothing drawn yet) those it may use.
     seen = (a >= DRAWING_MA) | (b >= DRAWING_MA) << 1 | (c >= DRAWING_MA) << 2
     phases = seen or phases
+    x = y = z = ramping_to
+    if only_rising:
+        later = first_after(samples, reading_ts)
+        if later is not None:
+            x, y, z = min(x, later[0]), min(y, later[1]), min(z, later[2])
     return (
-        max(a, ramping_to) if phases & 1 else a,
-        max(b, ramping_to) if phases & 2 else b,
-        max(c, ramping_to) if phases & 4 else c,
+        max(a, x) if phases & 1 else a,
+        max(b, y) if phases & 2 else b,
+        max(c, z) if phases & 4 else c,
     )
+
+
+def first_after(samples: Sequence[Sample], reading_ts: float) -> Currents | None:
+    """The first sample taken after `reading_ts` (samples oldest first); None: none yet."""
+    newer: Currents | None = None
+    for ts, current in reversed(samples):
+        if ts <= reading_ts:
+            break
+        newer = current
+    return newer
 
 
 def draw_spread(counted: Currents, plain: Currents, command: int) -> Currents:

@@ -150,3 +150,20 @@ def test_a_newer_report_that_shows_less_is_how_low_the_paired_draw_may_be() -> N
         0,
         0,
     )
+
+
+def test_a_car_that_only_rises_counts_at_no_more_than_its_next_report() -> None:
+    """A car whose commands since it last stood still were raises only draws no less later:
+    its first report after the reading bounds what it drew then. Counted at its command, a
+    rise of other load hid in its credit while it started late (plugging seed 108: 1.6 A
+    over the fuse for 9 s)."""
+    assert counted_current(SAMPLES, 11.5, ramping_to=16_000, only_rising=True) == (12_000, 0, 0)
+    # Nothing newer than the reading yet: at its command.
+    assert counted_current(SAMPLES, 12.5, ramping_to=16_000, only_rising=True) == (16_000, 0, 0)
+    # Never below the report paired with the reading.
+    assert counted_current(SAMPLES, 11.5, ramping_to=8000, only_rising=True) == (9000, 0, 0)
+    # A car not yet started: its later report shows nothing on any phase.
+    late = [(10.0, NOTHING), (11.0, NOTHING)]
+    assert counted_current(late, 10.5, ramping_to=6000, only_rising=True) == NOTHING
+    # One that may still follow a cut counts at its command on every phase it may use.
+    assert counted_current(late, 10.5, ramping_to=6000) == (6000, 6000, 6000)

@@ -94,7 +94,8 @@ def test_with_unsure_figures_nobody_is_raised_and_cuts_still_go_out() -> None:
 async def test_a_car_not_yet_started_at_its_raise_is_no_drop(tmp_path: Path) -> None:
     """A started EVSE counts at its command while its car has not shown it (ramp credit); a
     newer report that still shows nothing is no drop against the report paired with the
-    reading, so nobody's raise waits for it."""
+    reading, so nobody's raise waits for it. (That report also shows the car drew nothing
+    at the reading: a car that only rises draws no less later, so it takes the credit.)"""
     clock = Clock()
     state, loop, sink = await meter_and_evse(
         tmp_path, clock, max_total_current=32_000, follow_time=6
@@ -106,8 +107,11 @@ async def test_a_car_not_yet_started_at_its_raise_is_no_drop(tmp_path: Path) -> 
     await loop.run_once(refresh=False)
     assert sink.last_published("E1")["charging_current"] > 0  # started: ramping
     grid(state, t + 0.5, 2000)
+    clock.t = t + 0.7
+    inp = state.allocation_input(clock.t)
+    assert inp.evses["E1"].ramp_credit > 0  # counted at its command
     evse(state, t + 1.0, 0)  # newer than the reading, still nothing drawn
     clock.t = t + 1.2
     inp = state.allocation_input(clock.t)
-    assert inp.evses["E1"].ramp_credit > 0  # counted at its command
+    assert inp.evses["E1"].ramp_credit == 0  # it drew nothing at the reading
     assert not inp.figures_unsure

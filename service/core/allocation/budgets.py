@@ -350,11 +350,40 @@ def held_loads(
     held: list[list[int]] = []
     for g, load in enumerate(non_evse):
         gid = tree.ids[g]
-        peak, kept[gid] = hold_peaks(
-            peaks.get(gid, ()), load, now, params.load_hold_time, up[g]
-        )
+        peak, kept[gid] = hold_peaks(peaks.get(gid, ()), load, now, params.load_hold_time, up[g])
         held.append(peak)
     return held, kept
+
+
+def loads_for_raises(
+    tree: GroupTree,
+    meters: Meters,
+    draw_sub: list[list[int]],
+    spread_sub: list[list[int]],
+    budgeted: list[list[int]],
+) -> list[list[int]] | None:
+    """The other load a raise must allow for while EVSEs are in transition; None when there
+    are none (it is then the budgeted load).
+
+    While a car ramps, a rise of the other load cannot be told from the car's draw that has
+    not come yet: the figure, made with the car counted at its command, may be low by its
+    spread (EvseInput.draw_spread), and the held load, which the figure cannot lower, may be
+    below the truth by as much. Cuts and sharing go by the budgeted load (they would
+    otherwise cut and pause cars at every ramp); a raise goes by the figure with every EVSE
+    in transition counted at the least it may draw, where that is higher. A rise that came
+    during a ramp is then never handed out again as headroom (simulated plants, plugging
+    seeds 100 and 282: a base-load step during one car's late start given to another car,
+    0.3-0.4 A over the fuse until the ramp ended). `spread_sub`: the spread per group and
+    grid phase, summed over its subtree (as draw_sub)."""
+    if not any(s[0] or s[1] or s[2] for s in spread_sub):
+        return None
+    least = [
+        [d[0] - s[0], d[1] - s[1], d[2] - s[2]] for d, s in zip(draw_sub, spread_sub, strict=True)
+    ]
+    return [
+        [max(b[p], w[p]) for p in range(3)]
+        for b, w in zip(budgeted, non_evse_loads(tree, meters, least), strict=True)
+    ]
 
 
 def non_evse_loads(tree: GroupTree, meters: Meters, draw_sub: list[list[int]]) -> list[list[int]]:

@@ -250,6 +250,9 @@ class Allocation:
     # increases back: the budget of each constraint slot (constraint * 3 + grid phase, see
     # groups.share) and, per EVSE with a vehicle and a fresh state, the slots it loads.
     budgets: tuple[int, ...] = ()
+    # The budgets a raise may use, when EVSEs in transition make the other load unsure
+    # (budgets.held_loads); (): the same as `budgets`.
+    raise_budgets: tuple[int, ...] = ()
     slots: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     # A group's grid reading is late (budgets.read_meters): used, but nobody is raised.
     grid_late: bool = False

@@ -11,6 +11,7 @@ from service.core.allocation.budgets import (
     group_budgets,
     held_loads,
     last_grid_loads,
+    loads_for_raises,
     non_evse_loads,
     overdraft,
     read_meters,
@@ -89,10 +90,14 @@ def allocate(
     non_evse, grid_load = last_grid_loads(
         params, tree, meters, non_evse, memory.grid_load, over.active
     )
-    budgets = group_budgets(
-        params, tree, context.constraints, non_evse, sum_subtrees(tree, survey.fixed),
-        over.active,
-    )  # fmt: skip
+    fixed_sub = sum_subtrees(tree, survey.fixed)
+    budgets = group_budgets(params, tree, context.constraints, non_evse, fixed_sub, over.active)
+    raise_slots = budgets.slots
+    unsure = loads_for_raises(tree, meters, draw_sub, sum_subtrees(tree, survey.spread), non_evse)
+    if unsure is not None:
+        raise_slots = group_budgets(
+            params, tree, context.constraints, unsure, fixed_sub, over.active
+        ).slots
     # 4. The wishes that charging rules shape, now that the solar figures are known.
     if survey.deferred:
         surplus = solar_surplus(meters, draw_sub, survey.idle_draw)
@@ -131,6 +136,7 @@ def allocate(
         energy_wh=survey.energy,
         notes=tuple(notes),
         budgets=tuple(budgets.slots),
+        raise_budgets=tuple(raise_slots) if raise_slots is not budgets.slots else (),
         slots=survey.slot_of,
         grid_late=any(meters.grid_late),
     )
