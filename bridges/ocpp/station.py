@@ -41,6 +41,7 @@ from ocpp.v16.enums import (
 )
 
 from bridges.common.follower import Control
+from bridges.common.tasks import cancelled
 from bridges.ocpp import meter_values, statuses
 from bridges.ocpp.profiles import ProfileChoice, profile_id, set_charging_profile
 from service.core.contract import EvseConfig
@@ -468,9 +469,8 @@ class Session:
         except ConnectionError as exc:
             log.info("%s: connection closed (%s)", self.station.cp_id, exc)
         finally:
-            control.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await control
+            # Its OCPP calls may lose a cancellation (bridges.common.tasks).
+            await cancelled(control)
 
     async def _control(self) -> None:
         try:

@@ -49,6 +49,7 @@ from ocpp.v16.enums import (
     TriggerMessageStatus,
 )
 
+from bridges.common.tasks import cancelled
 from bridges.sim.car import Car, CarState
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ QUIRKS = frozenset(
 SLOW_REPLY_S = 2.0
 DEFAULT_MAX_A = 16.0
 NOMINAL_V = 230.0
+# How long a close handshake may wait for the central system (the simulator's whole stop
+# may take SIM_SHUTDOWN_GRACE_S, 2 s).
+CLOSE_TIMEOUT_S = 0.5
 
 
 def parse_quirks(text: str) -> frozenset[str]:
@@ -482,7 +486,13 @@ class SimChargePoint:
         if self.password is not None:
             auth = aiohttp.BasicAuth(self.cp_id, self.password.decode("latin-1"), "latin-1")
         async with session.ws_connect(
-            self.url + self.cp_id, protocols=("ocpp1.6",), auth=auth, heartbeat=30
+            self.url + self.cp_id,
+            protocols=("ocpp1.6",),
+            auth=auth,
+            heartbeat=30,
+            # At a stop the close handshake waits for the central system's answer: a busy
+            # one must not keep the simulator past its shutdown grace (cli).
+            timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT_S),
         ) as ws:
             self.connections += 1
             self._cp = cp = _Side(self, _Connection(ws))
@@ -506,9 +516,7 @@ class SimChargePoint:
                 self._cp = None
                 for task in (receiver, ticker):
                     if task is not None:
-                        task.cancel()
-                        with contextlib.suppress(BaseException):
-                            await task
+                        await cancelled(task)
 
     async def run(self, stop: asyncio.Event, *, retry_s: float = 1.0) -> None:
         """Connected (or reconnecting) until `stop`."""
@@ -522,9 +530,7 @@ class SimChargePoint:
                 )
                 for task in (connect, stopped):
                     if task not in done:
-                        task.cancel()
-                        with contextlib.suppress(BaseException):
-                            await task
+                        await cancelled(task)
                 exc = connect.exception() if connect in done else None
                 if isinstance(exc, aiohttp.WSServerHandshakeError):
                     self.last_refusal = exc.status

@@ -401,7 +401,10 @@ async def evil_site(target: str) -> AsyncIterator[str]:
 <img src="{target}/cnf?cmd=del_device&amp;dev_id=M1">'></iframe>
 <form id="f" method="POST" action="{target}/cnf?cmd=set_params" enctype="text/plain">
 <input name='{{"devices":[{{"dev_id":"E1","name":"pwned","x":"' value='"}}]}}'></form>
-<script>document.getElementById("f").submit();</script>
+<script>
+// Once both images are answered: the form's navigation would cancel them in flight.
+window.onload = () => document.getElementById("f").submit();
+</script>
 </body></html>"""
     app = web.Application()
 
