@@ -114,8 +114,9 @@ class Sent(NamedTuple):
     state_ts: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
+class Outgoing(NamedTuple):
+    """One command to send. A tuple, as Sent."""
+
     dev_id: str
     sent: Sent
     payload: bytes

@@ -14,7 +14,6 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -45,12 +44,10 @@ from service.core.models import (
 )
 from service.core.runtime import DeviceRuntime, carry_over
 from service.core.virtual_meters import is_virtual, virtual_reading
+from service.evse_inputs import Windows, age_of, evse_input, is_settled, settled_evse_input
 from service.store import EnergyCounters, Store, UserBook
 
 log = logging.getLogger(__name__)
-# How much longer than the ramp window a car that is still seen rising keeps its ramp credit
-# (a car at 1 A/s from 6 to 32 A ramps for half a minute).
-RISING_WINDOW_FACTOR = 3
 
 
 class StateListener(Protocol):
@@ -375,92 +372,35 @@ class ServiceState:
                 runtime = self.runtime.get(dev_id)
                 state = runtime.state if runtime is not None else None
                 meters[dev_id] = MeterInput(
-                    config, state if isinstance(state, MeterState) else None, _age(runtime, now)
+                    config, state if isinstance(state, MeterState) else None, age_of(runtime, now)
                 )
         # Each EVSE's draw is paired with the grid reading it is subtracted from (pairing).
         times = pairing.grid_reading_times((m.config, m.state) for m in meters.values())
         groups = self.installation.groups
         time_of_group: dict[int, float | None] = {}
-        params = self.params()
-        # A raised car starts within follow_time and may take as long again to ramp up (6 A
-        # at 1 A/s). The credit lends no budget: hold_peaks keeps the last figure made
-        # without one (pairing.counted_current). Without a hold there is no credit.
-        ramp_window = 2 * params.follow_time if params.load_hold_time > 0 else 0
-        # A car still seen rising keeps its credit longer (pairing.still_rising), bounded.
-        rising_window = RISING_WINDOW_FACTOR * ramp_window
+        windows = Windows.of(self.params())
+        moving = windows.moving
+        control = self.control
+        controls = control.evses
         unsure = False
         for dev_id, config in self.installation.devices.items():
             if not isinstance(config, EvseConfig):
                 continue
+            g = config.group
+            if g not in time_of_group:
+                time_of_group[g] = pairing.reading_time_for(g, groups, times)
             runtime = self.runtime.get(dev_id)
-            state = runtime.state if runtime is not None else None
-            counted = None
-            credit = 0
-            spread = pairing.NOTHING
-            ramping = None
-            moving = False
-            if self.control.moving(dev_id, now, max(ramp_window, rising_window)):
-                ramping = self.control.ramping_to(
-                    dev_id,
-                    now,
-                    ramp_window,
-                    rising_window_s=rising_window,
-                    still_rising=None if runtime is None else partial(
-                        pairing.still_rising, runtime.samples
-                    ),
+            ctl = controls.get(dev_id)
+            if is_settled(ctl, now, moving):
+                evse, doubt = settled_evse_input(
+                    config, runtime, ctl, time_of_group[g], now, windows.follow
                 )
-                moving = ramping is not None or self.control.following(dev_id, now, ramp_window)
-            if runtime is not None and isinstance(state, EvseState):
-                g = config.group
-                if g not in time_of_group:
-                    time_of_group[g] = pairing.reading_time_for(g, groups, times)
-                bound = core.draw_bound(config, state)
-                counted = pairing.counted_current(
-                    runtime.samples,
-                    time_of_group[g],
-                    ramping,
-                    config.used_phases or 7,
-                    bound,
-                    only_rising=ramping is not None and self.control.only_rising(dev_id),
+            else:
+                evse, doubt = evse_input(
+                    dev_id, config, runtime, control, time_of_group[g], now, windows
                 )
-                # Without a ramp the counted draw is the paired report itself.
-                plain = counted
-                if counted is not None and moving:
-                    if ramping is not None:
-                        plain = pairing.counted_current(
-                            runtime.samples, time_of_group[g], bound=bound
-                        ) or pairing.NOTHING
-                        credit = max(0, sum(counted) - sum(plain))
-                    floor = 0 if ramping is None else self.control.ramp_floor(dev_id, ramping)
-                    spread = pairing.draw_spread(counted, plain or counted, floor)
-                reading_ts = time_of_group[g]
-                if counted is not None and plain is not None and reading_ts is not None:
-                    # A newer report that shows less than the paired one: the car may have
-                    # dropped before the reading, though the control law counts it as
-                    # settled or followed. (Against the report, not the counted draw: a car
-                    # not yet started at a raise counts at its command, and is no drop.)
-                    dropped = pairing.drop_after(runtime.samples, reading_ts, plain)
-                    if dropped is not pairing.NOTHING:
-                        # A car that stopped drawing (stopped, left) since: the load may have
-                        # changed unseen beside it. A car that only came down (it followed a
-                        # cut) leaves its spread, which the hold takes.
-                        unsure = unsure or max(state.current) < pairing.DRAWING_MA
-                        spread = pairing.spread_with_drop(spread, counted, plain, dropped)
-            # A maximum just lowered: the car may draw what it was told until it follows.
-            static_max = config.max_charging_cur
-            told = self.control.may_draw(dev_id, now, params.follow_time)
-            above = told if isinstance(static_max, int) and told > static_max else 0
-            evses[dev_id] = EvseInput(
-                config,
-                state if isinstance(state, EvseState) else None,
-                _age(runtime, now),
-                counted,
-                credit,
-                spread,
-                above,
-                # What its car was seen to take at most (the control law learned it).
-                self.control.evse(dev_id).car_limit,
-            )
+            evses[dev_id] = evse
+            unsure = unsure or doubt
         return AllocationInput(
             params=self.params(),
             groups=self.installation.groups,
@@ -629,12 +569,6 @@ class ServiceState:
                 call(listener)
             except Exception:
                 log.exception("state listener failed")
-
-
-def _age(runtime: DeviceRuntime | None, now: float) -> float | None:
-    if runtime is None or runtime.received_at is None:
-        return None
-    return now - runtime.received_at
 
 
 def _stale_reason(runtime: DeviceRuntime, now: float, stale_after: float) -> str:

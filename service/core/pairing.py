@@ -61,8 +61,11 @@ def drop_after(samples: Sequence[Sample], reading_ts: float, paired: Currents) -
     newer = first_after(samples, reading_ts)
     if newer is None:
         return NOTHING
-    a, b, c = (x - y if x - y >= RISING_MA else 0 for x, y in zip(paired, newer, strict=True))
-    return (a, b, c) if a or b or c else NOTHING
+    # Spelt out: every EVSE's draw is checked in every run.
+    a, b, c = paired[0] - newer[0], paired[1] - newer[1], paired[2] - newer[2]
+    if a < RISING_MA and b < RISING_MA and c < RISING_MA:
+        return NOTHING
+    return (a if a >= RISING_MA else 0, b if b >= RISING_MA else 0, c if c >= RISING_MA else 0)
 
 
 def spread_with_drop(

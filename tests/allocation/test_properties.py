@@ -292,7 +292,7 @@ def _check_caches(
             if rng.random() < 0.1:
                 update["max_charging_current"] = rng.choice([None, 0, 6_000, 20_000])
             state = state.model_copy(update=update)
-        moved[dev_id] = dataclasses.replace(ev, state=state)
+        moved[dev_id] = ev._replace(state=state)
     for later in (
         dataclasses.replace(inp, now=inp.now + 1),
         dataclasses.replace(inp, now=inp.now + 1, evses=moved),

@@ -206,6 +206,15 @@ LONG_PLANTS = (
     ("plugging", 9),
     # One raise of the deadband's size 34 s after a disturbance, within the settle band.
     ("mixed", 26),
+    # A base-load step during one car's late start, hidden by its ramp credit, handed to
+    # another car as headroom: 0.3-0.4 A over the fuse (Allocation.raise_budgets).
+    ("plugging", 100),
+    ("plugging", 282),
+    # A slow car that started late counted at its raised command though its reports after
+    # the reading showed it had not: a base-load step hid in the credit, 1.6 A over the fuse
+    # for 9 s (ControlMemory.only_rising).
+    ("plugging", 108),
+    ("plugging", 206),
 )
 
 

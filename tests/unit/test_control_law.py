@@ -307,8 +307,7 @@ class LearningLoop(Loop):
 
     def run(self, inp: AllocationInput) -> Allocation:
         evses = {
-            d: dataclasses.replace(ev, car_limit=self.control.evse(d).car_limit)
-            for d, ev in inp.evses.items()
+            d: ev._replace(car_limit=self.control.evse(d).car_limit) for d, ev in inp.evses.items()
         }
         return super().run(dataclasses.replace(inp, evses=evses))
 
@@ -436,11 +435,8 @@ def _ramp_hides_a_rise() -> tuple[AllocationInput, Allocation]:
     at_10 = {"E1": (3, [10_000] * 3), "E2": (3, [10_000] * 3)}
     memory = allocate(site(T0, [25_000] * 3, at_10), memory, cache).memory
     inp = site(T0 + 1, [30_000] * 3, at_10)
-    ramping = dataclasses.replace(
-        inp.evses["E1"],
-        counted_current=(16_000,) * 3,
-        ramp_credit=18_000,
-        draw_spread=(6000,) * 3,
+    ramping = inp.evses["E1"]._replace(
+        counted_current=(16_000,) * 3, ramp_credit=18_000, draw_spread=(6000,) * 3
     )
     inp = dataclasses.replace(inp, evses={**inp.evses, "E1": ramping})
     return inp, allocate(inp, memory, cache)
