@@ -52,6 +52,7 @@ from service.core.allocation import (
     Memory,
     effective_minimum,
 )
+from service.core.allocation.views import new
 from service.core.models import Params
 
 # A car counts as following a cut when it draws at most this much above the new command
@@ -361,12 +362,13 @@ def _first_pass(
     step.draw_seen = before.draw_seen
     step.raise_pending_until = before.raise_pending_until if lowered_at is not None else None
     if offered < c:
+        measured = _measured(dev_id, inp)
         # A raised car starts within follow_time and may take as long again to ramp up.
         ramp_s = 2 * settings.follow_s
         if (
             before.raised_at is not None
             and now - before.raised_at < ramp_s
-            and _measured(dev_id, inp) < c - FOLLOW_TOLERANCE_MA
+            and measured < c - FOLLOW_TOLERANCE_MA
         ):
             # Its car has not shown the raise yet: it may still take it up before the cut.
             step.raise_pending_until = max(
@@ -381,7 +383,7 @@ def _first_pass(
             step.command = max(min(offered, floor), offered - settings.deadband // 2)
         step.up_since = None
         # Until it has followed, it may draw its old command or what it was measured at.
-        step.lingering = max(lingering, c, _measured(dev_id, inp))
+        step.lingering = max(lingering, c, measured)
         step.lowered_at = now
         step.small_cut = offered > 0 and c - offered < settings.deadband and bool(step.slots)
     elif offered > c:
@@ -654,12 +656,13 @@ def _remember(step: _Step, now: float) -> EvseControl:
     if step.command < before.command:
         raised_at = None
         cut_in_flight = None
-    return EvseControl(
+    # tuple.__new__: a run at an overload remembers a thousand of these.
+    return new(EvseControl, (
         step.command, changed_at, step.lowered_at, step.lingering, step.up_since, charged,
         raised_at, step.car_limit, step.car_limit_at,
         None if step.car_limit else step.draw_seen, cut_in_flight,
         step.raise_pending_until if step.lowered_at is not None else None,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def _with_results(
