@@ -98,7 +98,8 @@ def settled_evse_input(
     if dropped is not pairing.NOTHING:
         unsure = max(state.current) < pairing.DRAWING_MA
         spread = pairing.spread_with_drop(spread, counted, counted, dropped)
-    return new(EvseInput, (config, state, age, counted, 0, spread, above, car_limit)), unsure
+    # tuple.__new__ takes no defaults: every field, in order (test_evse_inputs compares).
+    return new(EvseInput, (config, state, age, counted, 0, spread, above, car_limit, 0)), unsure
 
 
 def evse_input(
@@ -115,6 +116,7 @@ def evse_input(
     state = runtime.state if runtime is not None else None
     counted = None
     credit = 0
+    own_ramp = 0
     spread = pairing.NOTHING
     ramping = None
     moving = False
@@ -149,6 +151,16 @@ def evse_input(
                     or pairing.NOTHING
                 )
                 credit = max(0, sum(counted) - sum(plain))
+                # Its own rules see the ramp up to its command (EvseInput.own_ramp).
+                at_command = counted
+                if control.only_rising(dev_id):
+                    at_command = (
+                        pairing.counted_current(
+                            runtime.samples, reading_ts, ramping, config.used_phases or 7, bound
+                        )
+                        or counted
+                    )
+                own_ramp = max(0, sum(at_command) - sum(plain))
             floor = 0 if ramping is None else control.ramp_floor(dev_id, ramping)
             spread = pairing.draw_spread(counted, plain or counted, floor)
         if counted is not None and plain is not None and reading_ts is not None:
@@ -178,6 +190,7 @@ def evse_input(
             above,
             # What its car was seen to take at most (the control law learned it).
             control.evse(dev_id).car_limit,
+            own_ramp,
         ),
         unsure,
     )

@@ -67,3 +67,24 @@ def test_a_raise_or_an_unfollowed_cut_is_no_settled_evse() -> None:
     cut = EvseControl(command=6000, lowered_at=NOW - 5, lingering=16_000)
     assert not is_settled(cut, NOW, 12.0)
     assert is_settled(cut._replace(lingering=0), NOW, 12.0)  # it followed
+
+
+def test_its_own_rules_see_the_ramp_to_its_command_though_a_later_report_bounds_it() -> None:
+    """Raised to 12 A from 6 A; its first report after the grid reading still shows 6 A.
+    Against the other load it counts at that report (no credit), but its own surplus rule
+    sees the ramp up to its command (EvseInput.own_ramp): cut back by its own rule before its
+    car took the raise up, it was raised and cut again for 20 s (solar plants 34, 216)."""
+    config = EvseConfig(dev_type="evse_ajax", dev_id="E1", used_phases=1, max_charging_cur=16_000)
+    runtime = DeviceRuntime()
+    for ts in (NOW - 3, NOW - 2, NOW - 1):
+        runtime.record_state(EvseState(ts=ts, state=3, current=[6000, 0, 0]), ts)
+    raised = EvseControl(command=12_000, changed_at=NOW - 2.5, charged=True, raised_at=NOW - 2.5)
+    control = ControlMemory({"E1": raised})
+    windows = Windows(12.0, 36.0, 6.0)
+    evse, _ = evse_input("E1", config, runtime, control, NOW - 1.5, NOW, windows)
+    assert evse.counted_current == (6000, 0, 0)
+    assert evse.ramp_credit == 0
+    assert evse.own_ramp == 6000
+    # Without a later report, both are the ramp to its command.
+    evse, _ = evse_input("E1", config, runtime, control, NOW - 0.5, NOW, windows)
+    assert evse.ramp_credit == evse.own_ramp == 6000

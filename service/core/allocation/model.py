@@ -100,6 +100,13 @@ class EvseInput(NamedTuple):
     # learned it (control_law: a raise the car did not take up); 0: none. Its target is
     # capped at it (not below its minimum), so that sharing hands the rest to the others.
     car_limit: int = 0
+    # mA (summed over the phases) its own charging rules see beyond its report while it
+    # ramps up to a raise: its command less the paired report. Not bounded by a later report
+    # as ramp_credit is (pairing.counted_current's only_rising): a car whose raise has not
+    # shown yet would be cut back by its own surplus rule before it could take the raise up
+    # (solar plants 34, 216, 256: a raise cut back, the car taking it anyway, cut and raised
+    # again for 20 s).
+    own_ramp: int = 0
 
 
 @dataclass(frozen=True, slots=True)

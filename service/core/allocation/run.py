@@ -346,7 +346,7 @@ class Survey:
             # Its own ramp is not lost surplus (its report lags what it draws), but nobody
             # else may count on it: a second car would start on surplus that is the first
             # car's draw still to come.
-            own_ramp = inp.evses[dev_id].ramp_credit // n
+            own_ramp = inp.evses[dev_id].own_ramp // n
             rules = new(
                 RuleContext,
                 (week_minute, vehicle.max_current, from_production.get(dev_id, production // n),
