@@ -442,12 +442,8 @@ def _learn_car_limit(
     if step.car_limit or raised is None:
         return
     drawn, steady = _draw_steady(step, inp, raised)
-    # What it frees for the others is its share (the offer), not only its command: a raise
-    # kept short by a budget (raise_budgets) leaves the rest of its share idle all the same
-    # (mixed plant 25: a car limited to 10 A held a 12.8 A share, 89 % of the headroom used).
-    share = max(step.command, step.offered)
-    if drawn is None or drawn + CAR_LIMIT_MARGIN_MA + CAR_LIMIT_MIN_GAIN_MA > share:
-        return  # not charging, or it draws (about) its share: too little to hand on
+    if drawn is None or drawn + CAR_LIMIT_MARGIN_MA + CAR_LIMIT_MIN_GAIN_MA > step.command:
+        return  # not charging, or it draws (about) its command: too little to hand on
     if not steady and inp.now - raised < CAR_LIMIT_LEARN_FOLLOWS * settings.follow_s:
         return
     if not _others_held_back(step, alloc):

@@ -215,10 +215,6 @@ LONG_PLANTS = (
     # for 9 s (ControlMemory.only_rising).
     ("plugging", 108),
     ("plugging", 206),
-    # A raise kept short of a car's share by the raise budget while its car took less: no
-    # car limit was learned against the command alone, 89 % of the headroom used
-    # (control_law._learn_car_limit measures against the share).
-    ("mixed", 25),
 )
 
 

@@ -460,23 +460,3 @@ def test_a_raise_allows_for_a_rise_of_other_load_a_ramp_may_hide() -> None:
     # By the held load alone it would have been raised.
     result, _ = govern(dataclasses.replace(alloc, raise_budgets=()), inp, control, SETTINGS)
     assert result.evses["E2"].charging_current > 10_000
-
-
-def test_a_car_limit_is_learned_against_its_share_not_only_its_command() -> None:
-    """E2's raise was kept short of its share (13.5 A) at 11.7 A, and its car takes 10 A:
-    what it leaves idle is measured against the share, so the car limit is learned and the
-    rest goes to E1. Against the command alone (11.7 A < 10 A + margin + gain) it never was
-    (mixed plant 25: 89 % of the headroom used)."""
-    now = T0 + 60
-    evses = {"E1": (3, [13_000] * 3), "E2": (3, [10_000] * 3)}
-    inp = site(now, [28_000] * 3, evses)  # 5 A of other load on a 32 A fuse
-    alloc = allocate(inp, Memory(), AllocationCache())
-    assert alloc.evses["E2"].charging_current > 12_700
-    assert alloc.evses["E1"].reason == "limited"
-    short = EvseControl(
-        command=11_700, changed_at=now - 30, up_since=now - 30, charged=True,
-        raised_at=now - 30, draw_seen=(now - 20, 10_000),
-    )  # fmt: skip
-    e1 = EvseControl(command=13_000, changed_at=now - 30, charged=True)
-    _, control = govern(alloc, inp, ControlMemory({"E1": e1, "E2": short}), SETTINGS)
-    assert control.evse("E2").car_limit == 10_000 + CAR_LIMIT_MARGIN_MA
