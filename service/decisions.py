@@ -153,6 +153,12 @@ class ScenarioRecorder:
                     None if ev.counted_current is None else list(ev.counted_current)
                 ),
                 "ramp_credit": ev.ramp_credit,
+                # What else the control loop tells the allocation of the EVSE's transitions:
+                # a replay without them budgets differently while cars ramp.
+                "draw_spread": list(ev.draw_spread),
+                "commanded_above_max": ev.commanded_above_max,
+                "car_limit": ev.car_limit,
+                "own_ramp": ev.own_ramp,
             })
             for dev_id, ev in inp.evses.items()
         }  # fmt: skip

@@ -10,9 +10,11 @@ A scenario file:
       "stale_after_s": 9,              optional (default 9)
       "utc_offset_s": 0,               optional
       "evses":  {"E1": {"config": {...}, "state": {...} | null, "age": 1.0,
-                        "counted_current": [mA, mA, mA], "ramp_credit": 0}},   the last two
-                                       optional: the draw the control loop paired with the
-                                       grid reading (EvseInput)
+                        "counted_current": [mA, mA, mA], "ramp_credit": 0,
+                        "draw_spread": [mA, mA, mA], "commanded_above_max": 0,
+                        "car_limit": 0, "own_ramp": 0}},
+                                       all but config, state and age optional: what the
+                                       control loop tells the allocation (EvseInput)
       "meters": {"M1": {"config": {...}, "state": {...} | null, "age": 1.0}},
       "steps": [
         {
@@ -57,6 +59,7 @@ from service.core.allocation import (
     enter_rfid,
     override,
 )
+from service.core.allocation.model import NO_SPREAD
 from service.core.models import (
     EvseConfig,
     EvseState,
@@ -94,7 +97,15 @@ def _evse_input(dev_id: str, spec: dict[str, Any], now: float) -> EvseInput:
         spec.get("age", 1.0) if state is not None else None,
         None if counted is None else (int(counted[0]), int(counted[1]), int(counted[2])),
         int(spec.get("ramp_credit", 0)),
+        _three(spec.get("draw_spread")) or NO_SPREAD,
+        int(spec.get("commanded_above_max", 0)),
+        int(spec.get("car_limit", 0)),
+        int(spec.get("own_ramp", 0)),
     )
+
+
+def _three(values: list[int] | None) -> tuple[int, int, int] | None:
+    return None if values is None else (int(values[0]), int(values[1]), int(values[2]))
 
 
 def _meter_input(dev_id: str, spec: dict[str, Any], now: float) -> MeterInput:

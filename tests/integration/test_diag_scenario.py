@@ -88,6 +88,13 @@ async def test_a_recorded_diag_scenario_replays_with_the_same_results(
     # The recording saw what happened: E1 limited by the overload, E2 leaving.
     assert any(s["expect"]["E1"]["charging_current"] < 16000 for s in steps)
     assert steps[-1]["expect"]["E2"]["reason"] == "no_vehicle"
+    # Each EVSE's input is recorded as the control loop made it, its transitions with it
+    # (replayed without them, budgets differ while cars ramp).
+    for step in steps:
+        for recorded in step["evses"].values():
+            assert {"counted_current", "ramp_credit", "draw_spread", "own_ramp"} <= set(
+                recorded
+            ), recorded
     assert run_scenario(scenario, files[0].name) == len(steps)
 
     # The replay checks what was recorded: a result the allocation would not give fails it.
