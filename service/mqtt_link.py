@@ -41,8 +41,12 @@ INFO_MAX_WAIT_S = 2.0
 INFO_POLL_S = 0.002
 # After a burst of commands display work waits while the broker passes them on (about this
 # long per command for mosquitto on a small machine): infos published meanwhile, and the
-# CPU their making takes, would delay the commands on their way to the wallboxes.
-BROKER_S_PER_COMMAND = 20e-6
+# CPU their making takes, would delay the commands on their way to the wallboxes. 60 us: a
+# bare echo of 1,000 commands through mosquitto on this project's 2-core machine takes
+# 55-69 ms to reach a subscriber (bench_reaction's floor); at 20 us the info of a thousand
+# EVSEs went out while the last commands were still on their way (the reaction right after
+# the reports: 2.02x the echo at the median of five runs, 1.75-1.80x in three at 60 us).
+BROKER_S_PER_COMMAND = 60e-6
 
 
 def _never_busy() -> bool:
