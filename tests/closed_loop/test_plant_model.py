@@ -240,3 +240,41 @@ def test_a_pause_while_the_minimum_fits_is_found_and_one_that_is_needed_is_not()
     # The same pause with 20 A of other load: 6 A no longer fit beside it with 1 A to spare.
     trace.other[:] = [(20_000, 20_000, 20_000)] * len(trace.t)
     assert compute(spec, trace).paused_while_min_fit == ()
+
+
+def test_a_car_still_drawing_after_its_pause_takes_its_draw_from_the_room() -> None:
+    """E1 is paused at 20 s while E2, paused at 15 s, still draws 10 A until its car follows
+    at 25 s: beside 10 A of other load on the 25 A fuse, E1's 6 A did not fit at that moment
+    (the fuse read 26 A), so the pause is no pause while the minimum fits. Counted without
+    E2's draw, it was (plugging 39: L2 at 50.5 A on a 40 A fuse)."""
+    spec, trace = synthetic([(0.0, 8000), (20.0, 0)], duration_s=40.0)
+    spec = replace(
+        spec,
+        wallboxes=(
+            *spec.wallboxes,
+            WallboxSpec("E2", CarSpec(phases=3), used_phases=7, pause_min_time_s=300),
+        ),
+    )
+    spec = replace(
+        spec, wallboxes=(replace(spec.wallboxes[0], pause_min_time_s=300), spec.wallboxes[1])
+    )
+    trace.commands = sorted(
+        [*trace.commands, SentCommand(0.0, "E2", Command(True, True, False, 10_000)),
+         SentCommand(15.0, "E2", Command(True, True, True, 0))],
+        key=lambda c: c.t,
+    )  # fmt: skip
+    for t in trace.t:
+        drawing = 10_000 if t < 25.0 else 0  # its car follows the pause 10 s late
+        trace.draws.setdefault("E2", []).append((drawing, drawing, drawing))
+        trace.offers.setdefault("E2", []).append(10_000 if t < 15.0 else 0)
+        trace.wants.setdefault("E2", []).append(True)
+        trace.plugged.setdefault("E2", []).append(True)
+    trace.other[:] = [(10_000, 10_000, 10_000)] * len(trace.t)
+    found = [(t, d, why) for t, d, why in compute(spec, trace).paused_while_min_fit]
+    assert not [f for f in found if f[1] == "E1" and f[2] == "when it was paused"], found
+    # Had E2 followed its pause at once, E1's minimum fitted beside the other load.
+    for k, t in enumerate(trace.t):
+        if t >= 15.0:
+            trace.draws["E2"][k] = (0, 0, 0)
+    found = [(t, d, why) for t, d, why in compute(spec, trace).paused_while_min_fit]
+    assert ("E1", "when it was paused") in [(d, why) for _, d, why in found], found

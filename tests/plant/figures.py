@@ -565,6 +565,11 @@ def _minimums_fit(
             load = max(0, tr.other[i][p]) if c.with_other else 0
             load += _reserved(spec, c, p, tr.t[i])
             load += sum(mins[d] for d in c.members if d in on and p in phases[d])
+            # A car the core paused that still draws (it has not followed yet, or ignores
+            # the pause) takes what it draws: no command can take that current away sooner
+            # (plugging 39: a third car still drawing after its pause held L2 at 50.5 A on
+            # a 40 A fuse when the core paused a second one).
+            load += sum(tr.draws[e][i][p] for e in c.members if e not in on)
             if load > limit - margin:
                 return False
     return True
