@@ -17,7 +17,7 @@ from service.core import allocation as core
 from service.core import pairing
 from service.core.allocation import EvseInput
 from service.core.allocation.views import new
-from service.core.control_law import ControlMemory, EvseControl
+from service.core.control_law import ControlMemory, EvseControl, in_transition, is_following
 from service.core.models import EvseConfig, EvseState, Params
 from service.core.runtime import DeviceRuntime
 
@@ -55,12 +55,8 @@ def age_of(runtime: DeviceRuntime | None, now: float) -> float | None:
 
 def is_settled(ctl: EvseControl | None, now: float, window_s: float) -> bool:
     """Neither raised nor cut-and-still-following within `window_s` (Windows.moving): no
-    question about a ramp can have an answer other than "none" (ControlMemory.moving)."""
-    if ctl is None:
-        return True
-    if ctl.raised_at is not None and now - ctl.raised_at < window_s:
-        return False
-    return ctl.lowered_at is None or ctl.lingering <= 0 or now - ctl.lowered_at >= window_s
+    question about a ramp can have an answer other than "none"."""
+    return ctl is None or not in_transition(ctl, now, window_s)
 
 
 def settled_evse_input(
@@ -79,7 +75,7 @@ def settled_evse_input(
         car_limit = ctl.car_limit
         told = ctl.command
         # Cut and not yet followed (ControlMemory.may_draw): the current it was cut from.
-        if ctl.lowered_at is not None and ctl.lingering > 0 and now - ctl.lowered_at < follow_s:
+        if is_following(ctl, now, follow_s):
             told = max(told, ctl.lingering)
     static_max = config.max_charging_cur
     above = told if isinstance(static_max, int) and told > static_max else 0

@@ -149,12 +149,7 @@ class ControlMemory:
     def following(self, dev_id: str, now: float, window_s: float) -> bool:
         """Whether an EVSE was cut less than `window_s` ago and has not been seen to follow."""
         ctl = self.evses.get(dev_id)
-        return (
-            ctl is not None
-            and ctl.lowered_at is not None
-            and ctl.lingering > 0
-            and now - ctl.lowered_at < window_s
-        )
+        return ctl is not None and is_following(ctl, now, window_s)
 
     def ramping_to(
         self,
@@ -174,12 +169,12 @@ class ControlMemory:
         ctl = self.evses.get(dev_id)
         if ctl is None or ctl.command <= 0:
             return None
-        if self._moving(ctl, dev_id, now, window_s):
+        if in_transition(ctl, now, window_s):
             return ctl.command
         if (
             rising_window_s > window_s
             and still_rising is not None
-            and self._moving(ctl, dev_id, now, rising_window_s)
+            and in_transition(ctl, now, rising_window_s)
             and still_rising()
         ):
             return ctl.command
@@ -217,11 +212,20 @@ class ControlMemory:
         """Raised, or cut and not yet seen to follow, less than `window_s` ago: only such an
         EVSE can be ramping (ramping_to) or following (most of a site's EVSEs are neither)."""
         ctl = self.evses.get(dev_id)
-        return ctl is not None and self._moving(ctl, dev_id, now, window_s)
+        return ctl is not None and in_transition(ctl, now, window_s)
 
-    def _moving(self, ctl: EvseControl, dev_id: str, now: float, window_s: float) -> bool:
-        raised = ctl.raised_at is not None and now - ctl.raised_at < window_s
-        return raised or self.following(dev_id, now, window_s)
+
+def is_following(ctl: EvseControl, now: float, window_s: float) -> bool:
+    """Cut less than `window_s` ago and not yet seen to follow (ControlMemory.following)."""
+    return ctl.lowered_at is not None and ctl.lingering > 0 and now - ctl.lowered_at < window_s
+
+
+def in_transition(ctl: EvseControl, now: float, window_s: float) -> bool:
+    """Raised, or cut and not yet seen to follow, less than `window_s` ago
+    (ControlMemory.moving). For callers that hold the entry already: a run asks it of every
+    EVSE (service/evse_inputs.py)."""
+    raised = ctl.raised_at is not None and now - ctl.raised_at < window_s
+    return raised or is_following(ctl, now, window_s)
 
 
 def all_paused(memory: ControlMemory, now: float) -> ControlMemory:

@@ -92,12 +92,15 @@ def allocate(
     )
     fixed_sub = sum_subtrees(tree, survey.fixed)
     budgets = group_budgets(params, tree, context.constraints, non_evse, fixed_sub, over.active)
-    raise_slots = budgets.slots
+    # EVSEs in transition: raises allow for a rise of the other load they may hide.
     unsure = loads_for_raises(tree, meters, draw_sub, sum_subtrees(tree, survey.spread), non_evse)
-    if unsure is not None:
-        raise_slots = group_budgets(
-            params, tree, context.constraints, unsure, fixed_sub, over.active
-        ).slots
+    raise_budgets = (
+        ()
+        if unsure is None
+        else tuple(
+            group_budgets(params, tree, context.constraints, unsure, fixed_sub, over.active).slots
+        )
+    )
     # 4. The wishes that charging rules shape, now that the solar figures are known.
     if survey.deferred:
         surplus = solar_surplus(meters, draw_sub, survey.idle_draw)
@@ -136,7 +139,7 @@ def allocate(
         energy_wh=survey.energy,
         notes=tuple(notes),
         budgets=tuple(budgets.slots),
-        raise_budgets=tuple(raise_slots) if raise_slots is not budgets.slots else (),
+        raise_budgets=raise_budgets,
         slots=survey.slot_of,
         grid_late=any(meters.grid_late),
     )
