@@ -64,8 +64,10 @@ R_SETTLING = "settling"  # the allocation offers current; the control law waits 
 # share at (EvseInput.car_limit) so that the others get the rest. More than
 # FOLLOW_TOLERANCE_MA, or a car drawing its limit would count as drawing its command.
 CAR_LIMIT_MARGIN_MA = 1000
-# Learned only when it frees at least this much of its command for the others (less is not
-# worth the commands it takes).
+# Learned only when it frees at least this much of what it is given, its command or its share
+# (the allocation's offer) if more, for the others (less is not worth the commands it takes).
+# Its share counts: a car that did not take up a raise gets no further raise, so its command
+# may stay within this gain of its draw while its share is well above (mixed plant 25).
 CAR_LIMIT_MIN_GAIN_MA = 1000
 # A raise not taken up after follow_time teaches a car limit once two of the car's reports
 # at least CAR_LIMIT_STEADY_S apart show it steady (within CAR_LIMIT_STEADY_MA: a slow car,
@@ -446,8 +448,10 @@ def _learn_car_limit(
     if step.car_limit or raised is None:
         return
     drawn, steady = _draw_steady(step, inp, raised)
-    if drawn is None or drawn + CAR_LIMIT_MARGIN_MA + CAR_LIMIT_MIN_GAIN_MA > step.command:
-        return  # not charging, or it draws (about) its command: too little to hand on
+    if drawn is None or drawn + FOLLOW_TOLERANCE_MA >= step.before.command:
+        return  # not charging, or it took up its raise: nothing shows a limit of the car
+    if drawn + CAR_LIMIT_MARGIN_MA + CAR_LIMIT_MIN_GAIN_MA > max(step.command, step.offered):
+        return  # too little of its share to hand on
     if not steady and inp.now - raised < CAR_LIMIT_LEARN_FOLLOWS * settings.follow_s:
         return
     if not _others_held_back(step, alloc):

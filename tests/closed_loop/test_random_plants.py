@@ -215,6 +215,15 @@ LONG_PLANTS = (
     # for 9 s (ControlMemory.only_rising).
     ("plugging", 108),
     ("plugging", 206),
+    # A car that took 10 A of a 11.7 A command, held there (no raise on a raise not taken
+    # up) while its share was 13.4 A: judged against its command, no car limit was learned
+    # and the car beside it kept its half, 89 % of the headroom (control_law._learn_car_limit
+    # judges against the share).
+    ("mixed", 25),
+    # Judged against the share, a car drawing its whole command learned a limit, and the
+    # site settled 12 s late: only a car short of its command learns one.
+    ("out-of-order", 106),
+    ("out-of-order", 118),
 )
 
 
