@@ -447,7 +447,7 @@ def _learn_car_limit(
     raised = step.before.raised_at
     if step.car_limit or raised is None:
         return
-    drawn, steady = _draw_steady(step, inp, raised)
+    drawn, steady = _draw_steady(step, inp, raised, settings.follow_s)
     if drawn is None or drawn + FOLLOW_TOLERANCE_MA >= step.before.command:
         return  # not charging, or it took up its raise: nothing shows a limit of the car
     if drawn + CAR_LIMIT_MARGIN_MA + CAR_LIMIT_MIN_GAIN_MA > max(step.command, step.offered):
@@ -472,10 +472,16 @@ def _others_held_back(step: _Step, alloc: Allocation) -> bool:
     return False
 
 
-def _draw_steady(step: _Step, inp: AllocationInput, raised: float) -> tuple[int | None, bool]:
+def _draw_steady(
+    step: _Step, inp: AllocationInput, raised: float, follow_s: float
+) -> tuple[int | None, bool]:
     """What the car of a raised EVSE draws by its last report after the raise (None: no
     such report, or it does not charge), and whether that has held for CAR_LIMIT_STEADY_S
-    of its reports; notes the report in step.draw_seen when it starts a new comparison."""
+    of its reports, the last taken at least follow_s after the raise; notes the report in
+    step.draw_seen when it starts a new comparison. Reports taken sooner show a car that
+    may not have begun to follow yet (IEC 61851 allows it 5 s): a wallbox that reports
+    late showed a car steady at its old current 3 and 4 s after the raise, and a limit
+    learned from that cut it from 11.2 to 7 A as it ramped (late plant 286)."""
     ev = inp.evses.get(step.dev_id)
     st = ev.state if ev is not None else None
     if st is None or st.ts <= raised or st.state not in CHARGING_STATES:
@@ -485,7 +491,7 @@ def _draw_steady(step: _Step, inp: AllocationInput, raised: float) -> tuple[int 
     if seen is None or seen[0] <= raised or drawn > seen[1] + CAR_LIMIT_STEADY_MA:
         step.draw_seen = (st.ts, drawn)  # the first, or it still rises: look again
         return drawn, False
-    return drawn, st.ts - seen[0] >= CAR_LIMIT_STEADY_S
+    return drawn, st.ts - seen[0] >= CAR_LIMIT_STEADY_S and st.ts - raised >= follow_s
 
 
 def _raise_taken(

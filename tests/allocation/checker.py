@@ -60,10 +60,11 @@ def assert_limits(inp: AllocationInput, memory: Memory, result: Allocation) -> B
     outlasted the grace time) or what was already held; no group, cap or phase balance is
     broken. Returns the reference budgets."""
     overdraw, age = main_overdraw(inp)
-    # An excess counts once it has outlasted the grace time (cars following a decrease),
-    # judged by when the readings were taken (the reading's age, bounded).
+    # An excess counts once it has outlasted the grace time (cars following a decrease) since
+    # the run that first saw it, judged by when the readings were taken (the reading's age,
+    # bounded).
     taken = inp.now - age
-    since = memory.over_since if memory.over_since is not None else taken
+    since = memory.over_since if memory.over_since is not None else inp.now
     if taken - since < overdraft_grace_s(inp.params):
         overdraw = 0
     assert result.overdraft_active >= overdraw

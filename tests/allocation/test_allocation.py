@@ -166,14 +166,15 @@ def grid_at(now: float, l1_ma: int, lag: float = 0.0) -> dict[str, MeterInput]:
 
 def test_overdraft_hold_ends() -> None:
     grace = overdraft_grace_s(Params())
-    seen = run({}, meters=grid_at(NOW, 35_000))
-    # Within the grace time the excess may be cars still following a decrease.
+    seen = run({}, meters=grid_at(NOW, 35_000))  # the first reading over, seen at NOW
+    # Within the grace time the excess may be cars still following a decrease. grid_at's
+    # readings were taken 1 s before a run sees them.
     assert (seen.overdraft_active, seen.overdraft_cur) == (0, 0)
-    just = run({}, seen.memory, NOW + grace - 0.1, grid_at(NOW + grace - 0.1, 35_000))
+    just = run({}, seen.memory, NOW + grace + 0.9, grid_at(NOW + grace + 0.9, 35_000))
     assert just.overdraft_active == 0
-    first = run({}, just.memory, NOW + grace, grid_at(NOW + grace, 35_000))
+    first = run({}, just.memory, NOW + grace + 1, grid_at(NOW + grace + 1, 35_000))
     assert (first.overdraft_active, first.overdraft_cur) == (3000, 3000)
-    start = NOW + grace
+    start = NOW + grace + 1
     t = start + OVERDRAFT_HOLD_S - 1
     during = run({}, first.memory, t, grid_at(t, 0), overdraft_cur=3000)
     assert during.overdraft_active == 3000
@@ -191,21 +192,21 @@ def test_an_excess_that_ends_within_the_grace_time_is_no_overdraft() -> None:
     t = NOW + grace * 1.5
     d = run({}, c.memory, t, grid_at(t, 35_000))
     assert [x.overdraft_active for x in (a, b, c, d)] == [0, 0, 0, 0]
-    t = NOW + grace * 1.9 + 0.1
+    t = NOW + grace * 1.9 + 1.0  # taken grace after c saw the new excess
     e = run({}, d.memory, t, grid_at(t, 35_000))
     assert e.overdraft_active == 3000
 
 
 def test_an_excess_is_judged_by_when_the_reading_was_taken() -> None:
-    """A reading that arrives late shows the cars before they followed: the grace time
-    counts from when readings were taken, not when they arrived."""
+    """A reading that arrives late shows the cars before they followed: each reading is
+    judged by when it was taken, not when it arrived."""
     grace = overdraft_grace_s(Params())
     a = run({}, meters=grid_at(NOW, 35_000))
     t = NOW + grace
     # Taken 2 s before the grace time was over, arriving now: still within it.
     late = run({}, a.memory, t, grid_at(t, 35_000, lag=2.0))
     assert late.overdraft_active == 0
-    t = NOW + grace + 2.0
+    t = NOW + grace + 3.0  # taken grace after the first reading over was seen
     on_time = run({}, late.memory, t, grid_at(t, 35_000, lag=2.0))
     assert on_time.overdraft_active == 3000
 
@@ -217,15 +218,30 @@ def test_a_reading_seen_again_by_later_runs_is_judged_by_when_it_was_taken() -> 
     2 s after it arrived, took 6.6 A off the main limit and paused a car whose minimum
     fitted, although the next reading was within the fuse)."""
     grace = overdraft_grace_s(Params())
-    a = run({}, meters=grid_at(NOW, 35_000))  # the first reading over: taken at NOW - 1
-    taken = NOW - 1 + grace - 0.4  # before the grace time is over
-    t = NOW + grace + 1.0  # it arrived 0.1 s after it was taken, and is seen again now
+    a = run({}, meters=grid_at(NOW, 35_000))  # the first reading over, seen at NOW
+    taken = NOW + grace - 0.4  # before the grace time is over
+    t = NOW + grace + 2.0  # it arrived 0.1 s after it was taken, and is seen again now
     again = {"M1": MeterInput(GRID, MeterState(ts=taken, current=[35_000, 0, 0]), t - taken - 0.1)}
     assert run({}, a.memory, t, again).overdraft_active == 0
     # One taken at the end of the grace time is an overdraft.
-    t = NOW + grace + 1.5
-    on_time = {"M1": MeterInput(GRID, MeterState(ts=NOW - 1 + grace, current=[35_000, 0, 0]), 0.5)}
+    t = NOW + grace + 2.5
+    on_time = {"M1": MeterInput(GRID, MeterState(ts=NOW + grace, current=[35_000, 0, 0]), 0.5)}
     assert run({}, a.memory, t, on_time).overdraft_active == 3000
+
+
+def test_the_overdraft_grace_counts_from_when_the_core_saw_the_first_reading_over() -> None:
+    """A meter that reports 2.5 s late: the core can cut the cars only once the first
+    reading over the limit has come, and the cars then have follow_time. A reading taken
+    within the grace of that run, though later than the grace after the first reading was
+    taken, is the cars following, not an overdraft (seen on a simulated plant, out-of-order
+    147: cars that followed within 5.5 s of their cut cost a 4 A overdraft for 5 minutes)."""
+    grace = overdraft_grace_s(Params())
+    late = {"M1": MeterInput(GRID, MeterState(ts=NOW - 2.5, current=[35_000, 0, 0]), 2.5)}
+    a = run({}, meters=late)  # taken at NOW - 2.5, seen at NOW
+    taken = NOW + grace - 1.0  # grace + 1.5 s after the first was taken, within grace of NOW
+    t = taken + 2.5
+    following = {"M1": MeterInput(GRID, MeterState(ts=taken, current=[35_000, 0, 0]), 2.5)}
+    assert run({}, a.memory, t, following).overdraft_active == 0
 
 
 def test_a_late_grid_reading_is_used_and_a_silent_meter_is_lost() -> None:

@@ -224,6 +224,15 @@ LONG_PLANTS = (
     # site settled 12 s late: only a car short of its command learns one.
     ("out-of-order", 106),
     ("out-of-order", 118),
+    # A meter 2.5 s late: the overdraft grace counted from when the first reading over the
+    # limit was taken, so cars that followed within 5.5 s of their cut cost a 4 A overdraft
+    # for 5 minutes, 75 % of the headroom (budgets.overdraft counts from the run that saw it).
+    ("out-of-order", 147),
+    # Reports 3 s late showed a car steady at its old current before it could have begun to
+    # follow a raise: the car limit learned from them cut it from 11.2 to 7 A as it ramped,
+    # and the start took 53 s to settle (control_law._draw_steady).
+    ("late", 286),
+    ("late", 197),
 )
 
 

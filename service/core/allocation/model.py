@@ -205,8 +205,8 @@ class Memory:
     overdraft: int = 0  # active reduction of the main limit, mA
     overdraft_until: float = 0.0
     overdraft_reported: int = 0
-    # Since when the main grid meter has shown more than max_total_current: when the first
-    # reading over it was taken (None: it does not); an overdraw counts only once a reading
+    # Since when the main grid meter has shown more than max_total_current: the run that
+    # first saw a reading over it (None: it does not); an overdraw counts only once a reading
     # taken overdraft_grace_s after that still shows it.
     over_since: float | None = None
     # Per group id: the recent other-load figures, newest last; the highest of those within
