@@ -9,7 +9,10 @@ EVSEs that charge from it:
 
 * in their order (highest priority first, then the one charging, the one plugged in first,
   the device id), an EVSE is admitted while the pool still gives every admitted EVSE at least
-  its minimum per phase (an EVSE that does not fit is skipped, a later smaller one may);
+  its minimum per phase (an EVSE that does not fit is skipped, a later smaller one may); one
+  that does not charge yet needs its `margin` more (the deadband): with a pool just at two
+  minimums, the meter's noise would otherwise admit and drop it in turn, and each time cut
+  and raise the car that does charge (solar plant 119: 2 commands a minute for 40 s);
 * the admitted EVSEs get the same current per phase: pool / Σ their phases (a three-phase car
   takes three times the total of a one-phase car at the same current);
 * the others get nothing from the pool (their solar rules see no solar current and do not
@@ -28,6 +31,7 @@ class SolarCandidate(NamedTuple):
     dev_id: str
     phases: int  # how many phases it charges on (1-3)
     minimum: int  # mA per phase it needs to charge at all
+    margin: int = 0  # mA per phase more it needs to be admitted (0 once it charges)
 
 
 def split_pool(candidates: Sequence[SolarCandidate], pool_ma: int) -> dict[str, int]:
@@ -45,7 +49,7 @@ def split_pool(candidates: Sequence[SolarCandidate], pool_ma: int) -> dict[str, 
     for c in candidates:
         trial_phases = phases + max(1, c.phases)
         trial_need = max(need, c.minimum)
-        if pool // trial_phases >= trial_need:
+        if pool // trial_phases >= max(trial_need, c.minimum + c.margin):
             admitted.append(c)
             phases, need = trial_phases, trial_need
     share = pool // phases if phases else 0

@@ -340,9 +340,12 @@ class Survey:
         the whole figure."""
         week_minute = minute_of_week(site.now, inp.utc_offset_s)
         production = meters.production
+        # One that does not charge yet is admitted to a pool with a deadband to spare (see
+        # solar_share).
         from_production, from_surplus = solar_pools(
-            self.deferred, site.context.users, production, surplus, solar_seen
-        )
+            self.deferred, site.context.users, production, surplus, solar_seen,
+            inp.params.deadband,
+        )  # fmt: skip
         for vehicle, watts in self.deferred:
             n = PHASE_COUNT[vehicle.local_mask]
             dev_id = vehicle.dev_id

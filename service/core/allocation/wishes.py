@@ -247,17 +247,20 @@ def solar_pools(
     production: int,
     surplus: int,
     seen: dict[str, SolarSeen] | None = None,
+    admit_margin: int = 0,
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Per EVSE charging from it: its share of the production and of the surplus, mA per
     phase (see solar_share). EVSEs not listed see the whole figures. `seen` (a cache) keeps
-    what was made of each vehicle while the vehicle object and the user book stay the same."""
+    what was made of each vehicle while the vehicle object, the user book and
+    `admit_margin` (what one that does not charge needs beyond its minimum) stay the same."""
     by_production: list[tuple[tuple[int, int, float, str], SolarCandidate]] = []
     by_surplus: list[tuple[tuple[int, int, float, str], SolarCandidate]] = []
     for v, _ in deferred:
         known = seen.get(v.dev_id) if seen is not None else None
-        if known is None or known[0] is not v or known[1] is not users:
+        margin = 0 if v.memory.charging else admit_margin
+        if known is None or known[0] is not v or known[1] is not users or known[4].margin != margin:
             uses_production, uses_surplus = solar_modes(v, users)
-            c = SolarCandidate(v.dev_id, PHASE_COUNT[v.local_mask], v.minimum)
+            c = SolarCandidate(v.dev_id, PHASE_COUNT[v.local_mask], v.minimum, margin)
             known = (v, users, uses_production, uses_surplus, c, _precedence(v))
             if seen is not None:
                 seen[v.dev_id] = known
