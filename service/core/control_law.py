@@ -448,9 +448,10 @@ def _learn_car_limit(
     if step.car_limit or raised is None:
         return
     drawn, steady = _draw_steady(step, inp, raised, settings.follow_s)
-    if drawn is None or drawn + FOLLOW_TOLERANCE_MA >= step.before.command:
+    if drawn is None or drawn + FOLLOW_TOLERANCE_MA >= step.command:
         return  # not charging, or it took up its raise: nothing shows a limit of the car
-    if drawn + CAR_LIMIT_MARGIN_MA + CAR_LIMIT_MIN_GAIN_MA > max(step.command, step.offered):
+    # On a raise the offer (its share) is above the command.
+    if drawn + CAR_LIMIT_MARGIN_MA + CAR_LIMIT_MIN_GAIN_MA > step.offered:
         return  # too little of its share to hand on
     if not steady and inp.now - raised < CAR_LIMIT_LEARN_FOLLOWS * settings.follow_s:
         return
